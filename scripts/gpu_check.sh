@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# GPU check: the whole test suite (bf16, large shapes, torch.compile, opcheck) and the benchmarks, in one
+# go. Installs nothing. Results go to $OUT (default ./out): results.tgz holds every log, CSV and JSON.
+#   OPS="softmax norm"  benchmarks to run (default: all)      TESTS=0  skip the tests
+#   BENCH_ARGS="--quick"  extra arguments for each bench      PYTEST_ARGS="-k softmax"
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$PWD/out}
+RES=$(mktemp -d)/res
+mkdir -p "$OUT" "$RES"
+export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
+if [ -d .whl ]; then  # peers carried as wheels (liger-kernel), see README
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=$PYTHONPATH:/tmp/site
+fi
+OPS=${OPS:-"softmax norm gemm attention"}
+python3 -m trifuse info 2>&1 | tee "$RES/info.txt"
+nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,temperature.gpu,power.draw --format=csv >>"$RES/info.txt" 2>&1
+if [ "${TESTS:-1}" = 1 ]; then
+  python3 -m pytest -q -n "${JOBS:-4}" tests ${PYTEST_ARGS:-} 2>&1 | tee "$RES/tests.log" | tail -25
+fi
+for op in $OPS; do
+  python3 -m trifuse bench "$op" ${BENCH_ARGS:-} --csv "$RES/bench_$op.csv" --json "$RES/bench_$op.json" \
+    2>&1 | tee "$RES/bench_$op.log"
+done
+tar czf "$OUT/results.tgz" -C "$(dirname "$RES")" res

@@ -1,0 +1,52 @@
+"""Typed input validation shared by every op: errors name what was expected and what came."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def check_tensor(name: str, arg: str, t: object) -> torch.Tensor:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"trifuse.{name}: {arg} must be a torch.Tensor, got {type(t).__name__}")
+    return t
+
+
+def check_float(name: str, arg: str, t: torch.Tensor, dtypes: Iterable[torch.dtype] = FLOAT_DTYPES) -> None:
+    check_tensor(name, arg, t)
+    dtypes = tuple(dtypes)
+    if t.dtype not in dtypes:
+        names = ", ".join(str(d).replace("torch.", "") for d in dtypes)
+        raise TypeError(f"trifuse.{name}: {arg} must have dtype in ({names}), got {t.dtype}")
+
+
+def check_same_dtype(name: str, **tensors: torch.Tensor | None) -> None:
+    present = {k: v for k, v in tensors.items() if v is not None}
+    dtypes = {v.dtype for v in present.values()}
+    if len(dtypes) > 1:
+        got = ", ".join(f"{k}={v.dtype}" for k, v in present.items())
+        raise TypeError(f"trifuse.{name}: tensors must share one dtype, got {got}")
+
+
+def check_shape(name: str, arg: str, t: torch.Tensor, expected: tuple[int, ...]) -> None:
+    if tuple(t.shape) != tuple(expected):
+        raise ValueError(f"trifuse.{name}: {arg} must have shape {tuple(expected)}, got {tuple(t.shape)}")
+
+
+def check_ndim(name: str, arg: str, t: torch.Tensor, ndim: int | tuple[int, ...]) -> None:
+    allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+    if t.dim() not in allowed:
+        raise ValueError(f"trifuse.{name}: {arg} must have {' or '.join(map(str, allowed))} dims, got {t.dim()}")
+
+
+def normalize_dim(name: str, dim: int, ndim: int) -> int:
+    if isinstance(dim, bool) or not isinstance(dim, int):
+        raise TypeError(f"trifuse.{name}: dim must be an int, got {type(dim).__name__}")
+    rank = max(ndim, 1)
+    if not -rank <= dim < rank:
+        raise IndexError(
+            f"trifuse.{name}: dim {dim} out of range for a tensor of rank {ndim} (expected in [{-rank}, {rank - 1}])"
+        )
+    return dim % rank

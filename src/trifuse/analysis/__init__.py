@@ -1,0 +1,1 @@
+"""Byte/FLOP models, measured ceilings and roofline fractions."""

@@ -1,0 +1,63 @@
+"""Ceilings measured on the machine at hand: device copy bandwidth and cuBLAS GEMM peak.
+
+Benchmarks measure them again in every run (a few hundred ms) so that fractions compare numbers taken
+on the same GPU in the same state; the last values are also cached on disk for `trifuse info`.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+
+def cache_path() -> Path:
+    root = os.environ.get("TRIFUSE_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "trifuse"
+    )
+    return Path(root) / "ceilings.json"
+
+
+def _store(key: str, value: float) -> None:
+    path = cache_path()
+    try:
+        data = json.loads(path.read_text()) if path.exists() else {}
+        data.setdefault(torch.cuda.get_device_name(), {})[key] = value
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data, indent=2))
+    except OSError:
+        pass  # a read-only home must not break a benchmark
+
+
+def cached() -> dict:
+    path = cache_path()
+    try:
+        return json.loads(path.read_text()) if path.exists() else {}
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def copy_bandwidth(nbytes: int = 1 << 30) -> float:
+    """Device-to-device copy rate in bytes/s, counting bytes read plus bytes written."""
+    from triton.testing import do_bench
+
+    src = torch.empty(nbytes // 4, dtype=torch.float32, device="cuda").uniform_()
+    dst = torch.empty_like(src)
+    ms = do_bench(lambda: dst.copy_(src), warmup=25, rep=200, return_mode="median")
+    rate = 2 * nbytes / (ms * 1e-3)
+    del src, dst
+    _store("copy_bytes_per_s", rate)
+    return rate
+
+
+def matmul_peak(dtype: torch.dtype = torch.bfloat16, n: int = 8192) -> float:
+    """cuBLAS GEMM rate in FLOP/s on an n³ product of random data (never zeros: they run faster)."""
+    from triton.testing import do_bench
+
+    a = torch.randn(n, n, device="cuda", dtype=dtype)
+    b = torch.randn(n, n, device="cuda", dtype=dtype)
+    ms = do_bench(lambda: a @ b, warmup=50, rep=200, return_mode="median")
+    rate = 2 * n**3 / (ms * 1e-3)
+    _store(f"matmul_{str(dtype).replace('torch.', '')}_flop_per_s", rate)
+    return rate

@@ -1,0 +1,130 @@
+"""Runs a Suite: every case through every provider, one row per (case, provider)."""
+from __future__ import annotations
+
+import datetime
+import gc
+import platform
+from typing import Any
+
+import torch
+import triton
+
+from ..analysis import ceilings
+from ..runtime import INTERPRET, mode
+from .suite import Case, Suite, Unavailable
+from .timing import time_ms
+
+
+def device() -> torch.device:
+    return torch.device("cpu" if INTERPRET else "cuda")
+
+
+def provenance() -> dict[str, Any]:
+    gpu = "none (Triton interpreter on CPU)" if INTERPRET else torch.cuda.get_device_name()
+    return {
+        "gpu": gpu,
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "python": platform.python_version(),
+        "mode": mode(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def measure_ceilings(bound: str) -> dict[str, float]:
+    if INTERPRET:
+        return {}
+    out = {"copy_bytes_per_s": ceilings.copy_bandwidth()}
+    if bound == "compute":
+        out["matmul_bf16_flop_per_s"] = ceilings.matmul_peak(torch.bfloat16)
+        out["matmul_fp16_flop_per_s"] = ceilings.matmul_peak(torch.float16)
+    return out
+
+
+def max_abs_error(out: Any, ref: Any) -> float:
+    outs = out if isinstance(out, (tuple, list)) else (out,)
+    refs = ref if isinstance(ref, (tuple, list)) else (ref,)
+    if len(outs) != len(refs):
+        raise ValueError(f"provider returned {len(outs)} tensors, reference {len(refs)}")
+    err = 0.0
+    for o, r in zip(outs, refs):
+        if o is None or r is None or o.numel() == 0:
+            continue
+        diff = (o.double() - r.double()).abs()
+        # NaN where the reference has NaN is agreement; anywhere else it is an error.
+        both_nan = torch.isnan(o.double()) & torch.isnan(r.double())
+        diff = torch.where(both_nan, torch.zeros_like(diff), diff)
+        err = max(err, float(torch.nan_to_num(diff, nan=float("inf")).max()))
+    return err
+
+
+def _ceiling_fraction(suite: Suite, case: Case, ms: float, ceil: dict[str, float], work) -> float | None:
+    if not ceil or ms <= 0:
+        return None
+    if suite.bound == "memory":
+        return work.bytes / (ms * 1e-3) / ceil["copy_bytes_per_s"]
+    key = f"matmul_{case.dtype_name}_flop_per_s"
+    return work.flops / (ms * 1e-3) / ceil[key] if key in ceil else None
+
+
+def run_case(suite: Suite, case: Case, ceil: dict[str, float]) -> list[dict[str, Any]]:
+    dev = device()
+    inputs = suite.inputs(case, dev)
+    ref = suite.reference(case, inputs)
+    work = suite.work(case)
+    naive = suite.naive_bytes(case) if suite.naive_bytes else None
+    rows = []
+    for name, build in suite.providers(case).items():
+        row: dict[str, Any] = {
+            "op": suite.name, "case": case.label, "shape": "x".join(map(str, case.shape)),
+            "dtype": case.dtype_name, "direction": case.direction, "provider": name,
+        }
+        try:
+            fn = build(inputs)
+            out = fn()  # also the warm-up that compiles (Triton JIT, torch.compile)
+            row["max_abs_err"] = max_abs_error(out, ref)
+            del out
+            ms = time_ms(fn)
+        except Unavailable as e:
+            row["skipped"] = str(e) or "unavailable"
+            rows.append(row)
+            continue
+        except torch.OutOfMemoryError:
+            row["skipped"] = "out of memory"
+            rows.append(row)
+            gc.collect()
+            torch.cuda.empty_cache()
+            continue
+        row["ms"] = ms
+        row["gb_per_s"] = work.bytes / (ms * 1e-3) / 1e9 if work.bytes else None
+        row["tflop_per_s"] = work.flops / (ms * 1e-3) / 1e12 if work.flops else None
+        row["ceiling_fraction"] = _ceiling_fraction(suite, case, ms, ceil, work)
+        row["model_bytes"] = work.bytes
+        row["model_flops"] = work.flops
+        if naive is not None:
+            row["bytes_saved_vs_naive"] = naive - work.bytes
+        rows.append(row)
+    timed = {r["provider"]: r["ms"] for r in rows if "ms" in r}
+    ours = timed.get(rows[0]["provider"]) if rows else None
+    for r in rows:
+        if ours and "ms" in r:
+            r["trifuse_speedup"] = r["ms"] / ours  # >1: trifuse is faster than this provider
+    del inputs, ref
+    gc.collect()
+    if not INTERPRET:
+        torch.cuda.empty_cache()
+    return rows
+
+
+def run_suite(suite: Suite, cases: list[Case], *, progress: bool = True) -> dict[str, Any]:
+    from rich.progress import Progress
+
+    ceil = measure_ceilings(suite.bound)
+    rows: list[dict[str, Any]] = []
+    with Progress(transient=True, disable=not progress) as bar:
+        task = bar.add_task(f"bench {suite.name}", total=len(cases))
+        for case in cases:
+            bar.update(task, description=f"{suite.name} {case.label} {case.dtype_name} {case.direction}")
+            rows.extend(run_case(suite, case, ceil))
+            bar.advance(task)
+    return {"provenance": provenance(), "ceilings": ceil, "rows": rows, "notes": suite.notes}

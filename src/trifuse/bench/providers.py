@@ -1,0 +1,52 @@
+"""Shared provider helpers: torch.compile wrapping, backward timing, optional peers."""
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+
+import torch
+
+from .suite import Fn, Unavailable
+
+
+def compiled(fn: Callable, **kwargs) -> Callable:
+    """torch.compile(fn); Unavailable in the interpreter, where Inductor has no GPU to target."""
+    from ..runtime import INTERPRET
+
+    if INTERPRET:
+        raise Unavailable("torch.compile needs a GPU here")
+    return torch.compile(fn, **kwargs)
+
+
+def backward_fn(forward: Callable[[], torch.Tensor | Sequence[torch.Tensor]],
+                wrt: Sequence[torch.Tensor], grad_out: torch.Tensor | Sequence[torch.Tensor]) -> Fn:
+    """Runs forward once, then returns fn() that times the backward alone (graph retained)."""
+    out = forward()
+    outs = list(out) if isinstance(out, (tuple, list)) else [out]
+    grads = list(grad_out) if isinstance(grad_out, (tuple, list)) else [grad_out]
+
+    def fn():
+        return torch.autograd.grad(outs, list(wrt), grads, retain_graph=True)
+
+    return fn
+
+
+def fwd_bwd_fn(forward: Callable[[], torch.Tensor], wrt: Sequence[torch.Tensor], grad_out: torch.Tensor) -> Fn:
+    """fn() runs forward and backward and returns the gradients."""
+
+    def fn():
+        return torch.autograd.grad(forward(), list(wrt), grad_out)
+
+    return fn
+
+
+def peer(module: str, attr: str):
+    """An attribute of an optional peer package, or Unavailable when it is not installed."""
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except Exception as e:  # ImportError, or a peer that fails to import against this torch
+        raise Unavailable(f"{module}.{attr} not available ({type(e).__name__})") from None
+
+
+def leaf(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().clone().requires_grad_(True)

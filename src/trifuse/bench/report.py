@@ -1,0 +1,114 @@
+"""Reports: a rich table on the terminal, CSV and JSON files with provenance, optional plots."""
+from __future__ import annotations
+
+import csv
+import json
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+
+def _fmt(v: Any, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def summary_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """One line per case: trifuse's figures, then each other provider's ms and trifuse's speedup."""
+    rows = result["rows"]
+    by_case: OrderedDict[tuple, list[dict]] = OrderedDict()
+    for r in rows:
+        by_case.setdefault((r["op"], r["case"], r["dtype"], r["direction"]), []).append(r)
+    providers = list(OrderedDict.fromkeys(r["provider"] for r in rows))
+    ours, others = providers[0], providers[1:]
+    compute = any(r.get("tflop_per_s") for r in rows) and not any(r.get("gb_per_s") for r in rows)
+    rate_col = "TFLOP/s" if compute else "GB/s"
+    header = ["case", "dtype", "dir", f"{ours} ms", rate_col, "% ceiling", "max err"]
+    header += [f"{p} ms (x)" for p in others]
+    table = []
+    for (_, case, dtype, direction), group in by_case.items():
+        named = {r["provider"]: r for r in group}
+        me = named.get(ours, {})
+        rate = me.get("tflop_per_s") if compute else me.get("gb_per_s")
+        frac = me.get("ceiling_fraction")
+        line = [case, dtype, direction, _fmt(me.get("ms"), ".4f"), _fmt(rate, ".0f"),
+                _fmt(None if frac is None else 100 * frac, ".1f"), _fmt(me.get("max_abs_err"), ".1e")]
+        for p in others:
+            r = named.get(p)
+            if r is None or "ms" not in r:
+                line.append("n/a" if r is None else "skip")
+            else:
+                sp = r.get("trifuse_speedup")
+                line.append(f"{r['ms']:.4f} ({sp:.2f}x)" if sp else f"{r['ms']:.4f}")
+        table.append(line)
+    return header, table
+
+
+def print_result(result: dict[str, Any], title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=max(Console().width, 160))
+    prov = result["provenance"]
+    header, rows = summary_rows(result)
+    table = Table(title=f"{title} | {prov['gpu']} | torch {prov['torch']} triton {prov['triton']}")
+    for h in header:
+        table.add_column(h, justify="left" if h in ("case", "dtype", "dir") else "right")
+    for r in rows:
+        table.add_row(*r)
+    console.print(table)
+    ceil = result.get("ceilings") or {}
+    if "copy_bytes_per_s" in ceil:
+        console.print(f"copy bandwidth measured in this run: {ceil['copy_bytes_per_s'] / 1e12:.2f} TB/s")
+    for k, v in ceil.items():
+        if k.startswith("matmul"):
+            console.print(f"cuBLAS {k.split('_')[1]} 8192^3 in this run: {v / 1e12:.0f} TFLOP/s")
+    console.print("(x) = that provider's time / trifuse's time: above 1 means trifuse is faster.")
+    for note in result.get("notes", []):
+        console.print(f"note: {note}")
+
+
+def write_csv(result: dict[str, Any], path: str | Path) -> None:
+    rows = result["rows"]
+    prov = result["provenance"]
+    keys = list(OrderedDict.fromkeys(k for r in rows for k in r))
+    keys += [f"ceiling_{k}" for k in result.get("ceilings", {})] + list(prov)
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        for r in rows:
+            extra = {f"ceiling_{k}": v for k, v in result.get("ceilings", {}).items()}
+            w.writerow({**r, **extra, **prov})
+
+
+def write_json(result: dict[str, Any], path: str | Path) -> None:
+    Path(path).write_text(json.dumps(result, indent=2, default=str))
+
+
+def plot(result: dict[str, Any], path: str | Path) -> None:
+    """Bar chart of each provider's rate per case (needs the optional `plot` extra)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        raise RuntimeError("plots need matplotlib: pip install 'trifuse[plot]'") from e
+    rows = [r for r in result["rows"] if "ms" in r]
+    cases = list(OrderedDict.fromkeys(f"{r['case']} {r['dtype']} {r['direction']}" for r in rows))
+    providers = list(OrderedDict.fromkeys(r["provider"] for r in rows))
+    key = "tflop_per_s" if rows and rows[0].get("tflop_per_s") and not rows[0].get("gb_per_s") else "gb_per_s"
+    fig, ax = plt.subplots(figsize=(max(8, len(cases) * 0.9), 4.5))
+    width = 0.8 / max(len(providers), 1)
+    for i, p in enumerate(providers):
+        vals = []
+        for c in cases:
+            match = [r for r in rows if r["provider"] == p and f"{r['case']} {r['dtype']} {r['direction']}" == c]
+            vals.append(match[0].get(key) or 0 if match else 0)
+        ax.bar([j + i * width for j in range(len(cases))], vals, width, label=p)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(cases))], cases, rotation=45, ha="right", fontsize=7)
+    ax.set_ylabel("TFLOP/s" if key == "tflop_per_s" else "GB/s")
+    ax.set_title(f"{result['rows'][0]['op']} on {result['provenance']['gpu']}")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

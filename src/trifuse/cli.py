@@ -1,0 +1,123 @@
+"""Command line: `python -m trifuse info | demo | bench OP`.
+
+Without a GPU the CLI switches Triton to its CPU interpreter before any kernel module is imported, and
+says so: timings printed there are CPU timings of the interpreter, not GPU timings.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+DTYPES = {"fp32": "float32", "float32": "float32", "fp16": "float16", "float16": "float16",
+          "bf16": "bfloat16", "bfloat16": "bfloat16"}
+
+
+def _select_mode() -> None:
+    if "TRITON_INTERPRET" in os.environ:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ["TRITON_INTERPRET"] = "1"
+
+
+def _banner() -> None:
+    from .runtime import INTERPRET
+
+    if INTERPRET:
+        print("trifuse: no GPU in use -- CPU mode, kernels run in Triton's interpreter (TRITON_INTERPRET=1).")
+        print("         Shapes are small and timings are interpreter CPU timings, not GPU timings.")
+
+
+def cmd_info(args) -> int:
+    import platform
+
+    import torch
+    import triton
+
+    import trifuse
+    from .analysis import ceilings
+    from .runtime import mode
+
+    print(f"trifuse {trifuse.__version__}")
+    print(f"python  {platform.python_version()}")
+    print(f"torch   {torch.__version__}")
+    print(f"triton  {triton.__version__}")
+    print(f"mode    {mode()}")
+    if torch.cuda.is_available():
+        p = torch.cuda.get_device_properties(0)
+        print(f"device  {p.name} (sm_{p.major}{p.minor}, {p.multi_processor_count} SMs, "
+              f"{p.total_memory / 2**30:.0f} GiB)")
+    else:
+        print("device  none (CPU only)")
+    print(f"ceiling cache {ceilings.cache_path()}")
+    for gpu, vals in ceilings.cached().items():
+        print(f"  {gpu}: " + ", ".join(f"{k}={v:.3g}" for k, v in vals.items()))
+    return 0
+
+
+def _bench_one(name: str, scale: str, args) -> dict:
+    import torch
+
+    from .bench import harness, suites
+    from .bench.suite import parse_shapes
+
+    suite = suites.load(name)
+    dtype = getattr(torch, DTYPES[args.dtype]) if getattr(args, "dtype", None) else None
+    directions = args.direction.split(",") if getattr(args, "direction", None) else None
+    cases = suite.cases(scale=scale, shapes=parse_shapes(getattr(args, "shapes", None)), dtype=dtype,
+                        directions=directions)
+    return harness.run_suite(suite, cases, progress=sys.stderr.isatty())
+
+
+def cmd_bench(args) -> int:
+    from .bench import report
+    from .runtime import INTERPRET
+
+    _banner()
+    scale = "cpu" if INTERPRET else ("quick" if args.quick else "full")
+    result = _bench_one(args.op, scale, args)
+    report.print_result(result, f"trifuse bench {args.op}")
+    if args.csv:
+        report.write_csv(result, args.csv)
+    if args.json:
+        report.write_json(result, args.json)
+    if args.plot:
+        report.plot(result, args.plot)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .bench import report, suites
+    from .runtime import INTERPRET
+
+    _banner()
+    scale = "cpu" if INTERPRET else "quick"
+    for name in suites.available():
+        result = _bench_one(name, scale, args)
+        report.print_result(result, f"trifuse demo: {name}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="trifuse", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("info", help="versions, device, mode, ceiling cache")
+    sub.add_parser("demo", help="a short benchmark of every op (CPU mode: small shapes in the interpreter)")
+    b = sub.add_parser("bench", help="benchmark one op against torch eager, torch.compile and peers")
+    b.add_argument("op", help="softmax, norm, gemm or attention")
+    b.add_argument("--dtype", choices=sorted(DTYPES), help="default: bf16 on a GPU, fp32 in the interpreter")
+    b.add_argument("--shapes", help="comma-separated, e.g. 4096x4096,8192x512")
+    b.add_argument("--direction", help="fwd, bwd or fwd+bwd (comma-separated)")
+    b.add_argument("--quick", action="store_true", help="a few representative shapes")
+    b.add_argument("--csv", help="write every row with provenance to this CSV file")
+    b.add_argument("--json", help="write the whole result to this JSON file")
+    b.add_argument("--plot", help="write a bar chart PNG (needs matplotlib)")
+    args = parser.parse_args(argv)
+    _select_mode()
+    try:
+        return {"info": cmd_info, "demo": cmd_demo, "bench": cmd_bench}[args.cmd](args)
+    except ValueError as e:
+        parser.error(str(e))
+        return 2

@@ -1,0 +1,33 @@
+"""trifuse.softmax and trifuse.log_softmax: any rank, any dim, fp32/fp16/bf16."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .._checks import check_float, check_tensor, normalize_dim
+from ..library.softmax import softmax_fwd
+from ..runtime import check_kernel_device
+
+
+def _softmax(name: str, x: torch.Tensor, dim: int, log: bool) -> torch.Tensor:
+    check_tensor(name, "x", x)
+    check_float(name, "x", x)
+    dim = normalize_dim(name, dim, x.dim())
+    check_kernel_device(name, x)
+    if x.dim() == 0:
+        return softmax_fwd(x.reshape(1, 1), log).reshape(())
+    moved = x.movedim(dim, -1)
+    # A view whenever the rows can be addressed with one (row, column) stride pair; a copy otherwise.
+    rows = moved.reshape(math.prod(moved.shape[:-1]), moved.shape[-1])
+    return softmax_fwd(rows, log).view(moved.shape).movedim(-1, dim)
+
+
+def softmax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """softmax(x) along `dim`; matches torch.softmax, NaN and inf included."""
+    return _softmax("softmax", x, dim, log=False)
+
+
+def log_softmax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """log_softmax(x) along `dim`; matches torch.log_softmax, NaN and inf included."""
+    return _softmax("log_softmax", x, dim, log=True)

@@ -1,0 +1,1 @@
+"""@triton.jit kernels only: they import triton and triton.language, never torch (DESIGN.md)."""

@@ -1,0 +1,39 @@
+"""Where kernels run: compiled on a CUDA GPU, or in Triton's CPU interpreter.
+
+Triton decides at decoration time whether `@triton.jit` builds a compiled or an interpreted
+function, so the mode is read once, when trifuse is imported. The test suite and the CLI set
+TRITON_INTERPRET=1 themselves on machines without a GPU; a library import never changes it.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def mode() -> str:
+    return "interpreter (CPU)" if INTERPRET else "compiled (CUDA)"
+
+
+def kernel_device_ok(t: torch.Tensor) -> bool:
+    """Kernels take CUDA tensors when compiled, CPU tensors when interpreted."""
+    return t.device.type == "cpu" if INTERPRET else t.device.type == "cuda"
+
+
+def check_kernel_device(name: str, *tensors: torch.Tensor | None) -> None:
+    """Reject tensors the current mode cannot run, and tensors on different devices, before launch."""
+    present = [t for t in tensors if t is not None]
+    if not present:
+        return
+    first = present[0]
+    if not kernel_device_ok(first):
+        want = "CPU tensors (TRITON_INTERPRET=1 is set)" if INTERPRET else "CUDA tensors"
+        hint = "" if INTERPRET else "; set TRITON_INTERPRET=1 before importing trifuse to run on the CPU"
+        raise ValueError(f"trifuse.{name}: expected {want}, got a tensor on {first.device}{hint}")
+    for t in present[1:]:
+        if t.device != first.device:
+            raise ValueError(
+                f"trifuse.{name}: all tensors must be on one device, got {first.device} and {t.device}"
+            )

@@ -1,0 +1,34 @@
+"""Picks the mode before any kernel is imported: compiled on a CUDA GPU, Triton's interpreter otherwise."""
+import os
+import zlib
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+
+from trifuse.runtime import INTERPRET  # noqa: E402
+
+DEVICE = torch.device("cpu" if INTERPRET else "cuda")
+
+
+@pytest.fixture
+def device() -> torch.device:
+    return DEVICE
+
+
+@pytest.fixture(autouse=True)
+def _fresh_seed(request):
+    # Fresh but reproducible data for every test: the seed follows the test's id.
+    torch.manual_seed(zlib.crc32(request.node.nodeid.encode()))
+
+
+def pytest_collection_modifyitems(config, items):
+    if not INTERPRET:
+        return
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU: run by `make gpu-check` on the lent GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)
