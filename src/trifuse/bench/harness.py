@@ -67,6 +67,20 @@ def _ceiling_fraction(suite: Suite, case: Case, ms: float, ceil: dict[str, float
     return work.flops / (ms * 1e-3) / ceil[key] if key in ceil else None
 
 
+def _peak_memory_mb(fn) -> float | None:
+    """Memory one call allocates beyond what was live before it (temporaries and outputs)."""
+    if INTERPRET:
+        return None
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    out = fn()
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated() - base
+    del out
+    return peak / 2**20
+
+
 def run_case(suite: Suite, case: Case, ceil: dict[str, float]) -> list[dict[str, Any]]:
     dev = device()
     inputs = suite.inputs(case, dev)
@@ -84,6 +98,7 @@ def run_case(suite: Suite, case: Case, ceil: dict[str, float]) -> list[dict[str,
             out = fn()  # also the warm-up that compiles (Triton JIT, torch.compile)
             row["max_abs_err"] = max_abs_error(out, ref)
             del out
+            row["peak_mem_mb"] = _peak_memory_mb(fn)
             ms = time_ms(fn)
         except Unavailable as e:
             row["skipped"] = str(e) or "unavailable"
@@ -103,6 +118,8 @@ def run_case(suite: Suite, case: Case, ceil: dict[str, float]) -> list[dict[str,
         row["model_flops"] = work.flops
         if naive is not None:
             row["bytes_saved_vs_naive"] = naive - work.bytes
+        if suite.extras:
+            row.update(suite.extras(case))
         rows.append(row)
     timed = {r["provider"]: r["ms"] for r in rows if "ms" in r}
     ours = timed.get(rows[0]["provider"]) if rows else None

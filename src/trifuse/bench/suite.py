@@ -60,6 +60,7 @@ class Suite:
     reference: Callable[[Case, dict], Any]
     work: Callable[[Case], Work]
     naive_bytes: Callable[[Case], float] | None = None  # traffic of the unfused composition
+    extras: Callable[[Case], dict] | None = None  # more per-case columns (e.g. intermediate bytes saved)
     notes: list[str] = field(default_factory=list)
 
 
