@@ -2,7 +2,7 @@
 # GPU check: the whole test suite (bf16, large shapes, torch.compile, opcheck) and the benchmarks, in one
 # go. Installs nothing. Results go to $OUT (default ./out): results.tgz holds every log, CSV and JSON.
 #   OPS="softmax norm"  benchmarks to run (default: all)      TESTS=0  skip the tests
-#   BENCH_ARGS="--quick"  extra arguments for each bench      PYTEST_ARGS="-k softmax"
+#   BENCH_ARGS="--quick"  extra arguments for each bench      PYTEST_TARGETS=tests/test_softmax.py
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/out}
@@ -17,7 +17,7 @@ OPS=${OPS:-"softmax norm gemm attention"}
 python3 -m trifuse info 2>&1 | tee "$RES/info.txt"
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,temperature.gpu,power.draw --format=csv >>"$RES/info.txt" 2>&1
 if [ "${TESTS:-1}" = 1 ]; then
-  python3 -m pytest -q -n "${JOBS:-4}" tests ${PYTEST_ARGS:-} 2>&1 | tee "$RES/tests.log" | tail -25
+  python3 -m pytest -q -n "${JOBS:-4}" ${PYTEST_TARGETS:-tests} ${PYTEST_ARGS:-} 2>&1 | tee "$RES/tests.log" | tail -25
 fi
 for op in $OPS; do
   python3 -m trifuse bench "$op" ${BENCH_ARGS:-} --csv "$RES/bench_$op.csv" --json "$RES/bench_$op.json" \

@@ -110,6 +110,12 @@ def run_case(suite: Suite, case: Case, ceil: dict[str, float]) -> list[dict[str,
             gc.collect()
             torch.cuda.empty_cache()
             continue
+        except Exception as e:
+            if not rows:  # trifuse's own provider failing is a bug to surface, not a row to skip
+                raise
+            row["skipped"] = f"failed: {type(e).__name__}: {str(e)[:120]}"
+            rows.append(row)
+            continue
         row["ms"] = ms
         row["gb_per_s"] = work.bytes / (ms * 1e-3) / 1e9 if work.bytes else None
         row["tflop_per_s"] = work.flops / (ms * 1e-3) / 1e12 if work.flops else None

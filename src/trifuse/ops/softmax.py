@@ -8,15 +8,21 @@ import triton
 from torch.library import wrap_triton
 
 from ..kernels import softmax as k
+from ..kernels import softmax_split as ks
+from ..runtime import INTERPRET
 
 # Widest row one program keeps on chip (in registers) for the one-pass kernel. Beyond it the row is
 # streamed twice (online max/sum, then output). 32k fp32 values is 32 per thread at 32 warps.
 MAX_FUSED_N = 32768
-# Chunk of a wide row the looped kernels handle per step.
+# Chunk of a wide row the looped kernels handle per step, and their warps: 8192 x 8 warps was best or
+# within 5% of best at N = 65k, 131k and 262k in the H200 sweep (2.86, 2.57, 2.39 TB/s).
 LOOP_BLOCK_N = 8192
-# Elements one program of the one-pass kernel aims to hold, several short rows at once, so that narrow
-# rows (N = 512) still move enough bytes per program to hide latency.
-TILE_ELEMS = 8192
+LOOP_WARPS = 8
+# On a compiled GPU, rows wider than this are split across SPLIT_BLOCK_N-wide programs that combine
+# their partial statistics in place (kernels/softmax_split.py): one read of the row instead of two.
+SPLIT_MIN_N = 16384
+SPLIT_BLOCK_N = 8192
+SPLIT_WARPS = 8
 
 
 @dataclass(frozen=True)
@@ -26,12 +32,34 @@ class RowsConfig:
     num_warps: int
 
 
+# (widest row, rows per program, warps), from scripts/sweep_softmax.py on an H200, bf16 forward
+# (2026-11-21): 8192x512 best at 2 rows/2 warps (1.97 TB/s, launch-bound), 16384x1024 at 2 rows/4 warps
+# (3.26), 4096x4096 at 1 row/4 warps (3.21), 8192x8192 at 1 row/16 warps (3.88), 4096x32768 at
+# 1 row/16 warps (3.26; 32 warps no better).
+_ROWS_TABLE = ((512, 2, 2), (1024, 2, 4), (4096, 1, 4), (32768, 1, 16))
+
+
 def rows_config(n: int) -> RowsConfig:
+    n = int(n)  # a SymInt under torch.compile: constexprs must be concrete
     block_n = triton.next_power_of_2(max(n, 1))
-    block_m = max(1, min(64, TILE_ELEMS // block_n))
-    # About 16 fp32 values per thread: enough loads in flight without spilling.
-    num_warps = max(4, min(32, block_m * block_n // 512))
-    return RowsConfig(block_m, block_n, num_warps)
+    for widest, block_m, num_warps in _ROWS_TABLE:
+        if block_n <= widest:
+            # Very short rows: keep about 512 elements per program so programs are not trivially small.
+            block_m = max(block_m, 512 // block_n)
+            return RowsConfig(block_m, block_n, num_warps)
+    return RowsConfig(1, block_n, 32)
+
+
+def _path(n: int, max_fused_n: int) -> str:
+    if n <= max_fused_n and (INTERPRET or n <= SPLIT_MIN_N):
+        return "rows"
+    return "split" if not INTERPRET and n > SPLIT_MIN_N else "looped"
+
+
+def _split_workspace(m: int, n: int, values_per_split: int, like: torch.Tensor):
+    splits = triton.next_power_of_2(triton.cdiv(n, SPLIT_BLOCK_N))
+    ws = torch.empty((m, values_per_split * splits), dtype=torch.float32, device=like.device)
+    return splits, ws, torch.zeros((m,), dtype=torch.int32, device=like.device)
 
 
 def softmax_fwd_into(x: torch.Tensor, out: torch.Tensor, log: bool, max_fused_n: int = MAX_FUSED_N) -> None:
@@ -39,17 +67,24 @@ def softmax_fwd_into(x: torch.Tensor, out: torch.Tensor, log: bool, max_fused_n:
     M, N = x.shape
     if M == 0 or N == 0:
         return
-    if N <= max_fused_n:
+    path = _path(int(N), max_fused_n)
+    if path == "rows":
         cfg = rows_config(N)
         wrap_triton(k.softmax_fwd_rows)[(triton.cdiv(M, cfg.block_m),)](
             x, out, M, N, x.stride(0), x.stride(1), out.stride(0),
             LOG=log, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, num_warps=cfg.num_warps,
         )
+    elif path == "split":
+        splits, ws, cnt = _split_workspace(M, int(N), 2, x)
+        wrap_triton(ks.softmax_fwd_split)[(M * splits,)](
+            x, out, ws, cnt, N, x.stride(0), x.stride(1), out.stride(0),
+            LOG=log, SPLITS=splits, BLOCK_N=SPLIT_BLOCK_N, num_warps=SPLIT_WARPS,
+        )
     else:
         block_n = min(LOOP_BLOCK_N, triton.next_power_of_2(max_fused_n))
         wrap_triton(k.softmax_fwd_looped)[(M,)](
             x, out, N, x.stride(0), x.stride(1), out.stride(0),
-            LOG=log, BLOCK_N=block_n, num_warps=16,
+            LOG=log, BLOCK_N=block_n, num_warps=LOOP_WARPS,
         )
 
 
@@ -61,16 +96,23 @@ def softmax_bwd_into(
     if M == 0 or N == 0:
         return
     strides = (y.stride(0), dy.stride(0), dy.stride(1), dx.stride(0))
-    if N <= max_fused_n:
+    path = _path(int(N), max_fused_n)
+    if path == "rows":
         cfg = rows_config(N)
         wrap_triton(k.softmax_bwd_rows)[(triton.cdiv(M, cfg.block_m),)](
             y, dy, dx, M, N, *strides,
             LOG=log, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, num_warps=cfg.num_warps,
         )
+    elif path == "split":
+        splits, ws, cnt = _split_workspace(M, int(N), 1, y)
+        wrap_triton(ks.softmax_bwd_split)[(M * splits,)](
+            y, dy, dx, ws, cnt, N, *strides,
+            LOG=log, SPLITS=splits, BLOCK_N=SPLIT_BLOCK_N, num_warps=SPLIT_WARPS,
+        )
     else:
         block_n = min(LOOP_BLOCK_N, triton.next_power_of_2(max_fused_n))
         wrap_triton(k.softmax_bwd_looped)[(M,)](
-            y, dy, dx, N, *strides, LOG=log, BLOCK_N=block_n, num_warps=16,
+            y, dy, dx, N, *strides, LOG=log, BLOCK_N=block_n, num_warps=LOOP_WARPS,
         )
 
 
