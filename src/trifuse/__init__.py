@@ -13,6 +13,13 @@ __version__ = "0.1.0"
 _API = {
     "softmax": "trifuse.functional.softmax",
     "log_softmax": "trifuse.functional.softmax",
+    "attention": "trifuse.functional.attention",
+    "layer_norm": "trifuse.functional.norm",
+    "rms_norm": "trifuse.functional.norm",
+    "add_layer_norm": "trifuse.functional.norm",
+    "add_rms_norm": "trifuse.functional.norm",
+    "gemm": "trifuse.functional.gemm",
+    "linear": "trifuse.functional.gemm",
 }
 _SUBMODULES = {"nn", "patch"}
 

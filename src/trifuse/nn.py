@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .functional import norm as _norm
 from .functional.softmax import log_softmax, softmax
 
 
@@ -19,3 +20,62 @@ class LogSoftmax(nn.LogSoftmax):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return log_softmax(x, -1 if self.dim is None else self.dim)
+
+
+def _flat_last(x: torch.Tensor, shape: tuple[int, ...], cls: str) -> torch.Tensor:
+    """x with its trailing `shape` dims merged into one (a norm over k dims = over their product)."""
+    k = len(shape)
+    if tuple(x.shape[x.dim() - k:]) != tuple(shape) or x.dim() < k:
+        raise ValueError(f"trifuse.nn.{cls}: expected input with trailing dims {tuple(shape)}, "
+                         f"got shape {tuple(x.shape)}")
+    return x if k == 1 else x.reshape(*x.shape[:x.dim() - k], -1)
+
+
+def _flat(t: torch.Tensor | None) -> torch.Tensor | None:
+    return t.reshape(-1) if t is not None else None
+
+
+class LayerNorm(nn.LayerNorm):
+    """Drop-in for torch.nn.LayerNorm (same arguments, parameters and state_dict keys)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = tuple(self.normalized_shape)
+        y = _norm.layer_norm(_flat_last(x, shape, "LayerNorm"), _flat(self.weight), _flat(self.bias), self.eps)
+        return y.view(x.shape)
+
+
+class RMSNorm(nn.RMSNorm):
+    """Drop-in for torch.nn.RMSNorm; eps=None uses torch.finfo(x.dtype).eps, as torch does."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = tuple(self.normalized_shape)
+        y = _norm.rms_norm(_flat_last(x, shape, "RMSNorm"), _flat(self.weight), self.eps)
+        return y.view(x.shape)
+
+
+class FusedLinear(nn.Linear):
+    """Drop-in for nn.Linear followed by an activation (and dropout), in one fused GEMM.
+
+    Same parameters as nn.Linear (weight (out_features, in_features), bias), so state_dicts load both
+    ways. Dropout applies only in training mode (self.training). recompute=True makes the backward
+    recompute x @ W.T + b instead of keeping it (less activation memory, one more GEMM).
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, activation: str = "silu",
+                 dropout: float = 0.0, recompute: bool = False, device=None, dtype=None) -> None:
+        from .functional import gemm as _gemm
+
+        _gemm._check_args("FusedLinear", activation, dropout, None)
+        super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
+        self.activation = activation
+        self.dropout = float(dropout)
+        self.recompute = recompute
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from .functional.gemm import linear
+
+        return linear(x, self.weight, self.bias, activation=self.activation, dropout_p=self.dropout,
+                      training=self.training, recompute=self.recompute)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, activation={self.activation!r}, dropout={self.dropout}"

@@ -6,7 +6,7 @@ import math
 import torch
 
 from .._checks import check_float, check_tensor, normalize_dim
-from ..library.softmax import softmax_fwd
+from ..library.softmax import softmax_rows
 from ..runtime import check_kernel_device
 
 
@@ -16,11 +16,11 @@ def _softmax(name: str, x: torch.Tensor, dim: int, log: bool) -> torch.Tensor:
     dim = normalize_dim(name, dim, x.dim())
     check_kernel_device(name, x)
     if x.dim() == 0:
-        return softmax_fwd(x.reshape(1, 1), log).reshape(())
+        return softmax_rows(x.reshape(1, 1), log).reshape(())
     moved = x.movedim(dim, -1)
     # A view whenever the rows can be addressed with one (row, column) stride pair; a copy otherwise.
     rows = moved.reshape(math.prod(moved.shape[:-1]), moved.shape[-1])
-    return softmax_fwd(rows, log).view(moved.shape).movedim(-1, dim)
+    return softmax_rows(rows, log).view(moved.shape).movedim(-1, dim)
 
 
 def softmax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:

@@ -2,28 +2,25 @@
 from __future__ import annotations
 
 import torch
-from torch.library import triton_op
 
 from ..ops.softmax import softmax_bwd_into, softmax_fwd_into
+from .eager import register
 
 
-@triton_op("trifuse::softmax_fwd", mutates_args={})
-def softmax_fwd(x: torch.Tensor, log: bool) -> torch.Tensor:
+def _fwd(x: torch.Tensor, log: bool) -> torch.Tensor:
     out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     softmax_fwd_into(x, out, log)
     return out
 
 
-@triton_op("trifuse::softmax_bwd", mutates_args={})
-def softmax_bwd(y: torch.Tensor, dy: torch.Tensor, log: bool) -> torch.Tensor:
+def _bwd(y: torch.Tensor, dy: torch.Tensor, log: bool) -> torch.Tensor:
     dx = torch.empty(y.shape, dtype=y.dtype, device=y.device)
     softmax_bwd_into(y, dy, dx, log)
     return dx
 
 
 def _setup_context(ctx, inputs, output):
-    _, log = inputs
-    ctx.log = log
+    ctx.log = inputs[1]
     ctx.save_for_backward(output)
 
 
@@ -32,4 +29,6 @@ def _backward(ctx, dy):
     return softmax_bwd(y, dy, ctx.log), None
 
 
-softmax_fwd.register_autograd(_backward, setup_context=_setup_context)
+softmax_bwd = register("trifuse::softmax_bwd", _bwd)
+# Softmax over the rows of a 2-D tensor (the functional layer flattens everything else).
+softmax_rows = register("trifuse::softmax_fwd", _fwd, setup_context=_setup_context, backward=_backward)

@@ -1,0 +1,125 @@
+"""trifuse.gemm and trifuse.linear: dropout(act(a @ b + bias)) + residual in one kernel.
+
+fp32 operands: the product runs in tf32 when torch would (torch.get_float32_matmul_precision() is
+"high" or "medium", or torch.backends.cuda.matmul.allow_tf32 is set), exact fp32 otherwise, so a
+FusedLinear gives the numerics nn.Linear gives under the same settings. Call
+torch.set_float32_matmul_precision("high") to allow tf32 (torch's default, "highest", is exact).
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+
+from .._checks import FLOAT_DTYPES, check_float, check_same_dtype, check_tensor
+from ..library.gemm import gemm_fwd
+from ..ops.gemm import ACTIVATIONS
+from ..runtime import check_kernel_device
+
+
+def _tf32(dtype: torch.dtype) -> bool:
+    if dtype != torch.float32:
+        return False
+    return torch.get_float32_matmul_precision() != "highest" or bool(torch.backends.cuda.matmul.allow_tf32)
+
+
+def _check_args(name: str, activation: str, dropout_p: float, out_dtype) -> None:
+    if not isinstance(activation, str) or activation not in ACTIVATIONS:
+        raise ValueError(f"trifuse.{name}: activation must be one of {ACTIVATIONS}, got {activation!r}")
+    if isinstance(dropout_p, bool) or not isinstance(dropout_p, numbers.Real):
+        raise TypeError(f"trifuse.{name}: dropout_p must be a float, got {type(dropout_p).__name__}")
+    if not 0.0 <= float(dropout_p) < 1.0:
+        raise ValueError(f"trifuse.{name}: dropout_p must be in [0, 1), got {dropout_p}")
+    if out_dtype is not None and out_dtype not in FLOAT_DTYPES:
+        names = ", ".join(str(d).replace("torch.", "") for d in FLOAT_DTYPES)
+        raise TypeError(f"trifuse.{name}: out_dtype must be one of ({names}) or None, got {out_dtype}")
+
+
+def _seed_tensor(seed, device: torch.device) -> torch.Tensor:
+    """The Philox seed as an int64 tensor (1,): drawn from torch's generator for the device when None
+    (so torch.manual_seed makes it reproducible, and torch.compile traces it without a graph break)."""
+    if seed is None:
+        return torch.randint(0, 2**31 - 1, (1,), device=device, dtype=torch.int64)
+    if isinstance(seed, torch.Tensor):
+        return seed.reshape(1).to(device=device, dtype=torch.int64)
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"trifuse.gemm: seed must be an int, a tensor or None, got {type(seed).__name__}")
+    return torch.tensor([int(seed) % 2**63], dtype=torch.int64, device=device)
+
+
+def _gemm(name: str, a, b, bias, activation, dropout_p, seed, residual, out_dtype, recompute, b_name="b"):
+    check_tensor(name, "a" if b_name == "b" else "x", a)
+    check_tensor(name, b_name, b)
+    a_name = "a" if b_name == "b" else "x"
+    check_float(name, a_name, a)
+    check_float(name, b_name, b)
+    for arg, t in (("bias", bias), ("residual", residual)):
+        if t is not None:
+            check_tensor(name, arg, t)
+            check_float(name, arg, t)
+    check_same_dtype(name, **{a_name: a, b_name: b, "bias": bias})
+    _check_args(name, activation, dropout_p, out_dtype)
+    if b.dim() != 2:
+        raise ValueError(f"trifuse.{name}: {b_name} must have 2 dims, got {b.dim()}")
+    if a.dim() < 1:
+        raise ValueError(f"trifuse.{name}: {a_name} must have at least 1 dim, got a 0-dim tensor")
+    K = a.shape[-1]
+    if b.shape[0] != K:
+        want = f"weight of shape (N, {K})" if b_name == "weight" else f"b of shape ({K}, N)"
+        got = tuple(b.t().shape) if b_name == "weight" else tuple(b.shape)
+        raise ValueError(f"trifuse.{name}: {a_name} has inner dim {K}, so expected {want}, got {got}")
+    N = b.shape[1]
+    if bias is not None and tuple(bias.shape) != (N,):
+        raise ValueError(f"trifuse.{name}: bias must have shape ({N},), got {tuple(bias.shape)}")
+    out_shape = (*a.shape[:-1], N)
+    final_dtype = out_dtype if out_dtype is not None else a.dtype
+    if residual is not None:
+        if tuple(residual.shape) != out_shape:
+            raise ValueError(f"trifuse.{name}: residual must have the output's shape {out_shape}, "
+                             f"got {tuple(residual.shape)}")
+        if residual.dtype != final_dtype:
+            raise TypeError(f"trifuse.{name}: residual must have the output dtype {final_dtype}, "
+                            f"got {residual.dtype}")
+    check_kernel_device(name, a, b, bias, residual)
+    p = float(dropout_p)
+    seed_t = _seed_tensor(seed, a.device) if p > 0.0 else None
+    # A view whenever the leading dims can be addressed with one row stride; a copy otherwise.
+    a2 = a.reshape(math.prod(a.shape[:-1]), K)
+    res2 = residual.reshape(a2.shape[0], N) if residual is not None else None
+    needs_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (a, b, bias, residual))
+    if bias is not None:
+        bias = bias.contiguous()  # N elements; the kernels read it with unit stride
+    save_pre = needs_grad and activation != "none" and not recompute
+    out, _ = gemm_fwd(a2, b, bias, res2, seed_t, activation, p, out_dtype, save_pre, _tf32(a.dtype),
+                      bool(recompute))
+    return out.view(out_shape)
+
+
+def gemm(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None, *, activation: str = "none",
+         dropout_p: float = 0.0, seed: int | torch.Tensor | None = None, residual: torch.Tensor | None = None,
+         out_dtype: torch.dtype | None = None, recompute: bool = False) -> torch.Tensor:
+    """dropout(act(a @ b + bias)) + residual; a (..., M, K), b (K, N), bias (N,), residual (..., M, N).
+
+    Dropout (dropout_p > 0) keeps an element with probability 1 - dropout_p and scales it by
+    1/(1 - dropout_p); its mask is Philox(seed, row * N + col), drawn from torch's generator when seed is
+    None, and regenerated (never stored) by the backward. recompute=True saves memory in training: the
+    backward recomputes a @ b + bias in a GEMM instead of keeping it.
+    """
+    return _gemm("gemm", a, b, bias, activation, dropout_p, seed, residual, out_dtype, recompute)
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *,
+           activation: str = "none", dropout_p: float = 0.0, training: bool = True,
+           seed: int | torch.Tensor | None = None, residual: torch.Tensor | None = None,
+           recompute: bool = False) -> torch.Tensor:
+    """dropout(act(x @ weight.T + bias)) + residual with weight (N, K) as torch.nn.Linear keeps it (read
+    through its transposed strides, no copy). training=False switches dropout off."""
+    check_tensor("linear", "weight", weight)
+    if weight.dim() != 2:
+        raise ValueError(f"trifuse.linear: weight must have 2 dims (out_features, in_features), "
+                         f"got {weight.dim()}")
+    _check_args("linear", activation, dropout_p, None)
+    p = dropout_p if training else 0.0
+    return _gemm("linear", x, weight.t(), bias, activation, p, seed, residual, None, recompute, "weight")

@@ -1,0 +1,72 @@
+"""trifuse.layer_norm, rms_norm, add_layer_norm, add_rms_norm: over the last dim, any leading dims."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .._checks import check_float, check_shape, check_tensor
+from ..library.norm import norm_fwd
+from ..runtime import check_kernel_device
+
+
+def _check_eps(name: str, eps, dtype: torch.dtype) -> float:
+    if eps is None:  # torch.nn.RMSNorm's default: the input dtype's machine epsilon
+        return float(torch.finfo(dtype).eps)
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)):
+        raise TypeError(f"trifuse.{name}: eps must be a float, got {type(eps).__name__}")
+    if not (math.isfinite(eps) and eps >= 0):
+        raise ValueError(f"trifuse.{name}: eps must be finite and >= 0, got {eps}")
+    return float(eps)
+
+
+def _norm(name, x, residual, weight, bias, input_bias, eps, is_rms):
+    check_tensor(name, "x", x)
+    check_float(name, "x", x)
+    if x.dim() == 0:
+        raise ValueError(f"trifuse.{name}: x must have at least 1 dim (normalized over the last), got 0")
+    n = x.shape[-1]
+    for arg, t in (("weight", weight), ("bias", bias), ("input_bias", input_bias)):
+        if t is not None:
+            check_float(name, arg, t)
+            check_shape(name, arg, t, (n,))
+    if residual is not None:
+        check_float(name, "residual", residual)
+        check_shape(name, "residual", residual, tuple(x.shape))
+    eps = _check_eps(name, eps, x.dtype)
+    check_kernel_device(name, x, weight, bias, input_bias, residual)
+    m = math.prod(x.shape[:-1])
+    # A view whenever the rows can be addressed with one (row, column) stride pair; a copy otherwise.
+    rows = x.reshape(m, n)
+    res = residual.reshape(m, n) if residual is not None else None
+    weight, bias, input_bias = (t.contiguous() if t is not None else None for t in (weight, bias, input_bias))
+    y, h, _, _ = norm_fwd(rows, weight, bias, input_bias, res, eps, is_rms)
+    return y.view(x.shape), (h.view(x.shape) if residual is not None else None)
+
+
+def layer_norm(x: torch.Tensor, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None,
+               eps: float = 1e-5, *, input_bias: torch.Tensor | None = None) -> torch.Tensor:
+    """LayerNorm(x + input_bias) * weight + bias over the last dim (F.layer_norm over [x.shape[-1]])."""
+    return _norm("layer_norm", x, None, weight, bias, input_bias, eps, is_rms=False)[0]
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor | None = None, eps: float | None = 1e-6, *,
+             input_bias: torch.Tensor | None = None) -> torch.Tensor:
+    """RMSNorm(x + input_bias) * weight over the last dim; eps=None uses finfo(x.dtype).eps like torch."""
+    return _norm("rms_norm", x, None, weight, None, input_bias, eps, is_rms=True)[0]
+
+
+def add_layer_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor | None = None,
+                   bias: torch.Tensor | None = None, eps: float = 1e-5, *,
+                   input_bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(y, h): h = x + input_bias + residual in x's dtype (the new residual stream), y = layer_norm(h)."""
+    check_tensor("add_layer_norm", "residual", residual)
+    return _norm("add_layer_norm", x, residual, weight, bias, input_bias, eps, is_rms=False)
+
+
+def add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor | None = None,
+                 eps: float | None = 1e-6, *,
+                 input_bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(y, h): h = x + input_bias + residual in x's dtype (the new residual stream), y = rms_norm(h)."""
+    check_tensor("add_rms_norm", "residual", residual)
+    return _norm("add_rms_norm", x, residual, weight, None, input_bias, eps, is_rms=True)

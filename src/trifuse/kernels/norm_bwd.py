@@ -1,0 +1,157 @@
+"""LayerNorm / RMSNorm backward: dx (= dh) and per-program fp32 partial column sums.
+
+With h the norm's input, h_hat = (h - mean) * rstd (RMSNorm: h * rstd) and g = dy * weight:
+    dh = rstd * (g - h_hat * mean(g * h_hat) - mean(g))      (RMSNorm drops the mean(g) term)
+    dh += dh_out                                             (the gradient of the returned h, add_* ops)
+    dweight = colsum(dy * h_hat), dbias = colsum(dy), d(input_bias) = colsum(dh)
+dx and dresidual are dh itself. h is the saved h (add_* ops) or x + input_bias recomputed (HAS_IB).
+
+The column sums are two-stage and deterministic (no atomics): each program writes its own row of a
+[programs, N] fp32 partial buffer, and `colsum` (norm.py) adds those rows in a fixed order.
+`norm_bwd_rows` is persistent: a fixed number of programs stride over tiles of BLOCK_M rows and keep
+the running column sums in registers, so the partial buffer has only `programs` rows whatever M is.
+`norm_bwd_looped` (rows too wide for registers) gives each program BLOCK_R rows, streamed in chunks
+twice (row sums, then dh in reverse chunk order for L2 reuse); it writes one partial row per program.
+"""
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def norm_bwd_rows(
+    dy_ptr, dho_ptr, src_ptr, ib_ptr, w_ptr, mean_ptr, rstd_ptr, dx_ptr,
+    pdw_ptr, pdb_ptr, pdib_ptr,
+    M, N, stride_dym, stride_dyn, stride_dhm, stride_dhn, stride_sm, stride_sn,
+    IS_RMS: tl.constexpr, HAS_W: tl.constexpr, HAS_IB: tl.constexpr, HAS_DHO: tl.constexpr,
+    NEED_DW: tl.constexpr, NEED_DB: tl.constexpr, NEED_DIB: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    n_programs = tl.num_programs(0)
+    cols = tl.arange(0, BLOCK_N)
+    col_ok = cols < N
+    if HAS_W:
+        w = tl.load(w_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
+    if HAS_IB:
+        ib = tl.load(ib_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
+    acc_dw = tl.zeros([BLOCK_N], dtype=tl.float32)
+    acc_db = tl.zeros([BLOCK_N], dtype=tl.float32)
+    acc_dib = tl.zeros([BLOCK_N], dtype=tl.float32)
+    n_tiles = tl.cdiv(M, BLOCK_M)
+    for tile in range(pid, n_tiles, n_programs):
+        rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+        row_ok = rows < M
+        mask = row_ok[:, None] & col_ok[None, :]
+        rows = rows.to(tl.int64)
+        h = tl.load(src_ptr + rows[:, None] * stride_sm + cols[None, :] * stride_sn, mask=mask,
+                    other=0.0).to(tl.float32)
+        if HAS_IB:
+            h += ib[None, :]
+        dy = tl.load(dy_ptr + rows[:, None] * stride_dym + cols[None, :] * stride_dyn, mask=mask,
+                     other=0.0).to(tl.float32)
+        rstd = tl.load(rstd_ptr + rows, mask=row_ok, other=0.0)
+        if IS_RMS:
+            h_hat = h * rstd[:, None]
+        else:
+            mean = tl.load(mean_ptr + rows, mask=row_ok, other=0.0)
+            # Masked columns must not leak -mean into the row sums below.
+            h_hat = tl.where(mask, (h - mean[:, None]) * rstd[:, None], 0.0)
+        if HAS_W:
+            g = dy * w[None, :]
+        else:
+            g = dy
+        c1 = tl.sum(g * h_hat, axis=1) / N
+        if IS_RMS:
+            dh = (g - h_hat * c1[:, None]) * rstd[:, None]
+        else:
+            c2 = tl.sum(g, axis=1) / N
+            dh = (g - h_hat * c1[:, None] - c2[:, None]) * rstd[:, None]
+        if HAS_DHO:
+            dh += tl.load(dho_ptr + rows[:, None] * stride_dhm + cols[None, :] * stride_dhn, mask=mask,
+                          other=0.0).to(tl.float32)
+        tl.store(dx_ptr + rows[:, None] * N + cols[None, :], dh.to(dx_ptr.dtype.element_ty), mask=mask)
+        if NEED_DW:
+            acc_dw += tl.sum(dy * h_hat, axis=0)
+        if NEED_DB:
+            acc_db += tl.sum(dy, axis=0)
+        if NEED_DIB:
+            acc_dib += tl.sum(tl.where(mask, dh, 0.0), axis=0)
+    part = pid.to(tl.int64) * N + cols
+    if NEED_DW:
+        tl.store(pdw_ptr + part, acc_dw, mask=col_ok)
+    if NEED_DB:
+        tl.store(pdb_ptr + part, acc_db, mask=col_ok)
+    if NEED_DIB:
+        tl.store(pdib_ptr + part, acc_dib, mask=col_ok)
+
+
+@triton.jit
+def norm_bwd_looped(
+    dy_ptr, dho_ptr, src_ptr, ib_ptr, w_ptr, mean_ptr, rstd_ptr, dx_ptr,
+    pdw_ptr, pdb_ptr, pdib_ptr,
+    M, N, stride_dym, stride_dyn, stride_dhm, stride_dhn, stride_sm, stride_sn,
+    IS_RMS: tl.constexpr, HAS_W: tl.constexpr, HAS_IB: tl.constexpr, HAS_DHO: tl.constexpr,
+    NEED_DW: tl.constexpr, NEED_DB: tl.constexpr, NEED_DIB: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    rows = pid * BLOCK_R + tl.arange(0, BLOCK_R)
+    row_ok = rows < M
+    rows = rows.to(tl.int64)
+    rstd = tl.load(rstd_ptr + rows, mask=row_ok, other=0.0)
+    if IS_RMS:
+        mean = tl.zeros([BLOCK_R], dtype=tl.float32)
+    else:
+        mean = tl.load(mean_ptr + rows, mask=row_ok, other=0.0)
+    # Pass 1: the row sums mean(g * h_hat) and mean(g).
+    s1 = tl.zeros([BLOCK_R], dtype=tl.float32)
+    s2 = tl.zeros([BLOCK_R], dtype=tl.float32)
+    for start in range(0, N, BLOCK_N):
+        cols = start + tl.arange(0, BLOCK_N)
+        col_ok = cols < N
+        mask = row_ok[:, None] & col_ok[None, :]
+        h = tl.load(src_ptr + rows[:, None] * stride_sm + cols[None, :] * stride_sn, mask=mask,
+                    other=0.0).to(tl.float32)
+        if HAS_IB:
+            h += tl.load(ib_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+        h_hat = tl.where(mask, (h - mean[:, None]) * rstd[:, None], 0.0)
+        g = tl.load(dy_ptr + rows[:, None] * stride_dym + cols[None, :] * stride_dyn, mask=mask,
+                    other=0.0).to(tl.float32)
+        if HAS_W:
+            g *= tl.load(w_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+        s1 += tl.sum(g * h_hat, axis=1)
+        s2 += tl.sum(g, axis=1)
+    c1 = s1 / N
+    c2 = s2 / N
+    # Pass 2, last chunk first: dh, dx, and this program's column sums.
+    n_chunks = tl.cdiv(N, BLOCK_N)
+    for i in range(n_chunks):
+        cols = (n_chunks - 1 - i) * BLOCK_N + tl.arange(0, BLOCK_N)
+        col_ok = cols < N
+        mask = row_ok[:, None] & col_ok[None, :]
+        h = tl.load(src_ptr + rows[:, None] * stride_sm + cols[None, :] * stride_sn, mask=mask,
+                    other=0.0).to(tl.float32)
+        if HAS_IB:
+            h += tl.load(ib_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+        h_hat = tl.where(mask, (h - mean[:, None]) * rstd[:, None], 0.0)
+        dy = tl.load(dy_ptr + rows[:, None] * stride_dym + cols[None, :] * stride_dyn, mask=mask,
+                     other=0.0).to(tl.float32)
+        if HAS_W:
+            g = dy * tl.load(w_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+        else:
+            g = dy
+        if IS_RMS:
+            dh = (g - h_hat * c1[:, None]) * rstd[:, None]
+        else:
+            dh = (g - h_hat * c1[:, None] - c2[:, None]) * rstd[:, None]
+        if HAS_DHO:
+            dh += tl.load(dho_ptr + rows[:, None] * stride_dhm + cols[None, :] * stride_dhn, mask=mask,
+                          other=0.0).to(tl.float32)
+        tl.store(dx_ptr + rows[:, None] * N + cols[None, :], dh.to(dx_ptr.dtype.element_ty), mask=mask)
+        part = pid.to(tl.int64) * N + cols
+        if NEED_DW:
+            tl.store(pdw_ptr + part, tl.sum(dy * h_hat, axis=0), mask=col_ok)
+        if NEED_DB:
+            tl.store(pdb_ptr + part, tl.sum(dy, axis=0), mask=col_ok)
+        if NEED_DIB:
+            tl.store(pdib_ptr + part, tl.sum(tl.where(mask, dh, 0.0), axis=0), mask=col_ok)

@@ -1,0 +1,201 @@
+"""GEMM launchers: kernel and config choice, destination-passing launches, and the FLOP/byte model.
+
+`gemm_into` writes dropout(act(a @ b + bias)) + residual into `out` (and a @ b + bias into `pre` when
+given). Kernel choice: the persistent TMA kernel on sm_90 for 16-bit operands whose layout a tensor
+descriptor can address and problems of at least TMA_MIN_WORK; the portable pointer kernel otherwise and
+always in the interpreter.
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+import triton
+from torch.library import wrap_triton
+
+from ..kernels import gemm as k
+from ..kernels import gemm_bwd as kb
+from ..kernels import gemm_tma as kt
+from ..runtime import INTERPRET
+from . import gemm_configs as gc
+from .gemm_configs import GemmConfig
+
+ACTIVATIONS = ("none", "relu", "silu", "gelu", "gelu_tanh", "relu2", "leaky_relu")
+# Elementwise dact pass: tile of the saved pre-activation per program (also the dbias partial height).
+DACT_BLOCK_M = 64
+DACT_BLOCK_N = 128
+
+
+@functools.cache
+def _device_info(index: int) -> tuple[tuple[int, int], int]:
+    p = torch.cuda.get_device_properties(index)
+    return (p.major, p.minor), p.multi_processor_count
+
+
+def device_info(t: torch.Tensor) -> tuple[tuple[int, int] | None, int]:
+    """(capability, SM count); capability None in the interpreter."""
+    if INTERPRET or t.device.type != "cuda":
+        return None, 1
+    return _device_info(t.device.index if t.device.index is not None else torch.cuda.current_device())
+
+
+def _alloc(size: int, alignment: int, stream):
+    return torch.empty(size, dtype=torch.int8, device="cuda")
+
+
+def _desc_ok(t: torch.Tensor) -> tuple[bool, bool]:
+    """(addressable by a 2-D tensor descriptor, stored transposed). Needs a unit stride in one dim, the
+    other stride and the base 16-byte aligned (storage_offset: allocations themselves are aligned, and
+    fake tensors under torch.compile have no data_ptr)."""
+    e = t.element_size()
+    s0, s1 = t.stride()
+    if (t.storage_offset() * e) % 16:
+        return False, False
+    if s1 == 1 and (s0 * e) % 16 == 0 and s0 >= t.shape[1]:
+        return True, False
+    if s0 == 1 and (s1 * e) % 16 == 0 and s1 >= t.shape[0]:
+        return True, True
+    return False, False
+
+
+def tma_layout(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> tuple[bool, bool, bool]:
+    """(tma possible, a transposed, b transposed)."""
+    if a.dtype not in (torch.float16, torch.bfloat16):  # tf32 wgmma wants K-major operands: keep fp32 portable
+        return False, False, False
+    a_ok, a_t = _desc_ok(a)
+    b_ok, b_t = _desc_ok(b)
+    o_ok, o_t = _desc_ok(out)
+    return a_ok and b_ok and o_ok and not o_t, a_t, b_t
+
+
+def choose_config(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, run=None) -> GemmConfig:
+    M, K = a.shape
+    N = b.shape[1]
+    cap, sms = device_info(a)
+    tma_ok = cap is not None and cap[0] == 9 and tma_layout(a, b, out)[0] and min(M, N, K) > 0
+    if cap is not None:
+        key = gc.table_key(cap, M, N, K, str(a.dtype).replace("torch.", ""))
+        if run is not None and gc.autotune_enabled():
+            return gc.autotune(key + f"/tma{int(tma_ok)}", gc.candidates(M, N, K, a.element_size(), tma_ok), run)
+        cfg = gc.table_config(key, tma_ok)
+        if cfg is not None:
+            return cfg
+    return gc.heuristic_config(M, N, K, a.element_size(), cap, sms, tma_ok)
+
+
+def _precision(a: torch.Tensor, tf32: bool) -> str:
+    return "tf32" if (tf32 or a.dtype != torch.float32) else "ieee"
+
+
+def gemm_into(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, *, bias=None, residual=None, pre=None,
+              seed=None, activation: str = "none", dropout_p: float = 0.0, tf32: bool = True,
+              config: GemmConfig | None = None) -> None:
+    """a (M, K), b (K, N) any strides; out (M, N) unit column stride; bias (N,); residual (M, N) any
+    strides; pre (M, N) unit column stride or None; seed: int64 tensor (1,) when dropout_p > 0."""
+    M, K = a.shape
+    N = b.shape[1]
+    if M == 0 or N == 0:
+        return
+    dropout = dropout_p > 0.0
+    if config is None:
+        def run(cfg):
+            return gemm_into(a, b, out, bias=bias, residual=residual, pre=pre, seed=seed,
+                             activation=activation, dropout_p=dropout_p, tf32=tf32, config=cfg)
+
+        config = choose_config(a, b, out, run)
+    dummy = out  # never read: the constexpr flags switch the loads off
+    res = residual if residual is not None else dummy
+    flags = {"ACT": activation, "HAS_BIAS": bias is not None, "HAS_RES": residual is not None,
+             "DROPOUT": dropout, "STORE_PRE": pre is not None, "PRECISION": _precision(a, tf32)}
+    ptrs = (bias if bias is not None else dummy, res, pre if pre is not None else dummy,
+            seed if seed is not None else dummy)
+    res_strides = (res.stride(0), res.stride(1))
+    pre_stride = pre.stride(0) if pre is not None else 0
+    if config.kernel == "tma":
+        ok, a_t, b_t = tma_layout(a, b, out)
+        if not ok:
+            raise ValueError("gemm_into: the tma config needs descriptor-compatible a, b and out")
+        _, sms = device_info(a)
+        tiles = triton.cdiv(M, config.block_m) * triton.cdiv(N, config.block_n)
+        triton.set_allocator(_alloc)  # descriptor workspace; a ContextVar, so set it in this thread
+        wrap_triton(kt.gemm_tma_kernel)[(min(sms, tiles),)](
+            a, b, out, *ptrs, M, N, K, a.stride(1) if a_t else a.stride(0), b.stride(1) if b_t else b.stride(0),
+            out.stride(0), *res_strides, pre_stride, dropout_p, **flags, A_T=a_t, B_T=b_t,
+            BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k, GROUP_M=config.group_m,
+            NUM_SMS=sms, EPI_SUBTILE=config.epi_subtile, FLATTEN=config.flatten,
+            num_warps=config.num_warps, num_stages=config.num_stages,
+        )
+        return
+    grid = (triton.cdiv(M, config.block_m) * triton.cdiv(N, config.block_n),)
+    wrap_triton(k.gemm_fwd_kernel)[grid](
+        a, b, out, *ptrs, M, N, K, a.stride(0), a.stride(1), b.stride(0), b.stride(1), out.stride(0),
+        *res_strides, pre_stride, dropout_p, **flags,
+        BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k, GROUP_M=config.group_m,
+        num_warps=config.num_warps, num_stages=config.num_stages,
+    )
+
+
+def dact_into(dy: torch.Tensor, pre: torch.Tensor | None, dpre: torch.Tensor, dbias: torch.Tensor | None,
+              seed, activation: str, dropout_p: float, block_m: int = DACT_BLOCK_M) -> None:
+    """dpre = dy * keep/(1-p) * act'(pre) in one elementwise pass; dbias = column sums of dpre, from
+    fp32 per-row-tile partials summed once (deterministic). pre None only for activation "none"."""
+    M, N = dy.shape
+    if dbias is not None and (M == 0 or N == 0):
+        dbias.zero_()
+    if M == 0 or N == 0:
+        return
+    tiles_m = triton.cdiv(M, block_m)
+    part = torch.empty((tiles_m, N) if dbias is not None else (1,), dtype=torch.float32, device=dy.device)
+    src = pre if pre is not None else dy
+    block_n = min(DACT_BLOCK_N, max(16, triton.next_power_of_2(N)))
+    wrap_triton(kb.dact_kernel)[(tiles_m, triton.cdiv(N, block_n))](
+        dy, src, dpre, part, seed if seed is not None else part, M, N, dy.stride(0), dy.stride(1),
+        src.stride(0), dpre.stride(0), dropout_p,
+        ACT=activation, DROPOUT=dropout_p > 0.0, DBIAS=dbias is not None, HAS_PRE=pre is not None,
+        BLOCK_M=block_m, BLOCK_N=block_n, num_warps=4,
+    )
+    if dbias is not None:
+        dbias.copy_(part.sum(0))
+
+
+def gemm_dact_into(a: torch.Tensor, b: torch.Tensor, bias, dy: torch.Tensor, dpre: torch.Tensor,
+                   dbias: torch.Tensor | None, seed, activation: str, dropout_p: float, tf32: bool = True,
+                   config: GemmConfig | None = None) -> None:
+    """recompute=True: pre = a @ b + bias in a GEMM whose epilogue reads dy and writes dpre (+ dbias)."""
+    M, K = a.shape
+    N = b.shape[1]
+    if dbias is not None and (M == 0 or N == 0):
+        dbias.zero_()
+    if M == 0 or N == 0:
+        return
+    if config is None or config.kernel != "portable":
+        cap, sms = device_info(a)
+        config = gc.heuristic_config(M, N, K, a.element_size(), cap, sms, tma_ok=False)
+    tiles_m = triton.cdiv(M, config.block_m)
+    part = torch.empty((tiles_m, N) if dbias is not None else (1,), dtype=torch.float32, device=a.device)
+    grid = (tiles_m * triton.cdiv(N, config.block_n),)
+    wrap_triton(kb.gemm_dact_kernel)[grid](
+        a, b, bias if bias is not None else part, dy, dpre, part, seed if seed is not None else part,
+        M, N, K, a.stride(0), a.stride(1), b.stride(0), b.stride(1), dy.stride(0), dy.stride(1),
+        dpre.stride(0), dropout_p,
+        ACT=activation, HAS_BIAS=bias is not None, DROPOUT=dropout_p > 0.0, DBIAS=dbias is not None,
+        PRECISION=_precision(a, tf32), BLOCK_M=config.block_m, BLOCK_N=config.block_n,
+        BLOCK_K=config.block_k, GROUP_M=config.group_m, num_warps=config.num_warps,
+        num_stages=config.num_stages,
+    )
+    if dbias is not None:
+        dbias.copy_(part.sum(0))
+
+
+def gemm_flops(m: int, n: int, k: int, direction: str = "fwd") -> int:
+    """2*M*N*K per GEMM: the forward does one, the backward two (dX and dW)."""
+    return {"fwd": 1, "bwd": 2, "fwd+bwd": 3}[direction] * 2 * m * n * k
+
+
+def intermediate_bytes(m: int, n: int, elem: int, *, activation: str, dropout: bool,
+                       residual: bool = False) -> int:
+    """Bytes of (M, N) intermediates the eager composition F.linear(x, w, b) -> act -> dropout -> + r
+    allocates (and writes, then reads back) that the fused forward never writes: one full tensor per step
+    after the GEMM except the last, plus dropout's mask (1 byte per element)."""
+    steps = int(activation != "none") + int(dropout) + int(residual)
+    return steps * m * n * elem + (m * n if dropout else 0)

@@ -1,0 +1,198 @@
+"""LayerNorm / RMSNorm launchers: config heuristics, destination-passing launches, byte model.
+
+Every tensor is 2-D (M, N) or 1-D (N,); x, residual, dy and dh_out may have any strides, outputs
+(y, h, dx) are contiguous, weight/bias/input_bias are contiguous 1-D, mean/rstd are fp32 (M,).
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import torch
+import triton
+from torch.library import wrap_triton
+
+from ..kernels import norm as kf
+from ..kernels import norm_bwd as kb
+from ..runtime import INTERPRET
+
+# Widest row the one-pass forward keeps in registers: 32k fp32 values is 32 per thread at 32 warps.
+# Beyond it the looped kernel streams the row twice (the second read mostly from L2).
+MAX_FUSED_N_FWD = 32768
+# The backward holds h, dy and the weight per element, about twice the forward's live registers.
+MAX_FUSED_N_BWD = 16384
+# Chunk of a wide row the looped kernels handle per step; the backward takes BLOCK_R rows at once.
+LOOP_BLOCK_N = 4096
+LOOP_BWD_BLOCK_N = 1024
+LOOP_BWD_BLOCK_R = 8
+# Elements one program of the one-pass kernels aims to hold: several short rows at once, so narrow
+# rows (N = 512) still move enough bytes per program to hide memory latency. [to tune on the GPU]
+TILE_ELEMS_FWD = 4096
+TILE_ELEMS_BWD = 4096
+# fp32 values per thread the one-pass kernels aim for: enough loads in flight, no spilling.
+ELEMS_PER_THREAD = 16
+# Backward programs per SM (persistent grid). The partial buffer has one row per program, so this
+# also sizes the second-stage reduction: small enough that narrow shapes pay no latency floor.
+BWD_PROGRAMS_PER_SM = 2
+# The interpreter runs programs one after another: a few programs, several tiles each, exercises the
+# persistent loop without slowing the tests.
+INTERPRET_PROGRAMS = 4
+# The column-sum reduction: BLOCK_C columns per program, BLOCK_P partial rows per step.
+COLSUM_BLOCK_C = 128
+COLSUM_BLOCK_P = 32
+
+
+@dataclass(frozen=True)
+class RowsConfig:
+    block_m: int
+    block_n: int
+    num_warps: int
+
+
+def rows_config(n: int, tile_elems: int) -> RowsConfig:
+    """BLOCK_N = next power of two of N; BLOCK_M short rows per program up to tile_elems elements."""
+    block_n = triton.next_power_of_2(max(n, 1))
+    block_m = max(1, min(64, tile_elems // block_n))
+    num_warps = max(4, min(32, block_m * block_n // (32 * ELEMS_PER_THREAD)))
+    return RowsConfig(block_m, block_n, num_warps)
+
+
+def fwd_config(n: int) -> RowsConfig:
+    return rows_config(n, TILE_ELEMS_FWD)
+
+
+def bwd_config(n: int) -> RowsConfig:
+    return rows_config(n, TILE_ELEMS_BWD)
+
+
+@functools.cache
+def _sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def bwd_programs(device: torch.device, tiles: int) -> int:
+    """Persistent backward grid: about BWD_PROGRAMS_PER_SM per SM, never more programs than tiles."""
+    if INTERPRET or device.type != "cuda":
+        cap = INTERPRET_PROGRAMS
+    else:
+        cap = BWD_PROGRAMS_PER_SM * _sm_count(device.index if device.index is not None else 0)
+    return max(1, min(tiles, cap))
+
+
+def _stride(t: torch.Tensor | None) -> tuple[int, int]:
+    return (t.stride(0), t.stride(1)) if t is not None else (0, 0)
+
+
+def norm_fwd_into(
+    x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
+    input_bias: torch.Tensor | None, residual: torch.Tensor | None, eps: float, is_rms: bool,
+    y: torch.Tensor, h: torch.Tensor | None, mean: torch.Tensor | None, rstd: torch.Tensor,
+    max_fused_n: int = MAX_FUSED_N_FWD,
+) -> None:
+    """y = norm(x + input_bias + residual) * weight + bias; h (needed iff residual) gets the sum.
+
+    mean is unused (may be None) for RMSNorm.
+    """
+    M, N = x.shape
+    if M == 0 or N == 0:
+        return
+    # Absent tensors are never read (their constexpr flag is off); x stands in for the pointer.
+    args = (x, input_bias if input_bias is not None else x, residual if residual is not None else x,
+            weight if weight is not None else x, bias if bias is not None else x, y,
+            h if h is not None else y, mean if mean is not None else rstd, rstd)
+    flags = {"IS_RMS": is_rms, "HAS_W": weight is not None, "HAS_B": bias is not None,
+             "HAS_IB": input_bias is not None, "HAS_RES": residual is not None}
+    strides = (x.stride(0), x.stride(1), *_stride(residual))
+    if N <= max_fused_n:
+        cfg = fwd_config(N)
+        wrap_triton(kf.norm_fwd_rows)[(triton.cdiv(M, cfg.block_m),)](
+            *args, M, N, *strides, eps, **flags,
+            BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, num_warps=cfg.num_warps,
+        )
+    else:
+        block_n = min(LOOP_BLOCK_N, triton.next_power_of_2(max_fused_n))
+        wrap_triton(kf.norm_fwd_looped)[(M,)](
+            *args, N, *strides, eps, **flags, BLOCK_N=block_n, num_warps=16,
+        )
+
+
+def norm_bwd_into(
+    dy: torch.Tensor, dh_out: torch.Tensor | None, src: torch.Tensor, input_bias: torch.Tensor | None,
+    weight: torch.Tensor | None, mean: torch.Tensor | None, rstd: torch.Tensor, is_rms: bool,
+    dx: torch.Tensor, dweight: torch.Tensor | None = None, dbias: torch.Tensor | None = None,
+    dinput_bias: torch.Tensor | None = None, max_fused_n: int = MAX_FUSED_N_BWD,
+    num_programs: int | None = None,
+) -> None:
+    """dx = dh; dweight/dbias/dinput_bias (each optional, any float dtype) get their column sums.
+
+    src is the norm's input h, or x when input_bias is given (h = x + input_bias is recomputed).
+    dh_out is the gradient of the returned h (add_* ops), added to dh.
+    """
+    M, N = src.shape
+    grads = [g for g in (dweight, dbias, dinput_bias) if g is not None]
+    if N == 0:
+        return
+    if M == 0:
+        for g in grads:
+            g.zero_()
+        return
+    if N <= max_fused_n:
+        cfg = bwd_config(N)
+        tiles = triton.cdiv(M, cfg.block_m)
+        programs = num_programs or bwd_programs(src.device, tiles)
+    else:
+        block_r = min(LOOP_BWD_BLOCK_R, triton.next_power_of_2(M))
+        programs = triton.cdiv(M, block_r)
+    # One fp32 partial row per program and per gradient; colsum adds them in a fixed order.
+    part = torch.empty((max(len(grads), 1), programs, N), dtype=torch.float32, device=src.device)
+    slots = iter(range(len(grads)))
+    pdw, pdb, pdib = (part[next(slots)] if g is not None else part[0]
+                      for g in (dweight, dbias, dinput_bias))
+    args = (dy, dh_out if dh_out is not None else dy, src,
+            input_bias if input_bias is not None else src, weight if weight is not None else src,
+            mean if mean is not None else rstd, rstd, dx, pdw, pdb, pdib,
+            M, N, *_stride(dy), *_stride(dh_out), *_stride(src))
+    flags = {"IS_RMS": is_rms, "HAS_W": weight is not None, "HAS_IB": input_bias is not None,
+             "HAS_DHO": dh_out is not None, "NEED_DW": dweight is not None, "NEED_DB": dbias is not None,
+             "NEED_DIB": dinput_bias is not None}
+    if N <= max_fused_n:
+        wrap_triton(kb.norm_bwd_rows)[(programs,)](
+            *args, **flags, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, num_warps=cfg.num_warps,
+        )
+    else:
+        block_n = min(LOOP_BWD_BLOCK_N, triton.next_power_of_2(max_fused_n))
+        wrap_triton(kb.norm_bwd_looped)[(programs,)](
+            *args, **flags, BLOCK_R=block_r, BLOCK_N=block_n, num_warps=8,
+        )
+    if grads:
+        outs = grads + [grads[0]] * (3 - len(grads))
+        wrap_triton(kf.colsum)[(triton.cdiv(N, COLSUM_BLOCK_C), len(grads))](
+            part, *outs, programs, N, BLOCK_P=COLSUM_BLOCK_P, BLOCK_C=COLSUM_BLOCK_C, num_warps=4,
+        )
+
+
+def norm_bytes(m: int, n: int, elem_size: int, direction: str = "fwd", *, input_bias: bool = False,
+               residual: bool = False, weight: bool = True, bias: bool = False) -> int:
+    """Least traffic: every input read once, every output written once (vectors of N included).
+
+    fwd: reads x (+ residual), writes y (+ h). bwd: reads x or h and dy (+ dh_out), writes dx
+    (+ dresidual, which is dx itself and so not written again). Weight, bias and input bias add
+    N-element reads (forward) or writes (backward).
+    """
+    rows = m * n * elem_size
+    vec = n * elem_size
+    vecs = (weight + bias + input_bias) * vec
+    fwd = (2 + 2 * residual) * rows + vecs
+    bwd = (3 + residual) * rows + vecs + (weight + input_bias) * vec  # reads weight and input_bias
+    return {"fwd": fwd, "bwd": bwd, "fwd+bwd": fwd + bwd}[direction]
+
+
+def naive_norm_bytes(m: int, n: int, elem_size: int, direction: str = "fwd", *, input_bias: bool = False,
+                     residual: bool = False, **kw) -> int:
+    """Forward traffic of eager PyTorch's composition, the adds as separate passes before the norm.
+
+    x + input_bias writes t and the norm reads t back: 2 more full passes; with a residual, h is
+    written anyway and read back by the norm: 1 more. The backward is counted as the fused one.
+    """
+    extra = (2 * input_bias + residual) * m * n * elem_size if direction != "bwd" else 0
+    return norm_bytes(m, n, elem_size, direction, input_bias=input_bias, residual=residual, **kw) + extra

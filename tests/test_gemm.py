@@ -1,0 +1,320 @@
+"""trifuse.gemm / trifuse.linear forward: every epilogue, odd and zero sizes, layouts, dropout, errors."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import trifuse
+from helpers import assert_close_to_ref, poison
+from trifuse.ops.gemm import ACTIVATIONS, gemm_into
+from trifuse.ops.gemm_configs import GemmConfig
+
+FLOOR = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1e-2}
+ACT_FNS = {
+    "none": lambda x: x,
+    "relu": torch.relu,
+    "silu": F.silu,
+    "gelu": F.gelu,
+    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "relu2": lambda x: torch.relu(x) ** 2,
+    "leaky_relu": F.leaky_relu,
+}
+
+
+def torch_gemm(a, b, bias=None, activation="none", residual=None):
+    pre = a @ b
+    if bias is not None:
+        pre = pre + bias
+    y = ACT_FNS[activation](pre)
+    return y + residual if residual is not None else y
+
+
+def check(a, b, bias=None, activation="none", residual=None, **kw):
+    out = trifuse.gemm(a, b, bias, activation=activation, residual=residual, **kw)
+    dbl = [t.double() if t is not None else None for t in (a, b, bias, residual)]
+    ref = torch_gemm(*dbl[:3], activation, dbl[3])
+    theirs = torch_gemm(a, b, bias, activation, residual) if a.device.type == "cuda" or a.dtype == torch.float32 \
+        else torch_gemm(a.float(), b.float(), None if bias is None else bias.float(), activation,
+                        None if residual is None else residual.float()).to(a.dtype)
+    assert out.dtype == kw.get("out_dtype") or a.dtype
+    assert_close_to_ref(out, ref, theirs, floor=FLOOR[a.dtype])
+    return out
+
+
+@pytest.mark.parametrize("has_bias", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_every_activation(device, activation, dtype, has_bias):
+    a = torch.randn(37, 61, device=device).to(dtype)
+    b = (torch.randn(61, 53, device=device) / 8).to(dtype)
+    bias = torch.randn(53, device=device).to(dtype) if has_bias else None
+    check(a, b, bias, activation)
+
+
+@pytest.mark.parametrize("mnk", [(1, 64, 32), (127, 129, 1), (37, 61, 53), (3, 5, 7), (128, 128, 128),
+                                 (100, 70, 50), (65, 17, 300)])
+def test_odd_and_prime_sizes(device, mnk):
+    m, n, k = mnk
+    a, b = torch.randn(m, k, device=device), torch.randn(k, n, device=device)
+    check(a, b, torch.randn(n, device=device), "silu")
+
+
+@pytest.mark.parametrize("mnk", [(0, 5, 3), (4, 0, 3), (0, 0, 0), (4, 6, 0)])
+@pytest.mark.parametrize("activation", ["none", "gelu"])
+def test_zero_sizes(device, mnk, activation):
+    m, n, k = mnk
+    a, b = torch.randn(m, k, device=device), torch.randn(k, n, device=device)
+    bias = torch.randn(n, device=device)
+    out = trifuse.gemm(a, b, bias, activation=activation)
+    assert out.shape == (m, n)
+    if k == 0 and m and n:  # act(bias) broadcast over the rows
+        torch.testing.assert_close(out, ACT_FNS[activation](bias).expand(m, n))
+
+
+def test_k_zero_with_residual(device):
+    r = torch.randn(3, 4, device=device)
+    out = trifuse.gemm(torch.empty(3, 0, device=device), torch.empty(0, 4, device=device), activation="relu",
+                       residual=r)
+    torch.testing.assert_close(out, r)
+
+
+def test_batched_a(device):
+    a = torch.randn(2, 3, 17, 24, device=device)
+    b = torch.randn(24, 19, device=device)
+    check(a, b, torch.randn(19, device=device), "gelu", residual=torch.randn(2, 3, 17, 19, device=device))
+    check(torch.randn(24, device=device), b, None, "relu")  # 1-D a: a vector-matrix product
+
+
+def test_transposed_and_non_contiguous(device):
+    base_a = torch.randn(48, 40, device=device)
+    base_b = torch.randn(60, 44, device=device)
+    bias = torch.randn(44, device=device)
+    check(base_a.t(), base_b[:48], bias, "silu")  # a transposed (40, 48)
+    check(base_a, base_b[:40].t().contiguous().t(), bias, "silu")  # b stored (N, K), read transposed
+    check(base_a[::2, 3:35], base_b[:32, ::2], bias[::2], "relu")  # both strided slices
+    check(base_a.t()[::3], base_b[:48, 1:30], None, "gelu_tanh")
+    batched = torch.randn(5, 20, 3, device=device).transpose(0, 2)  # (3, 20, 5): not flattenable as a view
+    check(batched, torch.randn(5, 7, device=device), None, "silu")
+
+
+def test_residual_and_out_dtype(device):
+    a = torch.randn(33, 40, device=device).half()
+    b = (torch.randn(40, 30, device=device) / 6).half()
+    bias = torch.randn(30, device=device).half()
+    res = torch.randn(30, 33, device=device).t()  # non-contiguous fp32 residual, output fp32
+    out = trifuse.gemm(a, b, bias, activation="silu", residual=res, out_dtype=torch.float32)
+    assert out.dtype == torch.float32
+    ref = F.silu(a.double() @ b.double() + bias.double()) + res.double()
+    assert_close_to_ref(out, ref, floor=2e-3)
+
+
+def test_linear_matches_nn_linear(device):
+    lin = torch.nn.Linear(24, 40).to(device)
+    x = torch.randn(2, 9, 24, device=device)
+    with torch.no_grad():
+        for act in ("none", "silu", "leaky_relu"):
+            out = trifuse.linear(x, lin.weight, lin.bias, activation=act)
+            ref = ACT_FNS[act](F.linear(x.double(), lin.weight.double(), lin.bias.double()))
+            assert_close_to_ref(out, ref, ACT_FNS[act](lin(x)), floor=1e-5)
+
+
+def test_launcher_writes_every_element(device):
+    a, b = torch.randn(70, 45, device=device), torch.randn(45, 33, device=device)
+    for cfg in (GemmConfig("portable", 16, 16, 16, 2), GemmConfig("portable", 32, 64, 32, 4)):
+        out, pre = poison(torch.empty(70, 33, device=device)), poison(torch.empty(70, 33, device=device))
+        gemm_into(a, b, out, pre=pre, activation="gelu", config=cfg)
+        ref = a.double() @ b.double()
+        assert_close_to_ref(pre, ref, floor=1e-5, what="pre")
+        assert_close_to_ref(out, F.gelu(ref), floor=1e-5)
+
+
+@pytest.mark.parametrize("layout", ["nn", "nt", "tn", "tt"])
+def test_tma_kernel_logic(device, layout):
+    # The persistent descriptor kernel runs in the interpreter too (one program walks every tile): its
+    # transposed-operand reads, both epilogue forms and the dropout mask are checked here; speed and
+    # compilation on sm_90 are for the GPU tests.
+    if device.type == "cuda" and torch.cuda.get_device_capability()[0] != 9:
+        pytest.skip("needs sm_90")
+    m, k, n = 96, 80, 72
+    a = torch.randn(m, k, device=device) if layout[0] == "n" else torch.randn(k, m, device=device).t()
+    b = torch.randn(k, n, device=device) if layout[1] == "n" else torch.randn(n, k, device=device).t()
+    a, b = a.half(), (b / 8).half()
+    bias, res = torch.randn(n, device=device).half(), torch.randn(m, n, device=device).half()
+    seed = torch.tensor([5], device=device)
+    ref = F.gelu(a.double() @ b.double() + bias.double()) + res.double()
+    for sub in (False, True):
+        out, pre = poison(torch.empty(m, n, device=device).half()), poison(torch.empty(m, n, device=device).half())
+        gemm_into(a, b, out, bias=bias, pre=pre, residual=res, activation="gelu",
+                  config=GemmConfig("tma", 32, 32, 16, 2, 4, 1, epi_subtile=sub))
+        assert_close_to_ref(out, ref, floor=2e-3)
+        assert_close_to_ref(pre, a.double() @ b.double() + bias.double(), floor=2e-3, what="pre")
+        drop_tma, drop_ptr = torch.empty_like(out), torch.empty_like(out)
+        gemm_into(a, b, drop_tma, bias=bias, seed=seed, activation="silu", dropout_p=0.3,
+                  config=GemmConfig("tma", 32, 32, 16, 2, 4, 1, epi_subtile=sub))
+        gemm_into(a, b, drop_ptr, bias=bias, seed=seed, activation="silu", dropout_p=0.3,
+                  config=GemmConfig("portable", 16, 64, 16, 2, 4, 1))
+        assert torch.equal(drop_tma == 0, drop_ptr == 0)
+        torch.testing.assert_close(drop_tma, drop_ptr)
+
+
+# ---- dropout --------------------------------------------------------------------------------------------
+
+def test_dropout_reproducible_and_scaled(device):
+    a, b = torch.randn(64, 32, device=device), torch.randn(32, 96, device=device)
+    bias = torch.randn(96, device=device)
+    p = 0.3
+    y1 = trifuse.gemm(a, b, bias, activation="silu", dropout_p=p, seed=1234)
+    y2 = trifuse.gemm(a, b, bias, activation="silu", dropout_p=p, seed=1234)
+    y3 = trifuse.gemm(a, b, bias, activation="silu", dropout_p=p, seed=1235)
+    assert torch.equal(y1, y2)
+    assert not torch.equal(y1, y3)
+    full = trifuse.gemm(a, b, bias, activation="silu")
+    kept = y1 != 0
+    torch.testing.assert_close(y1[kept], full[kept] / (1 - p))
+    # Keep rate within 5 sigma of 1 - p.
+    n = y1.numel()
+    sigma = (p * (1 - p) / n) ** 0.5
+    assert abs(kept.double().mean().item() - (1 - p)) < 5 * sigma
+    # Different tilings give the same mask: it depends on (seed, row, col) only.
+    out = torch.empty_like(y1)
+    seed_t = torch.tensor([1234], device=device)
+    gemm_into(a, b, out, bias=bias, seed=seed_t, activation="silu", dropout_p=p,
+              config=GemmConfig("portable", 16, 32, 16, 1))
+    assert torch.equal(out == 0, y1 == 0)
+    torch.testing.assert_close(out, y1)
+
+
+def test_dropout_seed_none_follows_torch_generator(device):
+    a, b = torch.randn(16, 16, device=device), torch.randn(16, 48, device=device)
+    torch.manual_seed(7)
+    y1 = trifuse.gemm(a, b, dropout_p=0.5)
+    torch.manual_seed(7)
+    y2 = trifuse.gemm(a, b, dropout_p=0.5)
+    y3 = trifuse.gemm(a, b, dropout_p=0.5)
+    assert torch.equal(y1, y2) and not torch.equal(y2, y3)
+
+
+def test_dropout_off_when_not_training(device):
+    x, w = torch.randn(8, 16, device=device), torch.randn(12, 16, device=device)
+    y = trifuse.linear(x, w, activation="relu", dropout_p=0.9, training=False)
+    torch.testing.assert_close(y, torch.relu(x @ w.t()))
+
+
+# ---- errors ---------------------------------------------------------------------------------------------
+
+def test_bad_input(device):
+    a, b = torch.randn(4, 5, device=device), torch.randn(5, 6, device=device)
+    with pytest.raises(ValueError, match="inner dim 5"):
+        trifuse.gemm(a, torch.randn(4, 6, device=device))
+    with pytest.raises(ValueError, match=r"bias must have shape \(6,\)"):
+        trifuse.gemm(a, b, torch.randn(5, device=device))
+    with pytest.raises(TypeError, match="one dtype"):
+        trifuse.gemm(a, b.half())
+    with pytest.raises(TypeError, match="dtype"):
+        trifuse.gemm(a.double(), b.double())
+    with pytest.raises(ValueError, match=r"dropout_p must be in \[0, 1\)"):
+        trifuse.gemm(a, b, dropout_p=1.0)
+    with pytest.raises(ValueError, match=r"dropout_p must be in \[0, 1\)"):
+        trifuse.linear(a, b.t(), dropout_p=-0.1, training=False)
+    with pytest.raises(ValueError, match="activation must be one of"):
+        trifuse.gemm(a, b, activation="tanh")
+    with pytest.raises(ValueError, match="residual must have the output's shape"):
+        trifuse.gemm(a, b, residual=torch.randn(4, 5, device=device))
+    with pytest.raises(ValueError, match=r"expected weight of shape \(N, 5\)"):
+        trifuse.linear(a, torch.randn(6, 4, device=device))
+    with pytest.raises(ValueError, match="2 dims"):
+        trifuse.gemm(a, torch.randn(5, device=device))
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        trifuse.gemm([[1.0]], b)
+    with pytest.raises(ValueError, match="activation must be one of"):
+        trifuse.nn.FusedLinear(4, 5, activation="swish")
+    other = torch.device("meta")
+    with pytest.raises(ValueError, match="device"):
+        trifuse.gemm(a, b.to(other))
+
+
+def test_opcheck(device):
+    a, b = torch.randn(9, 17, device=device), torch.randn(17, 11, device=device)
+    bias, seed = torch.randn(11, device=device), torch.tensor([3], device=device)
+    utils = ("test_schema", "test_autograd_registration")
+    op = torch.ops.trifuse.gemm_fwd.default
+    torch.library.opcheck(op, (a, b, bias, None, None, "silu", 0.0, None, True, False, False), test_utils=utils)
+    torch.library.opcheck(op, (a, b, None, torch.randn(9, 11, device=device), seed, "gelu", 0.2, None, False,
+                               False, True), test_utils=utils)
+
+
+# ---- GPU ------------------------------------------------------------------------------------------------
+
+def _uses(kind):
+    from trifuse.ops.gemm import choose_config
+
+    def pick(a, b):
+        out = torch.empty(a.shape[0], b.shape[1], device=a.device, dtype=a.dtype)
+        return choose_config(a, b, out).kernel == kind
+    return pick
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_large_half_precision_gpu(device, activation, dtype):
+    a = torch.randn(4096, 4096, device=device, dtype=dtype)
+    w = torch.randn(4096, 4096, device=device, dtype=dtype) / 64
+    bias = torch.randn(4096, device=device, dtype=dtype)
+    b = w.t()
+    if torch.cuda.get_device_capability()[0] == 9:
+        assert _uses("tma")(a, b), "the TMA kernel should be selected for 4096^3 on sm_90"
+    out = trifuse.gemm(a, b, bias, activation=activation)
+    ref = torch_gemm(a.double(), b.double(), bias.double(), activation)
+    theirs = torch_gemm(a, b, bias, activation)
+    assert_close_to_ref(out, ref, theirs, floor=FLOOR[dtype])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("shape", [(1, 4096, 4096), (64, 256, 128), (8191, 1000, 520), (2048, 2048, 2048)])
+def test_gpu_shapes_bf16(device, shape):
+    m, k, n = shape
+    a = torch.randn(m, k, device=device, dtype=torch.bfloat16)
+    b = torch.randn(n, k, device=device, dtype=torch.bfloat16).t() / 32
+    bias = torch.randn(n, device=device, dtype=torch.bfloat16)
+    res = torch.randn(m, n, device=device, dtype=torch.bfloat16)
+    check(a, b, bias, "gelu", res)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] != 9,
+                    reason="needs sm_90")
+@pytest.mark.parametrize("layout", ["nn", "nt", "tn", "tt"])
+def test_tma_matches_portable_gpu(device, layout):
+    m, k, n = 1000, 768, 1536
+    a = torch.randn(m, k, device=device, dtype=torch.bfloat16) if layout[0] == "n" else \
+        torch.randn(k, m, device=device, dtype=torch.bfloat16).t()
+    b = torch.randn(k, n, device=device, dtype=torch.bfloat16) if layout[1] == "n" else \
+        torch.randn(n, k, device=device, dtype=torch.bfloat16).t()
+    b = b / 32
+    bias, seed = torch.randn(n, device=device, dtype=torch.bfloat16), torch.tensor([5], device=device)
+    outs = []
+    for cfg in (GemmConfig("tma", 128, 256, 64, 8, 8, 3, epi_subtile=True), GemmConfig("tma", 128, 128, 64, 8, 8, 4),
+                GemmConfig("portable", 128, 128, 64, 8, 8, 3)):
+        out, pre = torch.empty(m, n, device=device, dtype=torch.bfloat16), torch.empty(m, n, device=device,
+                                                                                        dtype=torch.bfloat16)
+        gemm_into(a, b, out, bias=bias, pre=pre, seed=seed, activation="silu", dropout_p=0.1, config=cfg)
+        outs.append((out, pre))
+    for out, pre in outs[:2]:
+        torch.testing.assert_close(out, outs[2][0], atol=2e-2, rtol=2e-2)
+        torch.testing.assert_close(pre, outs[2][1], atol=2e-2, rtol=2e-2)
+        assert torch.equal(out == 0, outs[2][0] == 0)  # the same dropout mask
+
+
+@pytest.mark.gpu
+def test_opcheck_full_gpu(device):
+    a = torch.randn(300, 200, device=device, dtype=torch.bfloat16)
+    b = torch.randn(100, 200, device=device, dtype=torch.bfloat16).t()
+    bias, seed = torch.randn(100, device=device, dtype=torch.bfloat16), torch.tensor([3], device=device)
+    torch.library.opcheck(torch.ops.trifuse.gemm_fwd.default,
+                          (a, b, bias, None, seed, "silu", 0.1, None, True, False, False))
+
+
+@pytest.mark.gpu
+def test_cpu_tensor_on_gpu_path_is_a_clear_error():
+    with pytest.raises(ValueError, match="CUDA"):
+        trifuse.gemm(torch.randn(4, 4), torch.randn(4, 4))
