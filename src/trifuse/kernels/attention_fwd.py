@@ -1,0 +1,138 @@
+"""Flash attention forward: online softmax over key blocks, O(S) extra memory (one LSE per row).
+
+Layout: q (B, Hq, Sq, D), k and v (B, Hkv, Skv, D), any strides (all four passed). Query head h reads
+KV head h // G with G = Hq // Hkv. Causal alignment is top-left, as in SDPA's math backend
+(`ones(Sq, Skv).tril()`): query i sees key j iff j <= i.
+
+The key range of one query block splits in two stages:
+- full blocks needing no score mask (every key visible to every row of the block and in bounds): no
+  `where`, no load masks on rows;
+- the rest (the causal diagonal and the ragged Skv tail): causal and bounds masks applied.
+Scores are kept in the log2 domain: s2 = (q . k) * scale * log2(e), so exp2 replaces exp.
+The stored LSE is natural-log: lse = log(sum_j exp(scale * q . k_j)).
+"""
+import triton
+import triton.language as tl
+
+LOG2E = tl.constexpr(1.4426950408889634)
+LN2 = tl.constexpr(0.6931471805599453)
+
+
+@triton.jit
+def _fwd_range(
+    acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
+    lo, hi, offs_m, Skv, qk_scale,
+    MASKED: tl.constexpr, CAUSAL: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    HEAD_D: tl.constexpr, PREC: tl.constexpr, NUM_STAGES: tl.constexpr,
+):
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    d_ok = offs_d < HEAD_D
+    lo64 = tl.cast(lo, tl.int64)
+    kT_ptrs = k_base + lo64 * stride_kn + offs_n[None, :] * stride_kn + offs_d[:, None] * stride_kd
+    v_ptrs = v_base + lo64 * stride_vn + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd
+    for start_n in tl.range(lo, hi, BLOCK_N, num_stages=NUM_STAGES):
+        cols = start_n + offs_n
+        if MASKED:
+            kT = tl.load(kT_ptrs, mask=(cols[None, :] < Skv) & d_ok[:, None], other=0.0)
+        elif BLOCK_D == HEAD_D:
+            kT = tl.load(kT_ptrs)
+        else:
+            kT = tl.load(kT_ptrs, mask=d_ok[:, None], other=0.0)
+        s = tl.dot(q, kT, input_precision=PREC) * qk_scale
+        if MASKED:
+            valid = cols[None, :] < Skv
+            if CAUSAL:
+                valid = valid & (cols[None, :] <= offs_m[:, None])
+            s = tl.where(valid, s, -float("inf"))
+            m_new = tl.maximum(m_i, tl.max(s, 1))
+            # A row with nothing visible yet keeps m = -inf; subtract 0 instead so exp2 gives 0, not nan.
+            m_sub = tl.where(m_new == -float("inf"), 0.0, m_new)
+        else:
+            m_new = tl.maximum(m_i, tl.max(s, 1))
+            m_sub = m_new
+        p = tl.exp2(s - m_sub[:, None])
+        alpha = tl.exp2(m_i - m_sub)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None]
+        if MASKED:
+            v = tl.load(v_ptrs, mask=(cols[:, None] < Skv) & d_ok[None, :], other=0.0)
+        elif BLOCK_D == HEAD_D:
+            v = tl.load(v_ptrs)
+        else:
+            v = tl.load(v_ptrs, mask=d_ok[None, :], other=0.0)
+        acc = tl.dot(p.to(v.dtype), v, acc, input_precision=PREC)
+        m_i = m_new
+        kT_ptrs += BLOCK_N * stride_kn
+        v_ptrs += BLOCK_N * stride_vn
+    return acc, l_i, m_i
+
+
+@triton.jit
+def attention_fwd(
+    Q, K, V, O, LSE,
+    stride_qb, stride_qh, stride_qm, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_ob, stride_oh, stride_om, stride_od,
+    Hq, Hkv, Sq, Skv, sm_scale,
+    CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    HEAD_D: tl.constexpr, PREC: tl.constexpr, NUM_STAGES: tl.constexpr,
+):
+    # Program order: the G query heads of one KV group fastest, then query blocks, then (batch, KV head):
+    # programs running side by side read the same K/V tiles, which stay in L2.
+    G = Hq // Hkv
+    num_m = tl.cdiv(Sq, BLOCK_M)
+    pid = tl.program_id(0)
+    g = pid % G
+    rest = pid // G
+    mb = rest % num_m
+    bk = rest // num_m
+    b = bk // Hkv
+    hk = bk % Hkv
+    h = hk * G + g
+    if CAUSAL:
+        mb = num_m - 1 - mb  # the longest rows first: the tail of the grid is short programs
+    start_m = mb * BLOCK_M
+    qk_scale = tl.cast(sm_scale, tl.float32) * LOG2E
+
+    b64 = b.to(tl.int64)
+    q_base = Q + b64 * stride_qb + h.to(tl.int64) * stride_qh
+    k_base = K + b64 * stride_kb + hk.to(tl.int64) * stride_kh
+    v_base = V + b64 * stride_vb + hk.to(tl.int64) * stride_vh
+    o_base = O + b64 * stride_ob + h.to(tl.int64) * stride_oh
+
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    row_ok = offs_m < Sq
+    d_ok = offs_d < HEAD_D
+    offs_m64 = offs_m.to(tl.int64)
+    q = tl.load(q_base + offs_m64[:, None] * stride_qm + offs_d[None, :] * stride_qd,
+                mask=row_ok[:, None] & d_ok[None, :], other=0.0)
+
+    m_i = tl.full([BLOCK_M], -float("inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+
+    full_n = (Skv // BLOCK_N) * BLOCK_N
+    if CAUSAL:
+        # Keys below the block's first row are visible to all its rows; the diagonal needs the mask.
+        hi_free = tl.minimum((start_m // BLOCK_N) * BLOCK_N, full_n)
+        hi = tl.minimum(start_m + BLOCK_M, Skv)
+    else:
+        hi_free = full_n
+        hi = Skv
+    acc, l_i, m_i = _fwd_range(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
+                               0, hi_free, offs_m, Skv, qk_scale, False, CAUSAL, BLOCK_N, BLOCK_D, HEAD_D,
+                               PREC, NUM_STAGES)
+    acc, l_i, m_i = _fwd_range(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
+                               hi_free, hi, offs_m, Skv, qk_scale, True, CAUSAL, BLOCK_N, BLOCK_D, HEAD_D,
+                               PREC, NUM_STAGES)
+
+    # Top-left causal alignment leaves every row at least key 0, so l_i > 0 for every real row.
+    out = acc / l_i[:, None]
+    tl.store(o_base + offs_m64[:, None] * stride_om + offs_d[None, :] * stride_od, out.to(O.dtype.element_ty),
+             mask=row_ok[:, None] & d_ok[None, :])
+    lse = (m_i + tl.log2(l_i)) * LN2
+    row0 = (b64 * Hq + h) * Sq
+    tl.store(LSE + row0 + offs_m, lse, mask=row_ok)

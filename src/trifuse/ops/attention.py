@@ -1,0 +1,194 @@
+"""Flash attention launchers: config heuristics, destination-passing launches, the FLOP model.
+
+Tuning hooks (GPU sweeps without editing code): TRIFUSE_ATTN_FWD="block_m,block_n,warps,stages" and
+TRIFUSE_ATTN_BWD="m1,n1,m2,n2,warps_kv,warps_q,stages" override the heuristics when set; a `config=`
+argument on the launchers overrides both.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import triton
+from torch.library import wrap_triton
+
+from ..kernels import attention_bwd as kb
+from ..kernels import attention_fwd as kf
+from ..runtime import INTERPRET
+
+SUPPORTED_HEAD_DIMS = (32, 64, 96, 128, 256)
+SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+@dataclass(frozen=True)
+class FwdConfig:
+    block_m: int  # query rows per program
+    block_n: int  # keys per inner step
+    num_warps: int
+    num_stages: int
+
+
+@dataclass(frozen=True)
+class BwdConfig:
+    block_m1: int  # dK/dV kernel: query rows per inner step
+    block_n1: int  # dK/dV kernel: keys per program
+    block_m2: int  # dQ kernel: query rows per program
+    block_n2: int  # dQ kernel: keys per inner step
+    num_warps_kv: int
+    num_warps_q: int
+    num_stages: int
+
+
+# Interpreter: small tiles keep the CPU runs fast and make even short test sequences span several
+# blocks; block_m != block_n exercises diagonals that straddle blocks.
+INTERP_FWD = FwdConfig(32, 16, 4, 1)
+INTERP_BWD = BwdConfig(16, 32, 32, 16, 4, 4, 1)
+
+
+def _env_config(name: str, cls):
+    text = os.environ.get(name)
+    if not text:
+        return None
+    try:
+        return cls(*(int(x) for x in text.split(",")))
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: expected {len(cls.__dataclass_fields__)} comma-separated ints "
+                         f"({', '.join(cls.__dataclass_fields__)}), got {text!r}") from None
+
+
+def block_d(head_dim: int) -> int:
+    """The padded head dim the kernels tile with (D=96 -> 128, masked)."""
+    return max(16, triton.next_power_of_2(head_dim))
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    # fp32 inputs: exact fp32 dots (slow, for checking and small runs), not tf32.
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def fwd_config(head_dim: int, causal: bool, dtype: torch.dtype, seq_q: int) -> FwdConfig:
+    """Forward tiles. [unmeasured] starting points from the FA2/Triton-tutorial design space for Hopper:
+    128-row query blocks, K/V streamed 64 at a time, 3-4 stage cp.async pipelines; the lead's sweep
+    replaces these with measured values."""
+    env = _env_config("TRIFUSE_ATTN_FWD", FwdConfig)
+    if env is not None:
+        return env
+    if INTERPRET:
+        return INTERP_FWD
+    if dtype == torch.float32:
+        # fp32 tiles take twice the shared memory and ieee dots run on the FMA units.
+        return FwdConfig(64, 32, 4, 2) if head_dim <= 128 else FwdConfig(32, 32, 4, 1)
+    # ptxas -v (sm_90a, bf16): d128 (128,64,w8,s3) 222 regs, no spill, 128 KiB smem; d64 (128,64,w4,s4)
+    # 229 regs, no spill; (128,128,w8,s2) at d128 is 248 regs, 160 KiB: a sweep candidate.
+    if head_dim > 128:
+        # D=256: a 64 x 256 fp32 accumulator is already 64 registers per thread at 8 warps (64 B spill).
+        return FwdConfig(64, 64, 8, 2)
+    block_m = 128 if seq_q > 64 else 64  # short queries (decode-like): do not waste half the tile
+    if head_dim <= 64:
+        return FwdConfig(block_m, 64, 4, 4)
+    return FwdConfig(block_m, 64, 8, 3)
+
+
+def bwd_config(head_dim: int, causal: bool, dtype: torch.dtype, seq_q: int) -> BwdConfig:
+    """Backward tiles. [unmeasured] dK/dV programs hold 128 keys (dK, dV accumulators in registers) and
+    stream query blocks; dQ programs hold 128 query rows and stream key blocks."""
+    env = _env_config("TRIFUSE_ATTN_BWD", BwdConfig)
+    if env is not None:
+        return env
+    if INTERPRET:
+        return INTERP_BWD
+    if dtype == torch.float32:
+        return BwdConfig(32, 64, 64, 32, 4, 4, 2) if head_dim <= 128 else BwdConfig(16, 32, 32, 16, 4, 4, 1)
+    # Register pressure decides here (ptxas -v on sm_90a, offline, bf16): the dK/dV program keeps two
+    # fp32 [block_n1, D] accumulators. D=128: (64,128,w8) spills 380 B, (32,128,w8,s2) 96 B (292 B
+    # causal), (16,128,w8,s3) 0 B (120 B causal); D<=64: (32,128,w8,s3) 0 B; the dQ kernel (128,64,w8)
+    # does not spill at s2/s3. Speed unmeasured: sweep block_m1 in {16, 32}, block_n1 in {64, 128}.
+    if head_dim > 128:
+        return BwdConfig(16, 64, 64, 32, 8, 8, 2)
+    if head_dim <= 64:
+        return BwdConfig(32, 128, 128, 64, 8, 8, 3)
+    return BwdConfig(32, 128, 128, 64, 8, 8, 2)
+
+
+def _dims(q: torch.Tensor, k: torch.Tensor):
+    B, Hq, Sq, D = q.shape
+    # D becomes a constexpr: concrete even when torch.compile hands SymInts.
+    return B, Hq, Sq, int(D), k.shape[1], k.shape[2]
+
+
+def attention_fwd_into(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
+                       lse: torch.Tensor, causal: bool, scale: float, config: FwdConfig | None = None) -> None:
+    """q (B, Hq, Sq, D), k/v (B, Hkv, Skv, D), any strides; writes out (B, Hq, Sq, D) and the natural-log
+    LSE (B, Hq, Sq) fp32, contiguous."""
+    B, Hq, Sq, D, Hkv, Skv = _dims(q, k)
+    if B * Hq * Sq == 0:
+        return
+    if Skv == 0:  # nothing to attend to: SDPA's math returns zeros
+        out.zero_()
+        lse.fill_(float("-inf"))
+        return
+    cfg = config or fwd_config(D, causal, q.dtype, int(Sq))
+    grid = (triton.cdiv(Sq, cfg.block_m) * B * Hq,)
+    wrap_triton(kf.attention_fwd)[grid](
+        q, k, v, out, lse, *q.stride(), *k.stride(), *v.stride(), *out.stride(),
+        Hq, Hkv, Sq, Skv, scale,
+        CAUSAL=causal, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_D=block_d(D), HEAD_D=D,
+        PREC=dot_precision(q.dtype), NUM_STAGES=cfg.num_stages,
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    )
+
+
+def attention_bwd_into(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
+                       lse: torch.Tensor, dq: torch.Tensor, dk: torch.Tensor, dv: torch.Tensor, causal: bool,
+                       scale: float, config: BwdConfig | None = None) -> None:
+    """Gradients of attention_fwd_into. do/q/k/v/out any strides; lse as the forward wrote it; writes dq,
+    dk, dv (any strides). Deterministic: no atomics anywhere."""
+    B, Hq, Sq, D, Hkv, Skv = _dims(q, k)
+    if Sq == 0 or Skv == 0 or B * Hq == 0:
+        dq.zero_()
+        dk.zero_()
+        dv.zero_()
+        return
+    cfg = config or bwd_config(D, causal, q.dtype, int(Sq))
+    bd = block_d(D)
+    prec = dot_precision(q.dtype)
+    delta = torch.empty((B, Hq, Sq), dtype=torch.float32, device=q.device)
+    delta_bm = 16 if INTERPRET else min(128, 8192 // bd)  # about 64 fp32 values per thread at 4 warps
+    wrap_triton(kb.attention_bwd_delta)[(triton.cdiv(Sq, delta_bm), B * Hq)](
+        out, do, delta, *out.stride(), *do.stride(), Hq, Sq,
+        BLOCK_M=delta_bm, BLOCK_D=bd, HEAD_D=D, num_warps=4,
+    )
+    common = {"CAUSAL": causal, "BLOCK_D": bd, "HEAD_D": D, "PREC": prec, "NUM_STAGES": cfg.num_stages,
+                  "num_stages": cfg.num_stages}
+    wrap_triton(kb.attention_bwd_dkdv)[(triton.cdiv(Skv, cfg.block_n1) * B * Hkv,)](
+        q, k, v, do, lse, delta, dk, dv,
+        *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dk.stride(), *dv.stride(),
+        Hq, Hkv, Sq, Skv, scale,
+        BLOCK_M=cfg.block_m1, BLOCK_N=cfg.block_n1, num_warps=cfg.num_warps_kv, **common,
+    )
+    wrap_triton(kb.attention_bwd_dq)[(triton.cdiv(Sq, cfg.block_m2) * B * Hq,)](
+        q, k, v, do, lse, delta, dq,
+        *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dq.stride(),
+        Hq, Hkv, Sq, Skv, scale,
+        BLOCK_M=cfg.block_m2, BLOCK_N=cfg.block_n2, num_warps=cfg.num_warps_q, **common,
+    )
+
+
+def visible_pairs(seq_q: int, seq_kv: int, causal: bool) -> float:
+    """(query, key) pairs the scores cover. Causal with Sq = Skv counts S^2/2 (the convention of SDPA
+    benchmarks and ANCHORS.md); other causal shapes count exactly (top-left: row i sees min(i+1, Skv))."""
+    if not causal:
+        return float(seq_q * seq_kv)
+    if seq_q == seq_kv:
+        return seq_q * seq_kv / 2
+    n = min(seq_q, seq_kv)
+    return n * (n + 1) / 2 + max(0, seq_q - seq_kv) * seq_kv
+
+
+def attention_flops(batch: int, heads_q: int, seq_q: int, seq_kv: int, head_dim: int, causal: bool,
+                    direction: str = "fwd") -> float:
+    """fwd: two matmuls (QK^T, PV) = 4 * pairs * D per head; bwd: 2.5x fwd (five matmuls, one recompute
+    uncounted), the convention FlashAttention's benchmarks use."""
+    fwd = 4.0 * batch * heads_q * visible_pairs(seq_q, seq_kv, causal) * head_dim
+    return {"fwd": fwd, "bwd": 2.5 * fwd, "fwd+bwd": 3.5 * fwd}[direction]
