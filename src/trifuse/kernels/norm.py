@@ -17,6 +17,13 @@ import triton.language as tl
 
 
 @triton.jit
+def row_mean(total, n):
+    """total / n rounded as IEEE does: Triton's `/` is div.full.f32 (up to 2 ulp off), so x / 1 need
+    not be x and an N = 1 row would not give the exact zero gradient torch gives."""
+    return tl.math.div_rn(total, tl.cast(n, tl.float32))
+
+
+@triton.jit
 def norm_fwd_rows(
     x_ptr, ib_ptr, res_ptr, w_ptr, b_ptr, y_ptr, h_ptr, mean_ptr, rstd_ptr,
     M, N, stride_xm, stride_xn, stride_rm, stride_rn, eps,
@@ -42,12 +49,12 @@ def norm_fwd_rows(
         tl.store(h_ptr + rows[:, None] * N + cols[None, :], h, mask=mask)
         h = h.to(tl.float32)
     if IS_RMS:
-        rstd = tl.math.rsqrt(tl.sum(h * h, axis=1) / N + eps)
+        rstd = tl.math.rsqrt(row_mean(tl.sum(h * h, axis=1), N) + eps)
         y = h * rstd[:, None]
     else:
-        mean = tl.sum(h, axis=1) / N
+        mean = row_mean(tl.sum(h, axis=1), N)
         d = tl.where(mask, h - mean[:, None], 0.0)
-        rstd = tl.math.rsqrt(tl.sum(d * d, axis=1) / N + eps)
+        rstd = tl.math.rsqrt(row_mean(tl.sum(d * d, axis=1), N) + eps)
         y = d * rstd[:, None]
         tl.store(mean_ptr + rows, mean, mask=row_ok)
     tl.store(rstd_ptr + rows, rstd, mask=row_ok)
@@ -109,7 +116,7 @@ def norm_fwd_looped(
             mean += delta * (n_b / total)
             m2 += tl.sum(d * d, axis=0) + delta * delta * (count * n_b / total)
             count = total
-    rstd = tl.math.rsqrt(m2 / N + eps)
+    rstd = tl.math.rsqrt(row_mean(m2, N) + eps)
     if not IS_RMS:
         tl.store(mean_ptr + row, mean)
     tl.store(rstd_ptr + row, rstd)
@@ -131,17 +138,24 @@ def norm_fwd_looped(
 
 
 @triton.jit
-def colsum(part_ptr, out0_ptr, out1_ptr, out2_ptr, P, N,
+def colsum(part0_ptr, part1_ptr, part2_ptr, out0_ptr, out1_ptr, out2_ptr, P, N,
            BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
-    """out_k[c] = sum over p of part[k, p, c], always in the same order (deterministic).
+    """out_k[c] = sum over p of part_k[p, c], always in the same order (deterministic).
 
     Grid (column blocks, K): program_id(1) picks the partial buffer k and its output, whose dtype
-    (the weight's, bias's or input bias's) the store casts to.
+    (the weight's, bias's or input bias's) the store casts to. The buffers are separate tensors, never
+    views of one another: torch.compile copies each mutated kernel argument, and aliased ones would
+    overwrite each other's results.
     """
     k = tl.program_id(1)
     cols = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     col_ok = cols < N
-    base = part_ptr + k.to(tl.int64) * P * N
+    if k == 0:
+        base = part0_ptr
+    elif k == 1:
+        base = part1_ptr
+    else:
+        base = part2_ptr
     acc = tl.zeros([BLOCK_P, BLOCK_C], dtype=tl.float32)
     for start in range(0, P, BLOCK_P):
         ps = start + tl.arange(0, BLOCK_P)

@@ -16,6 +16,8 @@ twice (row sums, then dh in reverse chunk order for L2 reuse); it writes one par
 import triton
 import triton.language as tl
 
+from .norm import row_mean
+
 
 @triton.jit
 def norm_bwd_rows(
@@ -60,11 +62,11 @@ def norm_bwd_rows(
             g = dy * w[None, :]
         else:
             g = dy
-        c1 = tl.sum(g * h_hat, axis=1) / N
+        c1 = row_mean(tl.sum(g * h_hat, axis=1), N)
         if IS_RMS:
             dh = (g - h_hat * c1[:, None]) * rstd[:, None]
         else:
-            c2 = tl.sum(g, axis=1) / N
+            c2 = row_mean(tl.sum(g, axis=1), N)
             dh = (g - h_hat * c1[:, None] - c2[:, None]) * rstd[:, None]
         if HAS_DHO:
             dh += tl.load(dho_ptr + rows[:, None] * stride_dhm + cols[None, :] * stride_dhn, mask=mask,
@@ -121,8 +123,8 @@ def norm_bwd_looped(
             g *= tl.load(w_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
         s1 += tl.sum(g * h_hat, axis=1)
         s2 += tl.sum(g, axis=1)
-    c1 = s1 / N
-    c2 = s2 / N
+    c1 = row_mean(s1, N)
+    c2 = row_mean(s2, N)
     # Pass 2, last chunk first: dh, dx, and this program's column sums.
     n_chunks = tl.cdiv(N, BLOCK_N)
     for i in range(n_chunks):

@@ -51,6 +51,7 @@ class RowsConfig:
 
 def rows_config(n: int, tile_elems: int) -> RowsConfig:
     """BLOCK_N = next power of two of N; BLOCK_M short rows per program up to tile_elems elements."""
+    n = int(n)  # a SymInt under torch.compile: constexprs must be concrete
     block_n = triton.next_power_of_2(max(n, 1))
     block_m = max(1, min(64, tile_elems // block_n))
     num_warps = max(4, min(32, block_m * block_n // (32 * ELEMS_PER_THREAD)))
@@ -141,13 +142,13 @@ def norm_bwd_into(
         tiles = triton.cdiv(M, cfg.block_m)
         programs = num_programs or bwd_programs(src.device, tiles)
     else:
-        block_r = min(LOOP_BWD_BLOCK_R, triton.next_power_of_2(M))
+        block_r = min(LOOP_BWD_BLOCK_R, triton.next_power_of_2(int(M)))
         programs = triton.cdiv(M, block_r)
-    # One fp32 partial row per program and per gradient; colsum adds them in a fixed order.
-    part = torch.empty((max(len(grads), 1), programs, N), dtype=torch.float32, device=src.device)
-    slots = iter(range(len(grads)))
-    pdw, pdb, pdib = (part[next(slots)] if g is not None else part[0]
-                      for g in (dweight, dbias, dinput_bias))
+    # One fp32 partial row per program and per gradient, in separate tensors (see kernels colsum);
+    # colsum adds them in a fixed order. Absent gradients' buffers are never written (flags off).
+    parts = [torch.empty((programs, N), dtype=torch.float32, device=src.device) for _ in grads]
+    it = iter(parts)
+    pdw, pdb, pdib = (next(it) if g is not None else dx for g in (dweight, dbias, dinput_bias))
     args = (dy, dh_out if dh_out is not None else dy, src,
             input_bias if input_bias is not None else src, weight if weight is not None else src,
             mean if mean is not None else rstd, rstd, dx, pdw, pdb, pdib,
@@ -165,9 +166,12 @@ def norm_bwd_into(
             *args, **flags, BLOCK_R=block_r, BLOCK_N=block_n, num_warps=8,
         )
     if grads:
-        outs = grads + [grads[0]] * (3 - len(grads))
+        # Unused slots get distinct scratch tensors: colsum's stores are chosen at run time, so
+        # torch.compile treats every output as written, and aliases would clobber each other.
+        pad = [torch.empty((1,), dtype=torch.float32, device=src.device) for _ in range(3 - len(grads))]
         wrap_triton(kf.colsum)[(triton.cdiv(N, COLSUM_BLOCK_C), len(grads))](
-            part, *outs, programs, N, BLOCK_P=COLSUM_BLOCK_P, BLOCK_C=COLSUM_BLOCK_C, num_warps=4,
+            *(parts + pad), *(grads + pad), programs, N,
+            BLOCK_P=COLSUM_BLOCK_P, BLOCK_C=COLSUM_BLOCK_C, num_warps=4,
         )
 
 
