@@ -1,19 +1,17 @@
-"""Host overhead per call of each layer of an op (small tensor, so GPU time is negligible)."""
+"""Host overhead per call of trifuse's ops (small tensors, so GPU time is negligible), with a profile
+of where the host time goes. Run on a GPU: python3 scripts/overhead.py"""
 import cProfile
 import pstats
 import sys
 import time
 
 import torch
-import triton
 
 sys.path.insert(0, "src")
 import trifuse  # noqa: E402
-from trifuse.kernels import softmax as k  # noqa: E402
-from trifuse.ops.softmax import softmax_fwd_into  # noqa: E402
 
 
-def per_call_us(fn, n=2000):
+def per_call_us(fn, n=1000):
     for _ in range(20):
         fn()
     torch.cuda.synchronize()
@@ -25,25 +23,29 @@ def per_call_us(fn, n=2000):
 
 
 x = torch.randn(8, 512, device="cuda", dtype=torch.bfloat16)
-y = torch.empty_like(x)
-trifuse.softmax(x)  # registers the torch.library ops
+w = torch.randn(512, device="cuda", dtype=torch.bfloat16)
+b = torch.randn(512, device="cuda", dtype=torch.bfloat16)
 xg = x.clone().requires_grad_()
-layers = {
-    "raw kernel[grid]": lambda: k.softmax_fwd_rows[(4,)](x, y, 8, 512, 512, 1, 512, LOG=False, BLOCK_M=2,
-                                                          BLOCK_N=512, num_warps=2),
-    "ops.softmax_fwd_into": lambda: softmax_fwd_into(x, y, False),
-    "torch.ops.trifuse.softmax_fwd": lambda: torch.ops.trifuse.softmax_fwd(x, False),
+wl = torch.randn(256, 512, device="cuda", dtype=torch.bfloat16)
+q = torch.randn(1, 2, 64, 64, device="cuda", dtype=torch.bfloat16)
+calls = {
     "trifuse.softmax": lambda: trifuse.softmax(x),
-    "trifuse.softmax (requires_grad)": lambda: trifuse.softmax(xg),
+    "trifuse.softmax (grad)": lambda: trifuse.softmax(xg),
     "torch.softmax": lambda: torch.softmax(x, -1),
+    "trifuse.rms_norm": lambda: trifuse.rms_norm(x, w),
+    "torch rms_norm": lambda: torch.nn.functional.rms_norm(x, (512,), w),
+    "trifuse.layer_norm": lambda: trifuse.layer_norm(x, w, b),
+    "trifuse.linear silu": lambda: trifuse.linear(x, wl, activation="silu"),
+    "trifuse.attention": lambda: trifuse.attention(q, q, q),
     "torch.empty": lambda: torch.empty_like(x),
 }
-for name, fn in layers.items():
-    print(f"{name:34s} {per_call_us(fn):8.1f} us/call")
-prof = cProfile.Profile()
-prof.enable()
-for _ in range(500):
-    trifuse.softmax(x)
-prof.disable()
-pstats.Stats(prof).sort_stats("tottime").print_stats(18)
-print(triton.__version__)
+for name, fn in calls.items():
+    print(f"{name:28s} {per_call_us(fn):8.1f} us/call")
+for name in ("trifuse.rms_norm", "trifuse.softmax"):
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(300):
+        calls[name]()
+    prof.disable()
+    print(f"--- profile of {name} (300 calls)")
+    pstats.Stats(prof).sort_stats("tottime").print_stats(14)

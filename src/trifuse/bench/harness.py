@@ -36,8 +36,8 @@ def measure_ceilings(bound: str) -> dict[str, float]:
         return {}
     out = {"copy_bytes_per_s": ceilings.copy_bandwidth()}
     if bound == "compute":
-        out["matmul_bf16_flop_per_s"] = ceilings.matmul_peak(torch.bfloat16)
-        out["matmul_fp16_flop_per_s"] = ceilings.matmul_peak(torch.float16)
+        for dtype in (torch.bfloat16, torch.float16):
+            out[f"matmul_{str(dtype).replace('torch.', '')}_flop_per_s"] = ceilings.matmul_peak(dtype)
     return out
 
 

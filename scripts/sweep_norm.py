@@ -1,0 +1,56 @@
+"""GPU sweep of the norm launch configs (rows per program, threads, backward programs per SM), timed at
+the launcher level so host overhead stays out. Prints GB/s per config; run: python3 scripts/sweep_norm.py"""
+import itertools
+import sys
+
+import torch
+from triton.testing import do_bench
+
+sys.path.insert(0, "src")
+import trifuse.ops.norm as on  # noqa: E402
+
+
+def gbps(fn, nbytes):
+    return nbytes / (do_bench(fn, warmup=10, rep=40, return_mode="median") * 1e-3) / 1e9
+
+
+def main():
+    dt = torch.bfloat16
+    for m, n in [(16384, 4096), (8192, 8192), (4096, 4096), (8192, 512), (32768, 2048)]:
+        x = torch.randn(m, n, device="cuda", dtype=dt)
+        w = torch.randn(n, device="cuda", dtype=dt)
+        b = torch.randn(n, device="cuda", dtype=dt)
+        y = torch.empty_like(x)
+        mean = torch.empty(m, device="cuda")
+        rstd = torch.empty(m, device="cuda")
+        dy = torch.randn_like(x)
+        dx = torch.empty_like(x)
+        dw, db = torch.empty_like(w), torch.empty_like(b)
+        for is_rms in (False, True):
+            res = []
+            for tile, ept in itertools.product((1024, 2048, 4096, 8192, 16384), (8, 16, 32)):
+                on.TILE_ELEMS_FWD, on.ELEMS_PER_THREAD = tile, ept
+                fn = lambda: on.norm_fwd_into(x, w, None if is_rms else b, None, None, 1e-5, is_rms,  # noqa
+                                              y, None, None if is_rms else mean, rstd)
+                res.append((gbps(fn, 4 * m * n), tile, ept))
+            res.sort(reverse=True)
+            print(f"fwd {'rms' if is_rms else 'ln '} {m}x{n}: " + ", ".join(f"t{r[1]} e{r[2]}:{r[0]:.0f}" for r in res[:5]))
+            res = []
+            on.TILE_ELEMS_FWD, on.ELEMS_PER_THREAD = 4096, 16
+            on.norm_fwd_into(x, w, None if is_rms else b, None, None, 1e-5, is_rms, y, None,
+                             None if is_rms else mean, rstd)
+            for tile, ept, per_sm in itertools.product((2048, 4096, 8192, 16384), (8, 16), (2, 4, 8)):
+                on.TILE_ELEMS_BWD, on.ELEMS_PER_THREAD, on.BWD_PROGRAMS_PER_SM = tile, ept, per_sm
+                fn = lambda: on.norm_bwd_into(dy, None, x, None, w, None if is_rms else mean, rstd,  # noqa
+                                              is_rms, dx, dw, None if is_rms else db)
+                try:
+                    res.append((gbps(fn, 6 * m * n), tile, ept, per_sm))
+                except Exception as e:
+                    print("  fail", tile, ept, per_sm, type(e).__name__)
+            res.sort(reverse=True)
+            print(f"bwd {'rms' if is_rms else 'ln '} {m}x{n}: " + ", ".join(f"t{r[1]} e{r[2]} p{r[3]}:{r[0]:.0f}" for r in res[:5]))
+            on.TILE_ELEMS_BWD, on.ELEMS_PER_THREAD, on.BWD_PROGRAMS_PER_SM = 4096, 16, 2
+
+
+if __name__ == "__main__":
+    main()
