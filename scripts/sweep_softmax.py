@@ -16,8 +16,30 @@ def bench(fn, nbytes):
     return nbytes / (do_bench(fn, warmup=10, rep=40, return_mode="median") * 1e-3) / 1e9
 
 
+def sweep_bwd(dt):
+    for m, n in [(8192, 512), (16384, 1024), (4096, 4096), (16384, 4096), (8192, 8192), (4096, 32768)]:
+        y = torch.softmax(torch.randn(m, n, device="cuda"), -1).to(dt)
+        dy = torch.randn_like(y)
+        dx = torch.empty_like(y)
+        res = []
+        bn = triton.next_power_of_2(n)
+        for bm in (1, 2, 4, 8, 16):
+            for w in (2, 4, 8, 16, 32):
+                per_thread = bm * bn // (32 * w)
+                if per_thread > 64 or per_thread < 2:
+                    continue
+                fn = lambda: k.softmax_bwd_rows[(triton.cdiv(m, bm),)](  # noqa: E731
+                    y, dy, dx, m, n, y.stride(0), dy.stride(0), 1, dx.stride(0), LOG=False,
+                    BLOCK_M=bm, BLOCK_N=bn, num_warps=w)
+                res.append((bench(fn, 6 * m * n), bm, w))
+        res.sort(reverse=True)
+        print(f"bwd {m}x{n} heuristic={rows_config(n)} top: " + ", ".join(f"bm{r[1]} w{r[2]}:{r[0]:.0f}" for r in res[:6]))
+
+
 def main():
     dt = torch.bfloat16
+    if "--bwd" in sys.argv:
+        return sweep_bwd(dt)
     sweep_split(dt)
     for m, n in [(8192, 512), (16384, 1024), (4096, 4096), (16384, 4096), (8192, 8192), (4096, 32768)]:
         x = torch.randn(m, n, device="cuda", dtype=dt)

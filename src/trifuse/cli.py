@@ -100,6 +100,21 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    """Re-render saved benchmark JSON files (from `bench --json`) as tables or markdown."""
+    import json
+
+    from .bench import report
+
+    for path in args.files:
+        result = json.loads(open(path).read())
+        if args.markdown:
+            print(report.markdown(result))
+        else:
+            report.print_result(result, path)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="trifuse", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -114,10 +129,14 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--csv", help="write every row with provenance to this CSV file")
     b.add_argument("--json", help="write the whole result to this JSON file")
     b.add_argument("--plot", help="write a bar chart PNG (needs matplotlib)")
+    r = sub.add_parser("report", help="re-render saved `bench --json` results")
+    r.add_argument("files", nargs="+")
+    r.add_argument("--markdown", action="store_true", help="print GitHub markdown tables")
     args = parser.parse_args(argv)
     _select_mode()
     try:
-        return {"info": cmd_info, "demo": cmd_demo, "bench": cmd_bench}[args.cmd](args)
+        commands = {"info": cmd_info, "demo": cmd_demo, "bench": cmd_bench, "report": cmd_report}
+        return commands[args.cmd](args)
     except ValueError as e:
         parser.error(str(e))
         return 2

@@ -67,6 +67,22 @@ def print_result(result: dict[str, Any], title: str) -> None:
         console.print(f"note: {note}")
 
 
+def markdown(result: dict[str, Any]) -> str:
+    """The summary table as GitHub markdown, with the run's provenance and ceilings."""
+    prov = result["provenance"]
+    header, rows = summary_rows(result)
+    lines = [f"{prov['gpu']}, torch {prov['torch']}, triton {prov['triton']}, {prov['date']}"]
+    ceil = result.get("ceilings") or {}
+    if "copy_bytes_per_s" in ceil:
+        lines[0] += f"; copy bandwidth {ceil['copy_bytes_per_s'] / 1e12:.2f} TB/s"
+    for k, v in ceil.items():
+        if k.startswith("matmul"):
+            lines[0] += f"; cuBLAS {k.split('_')[1]} 8192^3 {v / 1e12:.0f} TFLOP/s"
+    lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
 def write_csv(result: dict[str, Any], path: str | Path) -> None:
     rows = result["rows"]
     prov = result["provenance"]
