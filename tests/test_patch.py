@@ -1,0 +1,416 @@
+"""trifuse.patch.patch_model: HF-style stand-ins patched in place, numerics, parameters, state_dicts."""
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import trifuse.nn
+from helpers import assert_close_to_ref
+from trifuse.patch import PatchedLayerNorm, PatchedRMSNorm, patch_model
+
+FLOOR = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1e-2}
+HIDDEN, INTER = 48, 80
+
+
+# ------------------------------------------------------------- stand-ins mirroring Hugging Face's classes
+
+class LlamaRMSNorm(nn.Module):
+    def __init__(self, hidden_size, eps=1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(hidden_size))
+        self.variance_epsilon = eps
+
+    def forward(self, hidden_states):
+        input_dtype = hidden_states.dtype
+        hidden_states = hidden_states.to(torch.float32)
+        variance = hidden_states.pow(2).mean(-1, keepdim=True)
+        hidden_states = hidden_states * torch.rsqrt(variance + self.variance_epsilon)
+        return self.weight * hidden_states.to(input_dtype)
+
+
+class GemmaRMSNorm(nn.Module):
+    def __init__(self, dim, eps=1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.zeros(dim))
+
+    def _norm(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+
+    def forward(self, x):
+        output = self._norm(x.float())
+        output = output * (1.0 + self.weight.float())
+        return output.type_as(x)
+
+
+class ZeroCenteredRMSNorm(GemmaRMSNorm):
+    """(1 + weight) without "Gemma" in the name (as Qwen3-Next's): only the probe can tell."""
+
+
+class LlamaMLP(nn.Module):
+    def __init__(self, hidden_size, intermediate_size, bias=False, act_fn=None):
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.intermediate_size = intermediate_size
+        self.gate_proj = nn.Linear(hidden_size, intermediate_size, bias=bias)
+        self.up_proj = nn.Linear(hidden_size, intermediate_size, bias=bias)
+        self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=bias)
+        self.act_fn = nn.SiLU() if act_fn is None else act_fn
+
+    def forward(self, x):
+        return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
+
+
+class SwappedMLP(LlamaMLP):
+    """Activation on the up projection: same structure, different function."""
+
+    def forward(self, x):
+        return self.down_proj(self.gate_proj(x) * self.act_fn(self.up_proj(x)))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, hidden, inter, mlp_bias=False):
+        super().__init__()
+        self.input_layernorm = LlamaRMSNorm(hidden)
+        self.self_attn = nn.Linear(hidden, hidden)  # stands in for attention
+        self.post_attention_layernorm = LlamaRMSNorm(hidden, eps=1e-5)
+        self.mlp = LlamaMLP(hidden, inter, bias=mlp_bias)
+        self.out_ln = nn.LayerNorm(hidden)
+
+    def forward(self, x):
+        h = x + self.self_attn(self.input_layernorm(x))
+        h = h + self.mlp(self.post_attention_layernorm(h))
+        return self.out_ln(h)
+
+
+class TinyModel(nn.Module):
+    def __init__(self, hidden=HIDDEN, inter=INTER, layers=2, mlp_bias=False):
+        super().__init__()
+        self.layers = nn.ModuleList([DecoderLayer(hidden, inter, mlp_bias) for _ in range(layers)])
+        self.norm = LlamaRMSNorm(hidden)
+        self.gemma_norm = GemmaRMSNorm(hidden)
+        self.head = nn.Linear(hidden, 10)
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return self.head(self.gemma_norm(self.norm(x)))
+
+
+EXPECTED = {"rms_norm": 5, "rms_norm_skipped": 1, "layer_norm": 2, "layer_norm_skipped": 0, "mlp": 2,
+            "mlp_skipped": 0}
+
+
+def randomize(model):
+    """Non-trivial weights: norm scales around 1, biases around 0, Linear weights as initialised."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 1:
+                p.copy_(torch.randn_like(p) * 0.3 + (0.0 if name.endswith("bias") else 1.0))
+    return model
+
+
+def tiny(device, **kw):
+    return randomize(TinyModel(**kw)).to(device)
+
+
+# ------------------------------------------------------------------------------------------- checks
+
+def check_matches(model, x, floor=None, **patch_kw):
+    """Patched and unpatched copies against an fp64 copy: output and every parameter gradient within 2x
+    the unpatched model's own error, plus a floor."""
+    floor = floor or FLOOR[x.dtype]
+    ref = copy.deepcopy(model).double()
+    patched = copy.deepcopy(model)
+    counts = patch_model(patched, **patch_kw)
+    runs = []
+    for m, inp in ((patched, x), (model, x), (ref, x.double())):
+        inp = inp.detach().clone().requires_grad_()
+        out = m(inp)
+        runs.append((m, inp, out))
+    dout = torch.randn_like(runs[0][2])
+    grads = []
+    for m, inp, out in runs:
+        names, params = zip(*m.named_parameters())
+        g = torch.autograd.grad(out, [inp, *params], dout.to(out.dtype))
+        grads.append(dict(zip(("input", *names), g)))
+    (_, _, ours), (_, _, theirs), (_, _, expect) = runs
+    assert ours.dtype == theirs.dtype
+    assert_close_to_ref(ours, expect, theirs, floor=floor, what="output")
+    assert grads[0].keys() == grads[1].keys() == grads[2].keys()
+    for k in grads[0]:
+        assert_close_to_ref(grads[0][k], grads[2][k], grads[1][k], floor=floor, what=f"d{k}")
+    return patched, counts
+
+
+def test_tiny_decoder_matches_unpatched(device):
+    model = tiny(device)
+    x = torch.randn(2, 5, HIDDEN, device=device) * 2 + 0.5
+    patched, counts = check_matches(model, x)
+    assert counts == EXPECTED
+    for layer in patched.layers:
+        assert type(layer.input_layernorm) is PatchedRMSNorm
+        assert isinstance(layer.input_layernorm, trifuse.nn.RMSNorm)
+        assert layer.post_attention_layernorm.eps == 1e-5
+        assert type(layer.out_ln) is PatchedLayerNorm
+        assert type(layer.mlp) is LlamaMLP  # the MLP object stays; only its forward is rebound
+        assert type(layer.self_attn) is nn.Linear
+    assert type(patched.gemma_norm) is GemmaRMSNorm
+
+
+def test_kernel_paths_are_taken(device, monkeypatch):
+    import trifuse.functional.gemm as gemm_mod
+    import trifuse.functional.norm as norm_mod
+
+    calls = {"rms_norm": 0, "layer_norm": 0, "linear": 0}
+
+    def counting(mod, name):
+        fn = getattr(mod, name)
+
+        def wrapper(*args, **kw):
+            calls[name] += 1
+            return fn(*args, **kw)
+        monkeypatch.setattr(mod, name, wrapper)
+
+    counting(norm_mod, "rms_norm")
+    counting(norm_mod, "layer_norm")
+    counting(gemm_mod, "linear")
+    model = tiny(device)
+    patch_model(model)
+    model(torch.randn(3, HIDDEN, device=device))
+    assert calls == {"rms_norm": 5, "layer_norm": 2, "linear": 2}
+
+
+def test_mlp_with_biases_matches(device):
+    model = tiny(device, mlp_bias=True, layers=1)
+    x = torch.randn(7, HIDDEN, device=device)
+    _, counts = check_matches(model, x)
+    assert counts["mlp"] == 1
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_rms_norm(device, dtype):
+    # Same-dtype weight: the kernel path, which rounds once where HF's formula rounds twice.
+    norm = randomize(LlamaRMSNorm(HIDDEN)).to(device, dtype)
+    model = nn.Sequential(norm, nn.LayerNorm(HIDDEN, device=device, dtype=dtype))
+    randomize(model)
+    x = (torch.randn(9, HIDDEN, device=device) * 2 + 0.5).to(dtype)
+    patched, counts = check_matches(model, x)
+    assert counts["rms_norm"] == 1 and counts["layer_norm"] == 1
+    assert patched(x).dtype == dtype
+
+
+def test_torch_norm_modules(device):
+    model = nn.Sequential(nn.LayerNorm((4, 8)), nn.RMSNorm(8, eps=None), nn.RMSNorm([4, 8]),
+                          nn.LayerNorm(8, bias=False), nn.LayerNorm(8, elementwise_affine=False)).to(device)
+    randomize(model)
+    x = torch.randn(3, 4, 8, device=device)
+    patched, counts = check_matches(model, x)
+    assert counts == {"rms_norm": 1, "rms_norm_skipped": 1, "layer_norm": 3, "layer_norm_skipped": 0,
+                      "mlp": 0, "mlp_skipped": 0}
+    assert [type(m).__name__ for m in patched] == ["PatchedLayerNorm", "PatchedRMSNorm", "RMSNorm",
+                                                   "PatchedLayerNorm", "PatchedLayerNorm"]
+    assert patched[1].eps is None and patched[3].bias is None and patched[4].weight is None
+
+
+def test_variants_are_skipped(device):
+    class SubLayerNorm(nn.LayerNorm):
+        def forward(self, x):
+            return super().forward(x) * 2
+
+    class GatedRMSNorm(LlamaRMSNorm):
+        def forward(self, x, gate):
+            return super().forward(x) * F.silu(gate)
+
+    model = nn.ModuleDict({
+        "gated": GatedRMSNorm(HIDDEN),
+        "gemma": GemmaRMSNorm(HIDDEN),
+        "zero_centered": ZeroCenteredRMSNorm(HIDDEN),
+        "gelu_mlp": LlamaMLP(HIDDEN, INTER, act_fn=nn.GELU(approximate="tanh")),
+        "swapped_mlp": SwappedMLP(HIDDEN, INTER),
+        "sub_ln": SubLayerNorm(HIDDEN),
+        "llama": LlamaRMSNorm(HIDDEN),
+        "mlp": LlamaMLP(HIDDEN, INTER),
+    }).to(device)
+    randomize(model)
+    counts = patch_model(model)
+    assert counts == {"rms_norm": 1, "rms_norm_skipped": 3, "layer_norm": 0, "layer_norm_skipped": 1,
+                      "mlp": 1, "mlp_skipped": 2}
+    assert type(model["zero_centered"]) is ZeroCenteredRMSNorm and type(model["sub_ln"]) is SubLayerNorm
+    assert "forward" not in vars(model["swapped_mlp"]) and "forward" in vars(model["mlp"])
+
+
+def test_parameters_shared_and_state_dict_round_trips(device):
+    model = tiny(device)
+    model.layers[1].input_layernorm.weight = model.layers[0].input_layernorm.weight  # tied
+    before = dict(model.named_parameters())
+    keys = list(model.state_dict())
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    unpatched = copy.deepcopy(model)
+    counts = patch_model(model)
+    assert counts == EXPECTED
+    after = dict(model.named_parameters())
+    assert after.keys() == before.keys() and all(after[k] is before[k] for k in before)
+    assert model.layers[1].input_layernorm.weight is model.layers[0].input_layernorm.weight
+    assert list(model.state_dict()) == keys
+    # an optimizer built before patching steps the patched model's parameters
+    x = torch.randn(4, HIDDEN, device=device)
+    model(x).square().sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+    opt.step()
+    assert not torch.equal(model.layers[0].out_ln.weight, unpatched.layers[0].out_ln.weight)
+    # state_dicts load both ways, strictly, and give the same function
+    fresh = TinyModel().to(device)
+    fresh.load_state_dict(model.state_dict())
+    repatched = copy.deepcopy(unpatched)
+    patch_model(repatched)
+    repatched.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert_close_to_ref(repatched(x), fresh(x).double(), floor=1e-4)
+
+
+def test_shared_module_replaced_everywhere(device):
+    model = tiny(device)
+    model.layers[1].out_ln = model.layers[0].out_ln
+    model.layers[1].mlp = model.layers[0].mlp
+    counts = patch_model(model)
+    assert counts["layer_norm"] == 1 and counts["mlp"] == 1
+    assert type(model.layers[1].out_ln) is PatchedLayerNorm
+    assert model.layers[1].out_ln is model.layers[0].out_ln
+
+
+def test_flags_and_idempotence(device):
+    model = tiny(device)
+    counts = patch_model(model, rms_norm=False, mlp=False)
+    assert counts == {**dict.fromkeys(EXPECTED, 0), "layer_norm": 2}
+    assert type(model.norm) is LlamaRMSNorm and "forward" not in vars(model.layers[0].mlp)
+    counts = patch_model(model)
+    assert counts == {**EXPECTED, "layer_norm": 0}
+    counts = patch_model(model)  # already patched: nothing new, the Gemma norm still skipped
+    assert counts == {**dict.fromkeys(EXPECTED, 0), "rms_norm_skipped": 1}
+
+
+def test_root_norm_is_skipped(device):
+    norm = LlamaRMSNorm(8).to(device)
+    assert patch_model(norm)["rms_norm_skipped"] == 1
+    assert patch_model(nn.LayerNorm(8).to(device))["layer_norm_skipped"] == 1
+
+
+def test_fallbacks_keep_original_numerics(device):
+    # Mixed dtypes: HF's Llama RMSNorm promotes to the weight's fp32; the patched module must too.
+    norm = randomize(LlamaRMSNorm(HIDDEN)).to(device)
+    model = nn.Sequential(norm)
+    ref = copy.deepcopy(model)
+    patch_model(model)
+    x = torch.randn(6, HIDDEN, device=device).to(torch.bfloat16)
+    out = model(x)
+    assert out.dtype == torch.float32 and torch.equal(out, ref(x))
+    # Autocast: the MLP and a non-fp32 LayerNorm input take the original eager path.
+    block = nn.ModuleDict({"mlp": LlamaMLP(HIDDEN, INTER), "ln": nn.LayerNorm(HIDDEN)}).to(device)
+    randomize(block)
+    ref = copy.deepcopy(block)
+    patch_model(block)
+    x = torch.randn(6, HIDDEN, device=device)
+    with torch.autocast(device.type, dtype=torch.bfloat16):
+        assert torch.equal(block["mlp"](x), ref["mlp"](x))
+        xb = x.to(torch.bfloat16)
+        a, b = block["ln"](xb), ref["ln"](xb)
+        assert a.dtype == b.dtype and torch.equal(a, b)
+
+
+def test_replaced_gate_proj_falls_back(device):
+    # A later wrapper (as LoRA does) on gate_proj: the patched forward must call it, not read .weight.
+    class LowRank(nn.Module):
+        def __init__(self, base):
+            super().__init__()
+            self.base = base
+            self.a = nn.Linear(base.in_features, 4, bias=False)
+            self.b = nn.Linear(4, base.out_features, bias=False)
+
+        def forward(self, x):
+            return self.base(x) + self.b(self.a(x))
+
+    mlp = randomize(LlamaMLP(HIDDEN, INTER)).to(device)
+    ref = copy.deepcopy(mlp)
+    assert patch_model(mlp)["mlp"] == 1
+    mlp.gate_proj = LowRank(mlp.gate_proj)
+    ref.gate_proj = copy.deepcopy(mlp.gate_proj)
+    x = torch.randn(3, HIDDEN, device=device)
+    assert torch.equal(mlp(x), ref(x))
+
+
+def test_meta_device_then_load(device):
+    with torch.device("meta"):
+        model = TinyModel()
+    counts = patch_model(model)  # no probes on meta: names and structure decide
+    assert counts == EXPECTED
+    model.to_empty(device=device)
+    src = tiny(device)
+    model.load_state_dict(src.state_dict())
+    x = torch.randn(3, HIDDEN, device=device)
+    ref = copy.deepcopy(src).double()
+    with torch.no_grad():
+        assert_close_to_ref(model(x), ref(x.double()), src(x), floor=FLOOR[torch.float32])
+
+
+def test_deepcopy_keeps_patch(device):
+    model = tiny(device)
+    patch_model(model)
+    clone = copy.deepcopy(model)
+    assert clone.layers[0].mlp.forward.__self__ is clone.layers[0].mlp
+    assert clone.layers[0].out_ln.weight is not model.layers[0].out_ln.weight
+    x = torch.randn(3, HIDDEN, device=device)
+    with torch.no_grad():
+        assert torch.equal(clone(x), model(x))
+
+
+@pytest.mark.parametrize("bad", [None, "model", {"a": nn.Linear(2, 2)}, [nn.LayerNorm(4)], nn.Linear])
+def test_rejects_non_module(bad):
+    with pytest.raises(TypeError, match="must be a torch.nn.Module"):
+        patch_model(bad)
+
+
+def test_rejects_non_bool_flags():
+    with pytest.raises(TypeError, match="mlp must be a bool"):
+        patch_model(nn.Linear(2, 2), mlp=1)
+
+
+# -------------------------------------------------------------------------------------------- GPU
+
+@pytest.mark.gpu
+def test_hf_llama_bf16(device):
+    pytest.importorskip("transformers")
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(hidden_size=256, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                      intermediate_size=688, vocab_size=1000, max_position_embeddings=256)
+    ref = randomize(LlamaForCausalLM(cfg)).to(device)  # fp32 reference
+    base = copy.deepcopy(ref).to(torch.bfloat16)
+    patched = copy.deepcopy(base)
+    counts = patch_model(patched)
+    assert counts == {"rms_norm": 5, "rms_norm_skipped": 0, "layer_norm": 0, "layer_norm_skipped": 0,
+                      "mlp": 2, "mlp_skipped": 0}
+    assert list(patched.state_dict()) == list(base.state_dict())
+    ids = torch.randint(0, cfg.vocab_size, (2, 64), device=device)
+    dlogits = None
+    logits, grads = [], []
+    for m in (patched, base, ref):
+        out = m(input_ids=ids, use_cache=False).logits.float()
+        dlogits = torch.randn_like(out) if dlogits is None else dlogits
+        (out * dlogits).sum().backward()
+        logits.append(out.detach())
+        grads.append({k: p.grad for k, p in m.named_parameters()})
+    floor = FLOOR[torch.bfloat16]
+    assert_close_to_ref(logits[0], logits[2], logits[1], floor=floor, what="logits")
+    for k in grads[2]:
+        assert_close_to_ref(grads[0][k], grads[2][k], grads[1][k], floor=floor, what=f"d{k}")
+
+    torch._dynamo.reset()
+    compiled = torch.compile(patched, fullgraph=False)
+    patched.zero_grad(set_to_none=True)
+    out = compiled(input_ids=ids, use_cache=False).logits.float()
+    (out * dlogits).sum().backward()
+    assert_close_to_ref(out.detach(), logits[2], logits[1], floor=floor, what="compiled logits")
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in patched.parameters())
