@@ -33,7 +33,8 @@ def sweep_bwd(dt):
                     BLOCK_M=bm, BLOCK_N=bn, num_warps=w)
                 res.append((bench(fn, 6 * m * n), bm, w))
         res.sort(reverse=True)
-        print(f"bwd {m}x{n} heuristic={rows_config(n)} top: " + ", ".join(f"bm{r[1]} w{r[2]}:{r[0]:.0f}" for r in res[:6]))
+        top = ", ".join(f"bm{r[1]} w{r[2]}:{r[0]:.0f}" for r in res[:6])
+        print(f"bwd {m}x{n} heuristic={rows_config(n)} top: {top}")
 
 
 def main():
@@ -57,7 +58,8 @@ def main():
                 except Exception as e:  # out of resources
                     res.append((0.0, bm, w, type(e).__name__))
         res.sort(reverse=True)
-        print(f"{m}x{n} heuristic={rows_config(n)} top: " + ", ".join(f"bm{r[1]} w{r[2]}:{r[0]:.0f}" for r in res[:6]))
+        top = ", ".join(f"bm{r[1]} w{r[2]}:{r[0]:.0f}" for r in res[:6])
+        print(f"{m}x{n} heuristic={rows_config(n)} top: {top}")
     for m, n in [(1024, 131072), (512, 262144), (2048, 65536)]:
         x = torch.randn(m, n, device="cuda", dtype=dt)
         y = torch.empty_like(x)
@@ -91,7 +93,8 @@ def sweep_split(dt):
                 err = (y.float() - ref).abs().max().item()
                 res.append((bench(fn, 4 * m * n), bn, w, err))
         res.sort(reverse=True)
-        print(f"split {m}x{n} top: " + ", ".join(f"bn{r[1]} w{r[2]}:{r[0]:.0f} (err {r[3]:.1e})" for r in res[:5]))
+        top = ", ".join(f"bn{r[1]} w{r[2]}:{r[0]:.0f} (err {r[3]:.1e})" for r in res[:5])
+        print(f"split {m}x{n} top: {top}")
 
 
 if __name__ == "__main__":

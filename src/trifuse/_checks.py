@@ -38,7 +38,8 @@ def check_shape(name: str, arg: str, t: torch.Tensor, expected: tuple[int, ...])
 def check_ndim(name: str, arg: str, t: torch.Tensor, ndim: int | tuple[int, ...]) -> None:
     allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
     if t.dim() not in allowed:
-        raise ValueError(f"trifuse.{name}: {arg} must have {' or '.join(map(str, allowed))} dims, got {t.dim()}")
+        want = " or ".join(map(str, allowed))
+        raise ValueError(f"trifuse.{name}: {arg} must have {want} dims, got {t.dim()}")
 
 
 def normalize_dim(name: str, dim: int, ndim: int) -> int:
@@ -46,7 +47,6 @@ def normalize_dim(name: str, dim: int, ndim: int) -> int:
         raise TypeError(f"trifuse.{name}: dim must be an int, got {type(dim).__name__}")
     rank = max(ndim, 1)
     if not -rank <= dim < rank:
-        raise IndexError(
-            f"trifuse.{name}: dim {dim} out of range for a tensor of rank {ndim} (expected in [{-rank}, {rank - 1}])"
-        )
+        raise IndexError(f"trifuse.{name}: dim {dim} out of range for a tensor of rank {ndim} "
+                         f"(expected in [{-rank}, {rank - 1}])")
     return dim % rank
