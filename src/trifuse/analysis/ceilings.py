@@ -46,7 +46,6 @@ def copy_bandwidth(nbytes: int = 1 << 30) -> float:
     dst = torch.empty_like(src)
     ms = do_bench(lambda: dst.copy_(src), warmup=25, rep=200, return_mode="median")
     rate = 2 * nbytes / (ms * 1e-3)
-    del src, dst
     _store("copy_bytes_per_s", rate)
     return rate
 
