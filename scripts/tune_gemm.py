@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from dataclasses import asdict
@@ -21,6 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from trifuse.library.eager import direct_launch
 from trifuse.ops import gemm_configs as gc
 from trifuse.ops.gemm import device_info, gemm_into, tma_layout
 from trifuse.ops.gemm_configs import GemmConfig
@@ -48,6 +50,48 @@ def space(M: int, N: int, K: int, elem: int, tma: bool) -> list[GemmConfig]:
     return [c for c in out if c.smem_bytes(elem) <= gc.SMEM_LIMIT_SM90 and not (c.block_m > 2 * max(M, 16))]
 
 
+def _compile_one(job: tuple[str, dict]) -> str | None:
+    """In a worker process: launch one config once on a small problem with the tuning shapes'
+    specialization (every size and stride a multiple of 16), so its binary lands in Triton's disk cache."""
+    name, cfg_dict = job
+    cfg = gc.from_dict(cfg_dict)
+    dtype = DTYPES[name]
+    try:
+        x = torch.randn(256, 256, device="cuda", dtype=dtype)
+        w = torch.randn(256, 256, device="cuda", dtype=dtype)
+        out = torch.empty(256, 256, device="cuda", dtype=dtype)
+        with direct_launch():
+            gemm_into(x, w.t(), out, bias=torch.zeros(256, device="cuda", dtype=dtype), activation="silu",
+                      config=cfg)
+        torch.cuda.synchronize()
+    except Exception as e:  # noqa: BLE001 -- reported, then skipped again by tune_one
+        return f"{cfg}: {type(e).__name__}: {str(e)[:100]}"
+    return None
+
+
+def precompile(dtypes: list[str], shapes, jobs: int) -> None:
+    """Compile every candidate config in parallel worker processes first (one compile of the TMA kernel
+    takes ~5-10 s of one CPU core; serially they would eat the whole tuning budget)."""
+    todo = []
+    for name in dtypes:
+        elem = DTYPES[name].itemsize
+        seen = set()
+        for m, k, n in shapes:
+            for cfg in space(m, n, k, elem, tma=torch.cuda.get_device_capability()[0] == 9):
+                if cfg not in seen:
+                    seen.add(cfg)
+                    todo.append((name, asdict(cfg)))
+    if jobs <= 1 or not todo:
+        return
+    import multiprocessing as mp
+
+    t = time.time()
+    with mp.get_context("spawn").Pool(min(jobs, len(todo))) as pool:
+        errors = [e for e in pool.map(_compile_one, todo, chunksize=1) if e]
+    print(f"precompiled {len(todo)} configs with {jobs} processes in {time.time() - t:.0f} s"
+          + "".join(f"\n  failed: {e}" for e in errors), flush=True)
+
+
 def tune_one(m: int, k: int, n: int, dtype: torch.dtype, args) -> tuple[str, GemmConfig, float, float] | None:
     from triton.testing import do_bench
 
@@ -63,7 +107,10 @@ def tune_one(m: int, k: int, n: int, dtype: torch.dtype, args) -> tuple[str, Gem
     best = None
     for cfg in space(m, n, k, x.element_size(), tma):
         def run(cfg=cfg):
-            gemm_into(x, b, out, bias=bias, activation="silu", config=cfg)
+            # direct_launch: a bare wrap_triton launch outside tracing goes through torch's higher-order
+            # op (~150 us of host time a call), which swamped every small shape's timing.
+            with direct_launch():
+                gemm_into(x, b, out, bias=bias, activation="silu", config=cfg)
         try:
             out.fill_(float("nan"))
             run()
@@ -91,6 +138,8 @@ def main() -> int:
     ap.add_argument("--budget-s", type=float, default=220.0, help="stop starting new shapes after this")
     ap.add_argument("--out", default=str(gc.TABLE_PATH))
     ap.add_argument("--dry-run", action="store_true", help="print, do not write the table")
+    ap.add_argument("--jobs", type=int, default=min(16, os.cpu_count() or 1),
+                    help="processes compiling the candidate configs up front (1: compile while tuning)")
     args = ap.parse_args()
     shapes = [tuple(int(d) for d in s.split("x")) for s in args.shapes.split(",")] if args.shapes else SHAPES
     path = Path(args.out)
@@ -100,6 +149,7 @@ def main() -> int:
         table = {}
     configs = table.setdefault("configs", {})
     start = time.time()
+    precompile(args.dtypes.split(","), shapes, args.jobs)
     for name in args.dtypes.split(","):
         for m, k, n in shapes:
             if time.time() - start > args.budget_s:
@@ -117,15 +167,20 @@ def main() -> int:
             entry["measured"] = {"shape": f"{m}x{k}x{n}", "ms": round(ms, 5), "cublas_bare_ms": round(cublas_ms, 5),
                                  "gpu": torch.cuda.get_device_name()}
             configs[key] = entry
-    table["source"] = (f"scripts/tune_gemm.py on {torch.cuda.get_device_name()}, torch {torch.__version__}, "
-                       f"{time.strftime('%Y-%m-%d')}; bias+SiLU epilogue, median do_bench")
-    text = json.dumps(table, indent=1, sort_keys=True)
+            if not args.dry_run:  # after every shape: a run cut short still leaves what it measured
+                write(table, path)
     if args.dry_run:
-        print(text)
+        print(json.dumps(table, indent=1, sort_keys=True))
     else:
-        path.write_text(text + "\n")
+        write(table, path)
         print(f"wrote {len(configs)} entries to {path} in {time.time() - start:.0f} s")
     return 0
+
+
+def write(table: dict, path: Path) -> None:
+    table["source"] = (f"scripts/tune_gemm.py on {torch.cuda.get_device_name()}, torch {torch.__version__}, "
+                       f"{time.strftime('%Y-%m-%d')}; bias+SiLU epilogue, median do_bench")
+    path.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
 
 
 if __name__ == "__main__":

@@ -141,15 +141,17 @@ def test_tma_kernel_logic(device, layout):
     bias, res = torch.randn(n, device=device).half(), torch.randn(m, n, device=device).half()
     seed = torch.tensor([5], device=device)
     ref = F.gelu(a.double() @ b.double() + bias.double()) + res.double()
-    for sub in (False, True):
+    # Tiles 32 wide (whole or in halves), and 128 and 256 wide: with dropout, pre or a residual the
+    # epilogue then runs on 4 and 8 column slices of 32 (ops.gemm.epi_split), past N's edge here.
+    configs = [GemmConfig("tma", 32, 32, 16, 2, 4, 1, epi_subtile=sub) for sub in (False, True)]
+    configs += [GemmConfig("tma", 32, 128, 16, 2, 4, 1), GemmConfig("tma", 32, 256, 16, 2, 4, 1)]
+    for cfg in configs:
         out, pre = poison(torch.empty(m, n, device=device).half()), poison(torch.empty(m, n, device=device).half())
-        gemm_into(a, b, out, bias=bias, pre=pre, residual=res, activation="gelu",
-                  config=GemmConfig("tma", 32, 32, 16, 2, 4, 1, epi_subtile=sub))
+        gemm_into(a, b, out, bias=bias, pre=pre, residual=res, activation="gelu", config=cfg)
         assert_close_to_ref(out, ref, floor=2e-3)
         assert_close_to_ref(pre, a.double() @ b.double() + bias.double(), floor=2e-3, what="pre")
         drop_tma, drop_ptr = torch.empty_like(out), torch.empty_like(out)
-        gemm_into(a, b, drop_tma, bias=bias, seed=seed, activation="silu", dropout_p=0.3,
-                  config=GemmConfig("tma", 32, 32, 16, 2, 4, 1, epi_subtile=sub))
+        gemm_into(a, b, drop_tma, bias=bias, seed=seed, activation="silu", dropout_p=0.3, config=cfg)
         gemm_into(a, b, drop_ptr, bias=bias, seed=seed, activation="silu", dropout_p=0.3,
                   config=GemmConfig("portable", 16, 64, 16, 2, 4, 1))
         assert torch.equal(drop_tma == 0, drop_ptr == 0)

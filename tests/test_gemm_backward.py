@@ -239,7 +239,10 @@ def test_torch_compile_fullgraph_training_gpu(device):
     model = torch.nn.Sequential(trifuse.nn.FusedLinear(256, 512, activation="silu", dropout=0.1),
                                 trifuse.nn.FusedLinear(512, 256, activation="none")).to(device, torch.bfloat16)
     compiled = torch.compile(model, fullgraph=True)
-    opt = torch.optim.SGD(model.parameters(), lr=1e-2)
+    # Adam, not SGD(lr=1e-2): SGD's steps on this loss are ~1e-6, below bf16's resolution of the weights, so
+    # the loss only moved with the dropout mask (nn.Linear + nn.Dropout behaves the same way). Adam's
+    # steps of ~lr halve the loss in 5 steps.
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     x = torch.randn(512, 256, device=device, dtype=torch.bfloat16)
     first = None
     for _ in range(5):
@@ -248,14 +251,16 @@ def test_torch_compile_fullgraph_training_gpu(device):
         loss.backward()
         opt.step()
         first = first if first is not None else loss.item()
-    assert loss.item() < first
+    assert loss.item() < 0.8 * first
 
 
 @pytest.mark.gpu
 def test_mlp_training_bf16_gpu(device):
     g = torch.Generator().manual_seed(1)
     x = torch.randn(4096, 256, generator=g).to(device, torch.bfloat16)
-    y = torch.sin(x.float() @ torch.randn(256, 64, generator=g).to(device))
+    # A learnable target: sin(x @ R) with |x @ R| ~ 16 is noise to a 256-512-64 MLP seeing ~1 epoch
+    # (nn.Linear goes 0.70 -> 0.59 on it, as FusedLinear did); tanh of a unit-scale projection is not.
+    y = torch.tanh(x.float() @ torch.randn(256, 64, generator=g).to(device) / 32)
     sizes = (256, 512, 64)
     ours = _train(_mlp(True, "gelu", device, torch.bfloat16, sizes), (x, y), 300)
     ref = _train(_mlp(False, "gelu", device, torch.bfloat16, sizes), (x, y), 300)

@@ -21,9 +21,16 @@ from . import gemm_configs as gc
 from .gemm_configs import GemmConfig
 
 ACTIVATIONS = ("none", "relu", "silu", "gelu", "gelu_tanh", "relu2", "leaky_relu")
-# Elementwise dact pass: tile of the saved pre-activation per program (also the dbias partial height).
-DACT_BLOCK_M = 64
+# Elementwise dact pass: tile of the saved pre-activation per program (also the dbias partial height),
+# and its warps. 16 elements a thread: at 64x128 (4 or 8 warps) the sm_90 build spilled registers
+# (gelu + Philox dropout: 0.8-1.6 KB of stack a thread); 32x128 with 8 warps does not.
+DACT_BLOCK_M = 32
 DACT_BLOCK_N = 128
+DACT_WARPS = 8
+# Widest epilogue slice of the TMA kernel with dropout, a stored pre-activation or a residual: 32 columns
+# keep a 128x256 tile's epilogue in registers (no spills in the sm_90 build, cuobjdump
+# --dump-resource-usage; 64 still spilled with a stored pre-activation and a transposed a).
+EPI_NARROW_N = 32
 
 
 @functools.cache
@@ -69,8 +76,9 @@ def tma_layout(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> tuple[boo
 
 
 def choose_config(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, run=None) -> GemmConfig:
-    M, K = a.shape
-    N = b.shape[1]
+    # SymInts under torch.compile: the config (tile sizes become constexprs) needs concrete sizes.
+    M, K = int(a.shape[0]), int(a.shape[1])
+    N = int(b.shape[1])
     cap, sms = device_info(a)
     tma_ok = cap is not None and cap[0] == 9 and tma_layout(a, b, out)[0] and min(M, N, K) > 0
     if cap is not None:
@@ -83,15 +91,28 @@ def choose_config(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, run=None)
     return gc.heuristic_config(M, N, K, a.element_size(), cap, sms, tma_ok)
 
 
+def epi_split(config: GemmConfig, narrow: bool) -> int:
+    """Column slices the TMA kernel's epilogue works through: 2 with epi_subtile, else 1; `narrow` (dropout,
+    a stored pre-activation or a residual) caps a slice at EPI_NARROW_N columns. Philox and the pointer
+    stores and loads work on a whole slice at once, and on 128 or 256 columns they spilled registers in the
+    sm_90 build (up to 2.7 KB a thread: dropout then cost 1-3x the GEMM itself)."""
+    split = 2 if config.epi_subtile else 1
+    if narrow:
+        split = max(split, min(8, config.block_n // EPI_NARROW_N))
+    return split
+
+
 def _precision(a: torch.Tensor, tf32: bool) -> str:
     return "tf32" if (tf32 or a.dtype != torch.float32) else "ieee"
 
 
 def gemm_into(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, *, bias=None, residual=None, pre=None,
-              seed=None, activation: str = "none", dropout_p: float = 0.0, tf32: bool = True,
+              seed=None, activation: str = "none", dropout_p: float = 0.0, tf32: bool = False,
               config: GemmConfig | None = None) -> None:
     """a (M, K), b (K, N) any strides; out (M, N) unit column stride; bias (N,); residual (M, N) any
-    strides; pre (M, N) unit column stride or None; seed: int64 tensor (1,) when dropout_p > 0."""
+    strides; pre (M, N) unit column stride or None; seed: int64 tensor (1,) when dropout_p > 0.
+    fp32 operands: exact fp32 products unless tf32=True (exact is what torch's default matmul precision,
+    "highest", gives; trifuse.gemm passes tf32 from torch's setting). 16-bit operands ignore it."""
     M, K = a.shape
     N = b.shape[1]
     if M == 0 or N == 0:
@@ -116,13 +137,14 @@ def gemm_into(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, *, bias=None,
         if not ok:
             raise ValueError("gemm_into: the tma config needs descriptor-compatible a, b and out")
         _, sms = device_info(a)
-        tiles = triton.cdiv(M, config.block_m) * triton.cdiv(N, config.block_n)
+        tiles = triton.cdiv(int(M), config.block_m) * triton.cdiv(int(N), config.block_n)
+        split = epi_split(config, dropout or pre is not None or residual is not None)
         triton.set_allocator(_alloc)  # descriptor workspace; a ContextVar, so set it in this thread
         wrap_triton(kt.gemm_tma_kernel)[(min(sms, tiles),)](
             a, b, out, *ptrs, M, N, K, a.stride(1) if a_t else a.stride(0), b.stride(1) if b_t else b.stride(0),
             out.stride(0), *res_strides, pre_stride, dropout_p, **flags, A_T=a_t, B_T=b_t,
             BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k, GROUP_M=config.group_m,
-            NUM_SMS=sms, EPI_SUBTILE=config.epi_subtile, FLATTEN=config.flatten,
+            NUM_SMS=sms, EPI_SPLIT=split, FLATTEN=config.flatten,
             num_warps=config.num_warps, num_stages=config.num_stages,
         )
         return
@@ -147,19 +169,19 @@ def dact_into(dy: torch.Tensor, pre: torch.Tensor | None, dpre: torch.Tensor, db
     tiles_m = triton.cdiv(M, block_m)
     part = torch.empty((tiles_m, N) if dbias is not None else (1,), dtype=torch.float32, device=dy.device)
     src = pre if pre is not None else dy
-    block_n = min(DACT_BLOCK_N, max(16, triton.next_power_of_2(N)))
+    block_n = min(DACT_BLOCK_N, max(16, triton.next_power_of_2(int(N))))  # a constexpr: concrete N
     wrap_triton(kb.dact_kernel)[(tiles_m, triton.cdiv(N, block_n))](
         dy, src, dpre, part, seed if seed is not None else part, M, N, dy.stride(0), dy.stride(1),
         src.stride(0), dpre.stride(0), dropout_p,
         ACT=activation, DROPOUT=dropout_p > 0.0, DBIAS=dbias is not None, HAS_PRE=pre is not None,
-        BLOCK_M=block_m, BLOCK_N=block_n, num_warps=4,
+        BLOCK_M=block_m, BLOCK_N=block_n, num_warps=DACT_WARPS,
     )
     if dbias is not None:
         dbias.copy_(part.sum(0))
 
 
 def gemm_dact_into(a: torch.Tensor, b: torch.Tensor, bias, dy: torch.Tensor, dpre: torch.Tensor,
-                   dbias: torch.Tensor | None, seed, activation: str, dropout_p: float, tf32: bool = True,
+                   dbias: torch.Tensor | None, seed, activation: str, dropout_p: float, tf32: bool = False,
                    config: GemmConfig | None = None) -> None:
     """recompute=True: pre = a @ b + bias in a GEMM whose epilogue reads dy and writes dpre (+ dbias)."""
     M, K = a.shape
@@ -170,7 +192,7 @@ def gemm_dact_into(a: torch.Tensor, b: torch.Tensor, bias, dy: torch.Tensor, dpr
         return
     if config is None or config.kernel != "portable":
         cap, sms = device_info(a)
-        config = gc.heuristic_config(M, N, K, a.element_size(), cap, sms, tma_ok=False)
+        config = gc.heuristic_config(int(M), int(N), int(K), a.element_size(), cap, sms, tma_ok=False)
     tiles_m = triton.cdiv(M, config.block_m)
     part = torch.empty((tiles_m, N) if dbias is not None else (1,), dtype=torch.float32, device=a.device)
     grid = (tiles_m * triton.cdiv(N, config.block_n),)
