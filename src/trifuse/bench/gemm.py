@@ -101,6 +101,8 @@ def providers(case: Case) -> dict:
     def compile_fn():
         if tuple(case.shape) not in [tuple(s) for s in (*LLM_SHAPES, (8192, 8192, 8192))]:
             raise Unavailable("compiled only for 8192^3 and the LLM shapes (compile time)")
+        if case.param("epilogue") != "bias+silu" or case.direction != "fwd":
+            raise Unavailable("max-autotune compiled for the fwd bias+silu epilogue only (compile time)")
         return compiled(eager, mode="max-autotune-no-cudagraphs")
 
     makers = {"trifuse": lambda: ours, "cublas_bare": bare, "eager": lambda: eager,
