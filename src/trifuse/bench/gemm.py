@@ -146,7 +146,7 @@ SUITE = Suite(
     work=work, extras=extras,
     notes=[("Shapes are M x K x N: x (M, K) @ w (N, K).T + b (N). TFLOP/s counts 2*M*N*K per GEMM "
             "(fwd 1, bwd 2, fwd+bwd 3 GEMMs); cublas_bare is x @ w.T with no epilogue (the time to beat)."),
-           ("Dropout cases have no reference (max err is not measured there: "-"): no "
+           ("Dropout cases have no reference (max err shows '-'): no "
             "torch oracle can regenerate trifuse's Philox mask; the tests check the keep rate and that "
             "forward and backward use one mask."),
            ("intermediate_bytes_saved: (M, N) tensors the eager composition allocates that the fused "
