@@ -22,7 +22,10 @@ def summary_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     ours, others = providers[0], providers[1:]
     compute = any(r.get("tflop_per_s") for r in rows) and not any(r.get("gb_per_s") for r in rows)
     rate_col = "TFLOP/s" if compute else "GB/s"
-    header = ["case", "dtype", "dir", f"{ours} ms", rate_col, "% ceiling", "max err"]
+    saved = any(r.get("bytes_saved_vs_naive") is not None for r in rows)
+    header = ["case", "dtype", "dir", f"{ours} ms", rate_col, "% ceiling", "max err",
+              "model GFLOP" if compute else "model MB"]
+    header += ["MB saved vs naive"] if saved else []
     header += [f"{p} ms (x)" for p in others]
     table = []
     for (_, case, dtype, direction), group in by_case.items():
@@ -30,8 +33,15 @@ def summary_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         me = named.get(ours, {})
         rate = me.get("tflop_per_s") if compute else me.get("gb_per_s")
         frac = me.get("ceiling_fraction")
+        model = me.get("model_flops") / 1e9 if compute and me.get("model_flops") else None
+        if not compute and me.get("model_bytes"):
+            model = me["model_bytes"] / 2**20
         line = [case, dtype, direction, _fmt(me.get("ms"), ".4f"), _fmt(rate, ".0f"),
-                _fmt(None if frac is None else 100 * frac, ".1f"), _fmt(me.get("max_abs_err"), ".1e")]
+                _fmt(None if frac is None else 100 * frac, ".1f"), _fmt(me.get("max_abs_err"), ".1e"),
+                _fmt(model, ".3g")]
+        if saved:
+            b = me.get("bytes_saved_vs_naive")
+            line.append(_fmt(None if b is None else b / 2**20, ".3g"))
         for p in others:
             r = named.get(p)
             if r is None or "ms" not in r:

@@ -1,0 +1,50 @@
+"""The CLI end to end in a subprocess: info, bench (CSV/JSON with provenance), report."""
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from trifuse.runtime import INTERPRET
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+def run_cli(*args, tmp_path):
+    env = {**os.environ, "PYTHONPATH": SRC, "TRIFUSE_CACHE_DIR": str(tmp_path / "cache")}
+    return subprocess.run([sys.executable, "-m", "trifuse", *args], env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_info(tmp_path):
+    out = run_cli("info", tmp_path=tmp_path)
+    assert out.returncode == 0, out.stderr
+    for word in ("trifuse", "torch", "triton", "mode", "ceiling cache"):
+        assert word in out.stdout
+
+
+@pytest.mark.skipif(not INTERPRET, reason="the CPU-mode bench; the GPU bench runs in make gpu-check")
+def test_bench_softmax_cpu_mode_writes_csv_json_and_report(tmp_path):
+    csv_path, json_path = tmp_path / "s.csv", tmp_path / "s.json"
+    out = run_cli("bench", "softmax", "--shapes", "8x300", "--csv", str(csv_path), "--json", str(json_path),
+                  tmp_path=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "CPU mode" in out.stdout and "not GPU timings" in out.stdout
+    rows = list(csv.DictReader(csv_path.open()))
+    ours = [r for r in rows if r["provider"] == "trifuse"]
+    assert len(ours) == 1 and float(ours[0]["max_abs_err"]) < 1e-5
+    assert ours[0]["model_bytes"] == str(2 * 8 * 300 * 4) and ours[0]["gpu"].startswith("none")
+    result = json.loads(json_path.read_text())
+    assert {"provenance", "ceilings", "rows"} <= set(result)
+    md = run_cli("report", "--markdown", str(json_path), tmp_path=tmp_path)
+    assert md.returncode == 0 and "| 8x300 fn=softmax |" in md.stdout
+
+
+def test_bad_arguments_are_clear_errors(tmp_path):
+    out = run_cli("bench", "nosuchop", tmp_path=tmp_path)
+    assert out.returncode == 2 and "unknown benchmark" in out.stderr
+    out = run_cli("bench", "softmax", "--shapes", "8by300", tmp_path=tmp_path)
+    assert out.returncode == 2 and "--shapes" in out.stderr
