@@ -1,8 +1,8 @@
 import pytest
 import torch
-from helpers import assert_close_to_ref, poison
 
 import trifuse
+from helpers import assert_close_to_ref, poison
 from trifuse.ops.softmax import softmax_bwd_into, softmax_fwd_into
 
 FNS = {False: (trifuse.softmax, torch.softmax), True: (trifuse.log_softmax, torch.log_softmax)}

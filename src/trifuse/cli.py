@@ -37,6 +37,7 @@ def cmd_info(args) -> int:
     import triton
 
     import trifuse
+
     from .analysis import ceilings
     from .runtime import mode
 

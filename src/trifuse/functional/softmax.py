@@ -17,10 +17,12 @@ def _softmax(name: str, x: torch.Tensor, dim: int, log: bool) -> torch.Tensor:
     check_kernel_device(name, x)
     if x.dim() == 0:
         return softmax_rows(x.reshape(1, 1), log).reshape(())
-    moved = x.movedim(dim, -1)
+    last = dim == x.dim() - 1
+    moved = x if last else x.movedim(dim, -1)
     # A view whenever the rows can be addressed with one (row, column) stride pair; a copy otherwise.
     rows = moved.reshape(math.prod(moved.shape[:-1]), moved.shape[-1])
-    return softmax_rows(rows, log).view(moved.shape).movedim(-1, dim)
+    y = softmax_rows(rows, log).view(moved.shape)
+    return y if last else y.movedim(-1, dim)
 
 
 def softmax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:

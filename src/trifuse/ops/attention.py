@@ -10,12 +10,11 @@ import os
 from dataclasses import dataclass
 
 import torch
-import triton
-from torch.library import wrap_triton
 
 from ..kernels import attention_bwd as kb
 from ..kernels import attention_fwd as kf
 from ..runtime import INTERPRET
+from ._launch import cdiv, launcher, next_pow2
 
 SUPPORTED_HEAD_DIMS = (32, 64, 96, 128, 256)
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -59,7 +58,7 @@ def _env_config(name: str, cls):
 
 def block_d(head_dim: int) -> int:
     """The padded head dim the kernels tile with (D=96 -> 128, masked)."""
-    return max(16, triton.next_power_of_2(head_dim))
+    return max(16, next_pow2(head_dim))
 
 
 def dot_precision(dtype: torch.dtype) -> str:
@@ -129,8 +128,8 @@ def attention_fwd_into(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: t
         lse.fill_(float("-inf"))
         return
     cfg = config or fwd_config(D, causal, q.dtype, int(Sq))
-    grid = (triton.cdiv(Sq, cfg.block_m) * B * Hq,)
-    wrap_triton(kf.attention_fwd)[grid](
+    grid = (cdiv(Sq, cfg.block_m) * B * Hq,)
+    launcher(kf.attention_fwd)[grid](
         q, k, v, out, lse, *q.stride(), *k.stride(), *v.stride(), *out.stride(),
         Hq, Hkv, Sq, Skv, scale,
         CAUSAL=causal, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_D=block_d(D), HEAD_D=D,
@@ -155,19 +154,19 @@ def attention_bwd_into(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
     prec = dot_precision(q.dtype)
     delta = torch.empty((B, Hq, Sq), dtype=torch.float32, device=q.device)
     delta_bm = 16 if INTERPRET else min(128, 8192 // bd)  # about 64 fp32 values per thread at 4 warps
-    wrap_triton(kb.attention_bwd_delta)[(triton.cdiv(Sq, delta_bm), B * Hq)](
+    launcher(kb.attention_bwd_delta)[(cdiv(Sq, delta_bm), B * Hq)](
         out, do, delta, *out.stride(), *do.stride(), Hq, Sq,
         BLOCK_M=delta_bm, BLOCK_D=bd, HEAD_D=D, num_warps=4,
     )
     common = {"CAUSAL": causal, "BLOCK_D": bd, "HEAD_D": D, "PREC": prec, "NUM_STAGES": cfg.num_stages,
                   "num_stages": cfg.num_stages}
-    wrap_triton(kb.attention_bwd_dkdv)[(triton.cdiv(Skv, cfg.block_n1) * B * Hkv,)](
+    launcher(kb.attention_bwd_dkdv)[(cdiv(Skv, cfg.block_n1) * B * Hkv,)](
         q, k, v, do, lse, delta, dk, dv,
         *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dk.stride(), *dv.stride(),
         Hq, Hkv, Sq, Skv, scale,
         BLOCK_M=cfg.block_m1, BLOCK_N=cfg.block_n1, num_warps=cfg.num_warps_kv, **common,
     )
-    wrap_triton(kb.attention_bwd_dq)[(triton.cdiv(Sq, cfg.block_m2) * B * Hq,)](
+    launcher(kb.attention_bwd_dq)[(cdiv(Sq, cfg.block_m2) * B * Hq,)](
         q, k, v, do, lse, delta, dq,
         *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dq.stride(),
         Hq, Hkv, Sq, Skv, scale,

@@ -11,13 +11,13 @@ import functools
 
 import torch
 import triton
-from torch.library import wrap_triton
 
 from ..kernels import gemm as k
 from ..kernels import gemm_bwd as kb
 from ..kernels import gemm_tma as kt
 from ..runtime import INTERPRET
 from . import gemm_configs as gc
+from ._launch import cdiv, launcher, next_pow2
 from .gemm_configs import GemmConfig
 
 ACTIVATIONS = ("none", "relu", "silu", "gelu", "gelu_tanh", "relu2", "leaky_relu")
@@ -137,10 +137,10 @@ def gemm_into(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, *, bias=None,
         if not ok:
             raise ValueError("gemm_into: the tma config needs descriptor-compatible a, b and out")
         _, sms = device_info(a)
-        tiles = triton.cdiv(int(M), config.block_m) * triton.cdiv(int(N), config.block_n)
+        tiles = cdiv(int(M), config.block_m) * cdiv(int(N), config.block_n)
         split = epi_split(config, dropout or pre is not None or residual is not None)
         triton.set_allocator(_alloc)  # descriptor workspace; a ContextVar, so set it in this thread
-        wrap_triton(kt.gemm_tma_kernel)[(min(sms, tiles),)](
+        launcher(kt.gemm_tma_kernel)[(min(sms, tiles),)](
             a, b, out, *ptrs, M, N, K, a.stride(1) if a_t else a.stride(0), b.stride(1) if b_t else b.stride(0),
             out.stride(0), *res_strides, pre_stride, dropout_p, **flags, A_T=a_t, B_T=b_t,
             BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k, GROUP_M=config.group_m,
@@ -148,8 +148,8 @@ def gemm_into(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, *, bias=None,
             num_warps=config.num_warps, num_stages=config.num_stages,
         )
         return
-    grid = (triton.cdiv(M, config.block_m) * triton.cdiv(N, config.block_n),)
-    wrap_triton(k.gemm_fwd_kernel)[grid](
+    grid = (cdiv(M, config.block_m) * cdiv(N, config.block_n),)
+    launcher(k.gemm_fwd_kernel)[grid](
         a, b, out, *ptrs, M, N, K, a.stride(0), a.stride(1), b.stride(0), b.stride(1), out.stride(0),
         *res_strides, pre_stride, dropout_p, **flags,
         BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k, GROUP_M=config.group_m,
@@ -166,11 +166,11 @@ def dact_into(dy: torch.Tensor, pre: torch.Tensor | None, dpre: torch.Tensor, db
         dbias.zero_()
     if M == 0 or N == 0:
         return
-    tiles_m = triton.cdiv(M, block_m)
+    tiles_m = cdiv(M, block_m)
     part = torch.empty((tiles_m, N) if dbias is not None else (1,), dtype=torch.float32, device=dy.device)
     src = pre if pre is not None else dy
-    block_n = min(DACT_BLOCK_N, max(16, triton.next_power_of_2(int(N))))  # a constexpr: concrete N
-    wrap_triton(kb.dact_kernel)[(tiles_m, triton.cdiv(N, block_n))](
+    block_n = min(DACT_BLOCK_N, max(16, next_pow2(int(N))))  # a constexpr: concrete N
+    launcher(kb.dact_kernel)[(tiles_m, cdiv(N, block_n))](
         dy, src, dpre, part, seed if seed is not None else part, M, N, dy.stride(0), dy.stride(1),
         src.stride(0), dpre.stride(0), dropout_p,
         ACT=activation, DROPOUT=dropout_p > 0.0, DBIAS=dbias is not None, HAS_PRE=pre is not None,
@@ -193,10 +193,10 @@ def gemm_dact_into(a: torch.Tensor, b: torch.Tensor, bias, dy: torch.Tensor, dpr
     if config is None or config.kernel != "portable":
         cap, sms = device_info(a)
         config = gc.heuristic_config(int(M), int(N), int(K), a.element_size(), cap, sms, tma_ok=False)
-    tiles_m = triton.cdiv(M, config.block_m)
+    tiles_m = cdiv(M, config.block_m)
     part = torch.empty((tiles_m, N) if dbias is not None else (1,), dtype=torch.float32, device=a.device)
-    grid = (tiles_m * triton.cdiv(N, config.block_n),)
-    wrap_triton(kb.gemm_dact_kernel)[grid](
+    grid = (tiles_m * cdiv(N, config.block_n),)
+    launcher(kb.gemm_dact_kernel)[grid](
         a, b, bias if bias is not None else part, dy, dpre, part, seed if seed is not None else part,
         M, N, K, a.stride(0), a.stride(1), b.stride(0), b.stride(1), dy.stride(0), dy.stride(1),
         dpre.stride(0), dropout_p,

@@ -12,7 +12,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import triton
+from ._launch import cdiv, next_pow2
 
 TABLE_PATH = Path(__file__).with_name("gemm_tuned.json")
 # Shared memory a block may use on sm_90 (227 KB); tuning candidates above it are pruned.
@@ -48,7 +48,7 @@ def family(capability: tuple[int, int] | None) -> str:
 
 
 def _pow2_bucket(x: int, lo: int = 64, hi: int = 16384) -> int:
-    return min(hi, max(lo, triton.next_power_of_2(max(x, 1))))
+    return min(hi, max(lo, next_pow2(max(x, 1))))
 
 
 def bucket(M: int, N: int, K: int) -> str:
@@ -65,19 +65,19 @@ def heuristic_config(M: int, N: int, K: int, elem: int, capability, num_sms: int
     if capability is None:
         # Interpreter: tl.dot runs in numpy, per-program overhead dominates; the largest tile that
         # covers the problem (up to 64) means the fewest programs.
-        bm, bn = (min(64, max(16, triton.next_power_of_2(x))) for x in (M, N))
-        return GemmConfig("portable", bm, bn, min(64, max(16, triton.next_power_of_2(K))), num_stages=1)
+        bm, bn = (min(64, max(16, next_pow2(x))) for x in (M, N))
+        return GemmConfig("portable", bm, bn, min(64, max(16, next_pow2(K))), num_stages=1)
     bk = 64 if elem <= 2 else 32  # one 128-byte row of K per stage either way
     if M <= SMALL_M:
         # Decode-like: one row of tiles; narrow M tile, many N tiles to fill the SMs.
-        bm = max(16, triton.next_power_of_2(M))
+        bm = max(16, next_pow2(M))
         bn = 64 if N <= 4096 else 128
         return GemmConfig("portable", bm, bn, bk, num_warps=4, num_stages=4)
     if tma_ok and capability[0] == 9 and M * N * K >= TMA_MIN_WORK:
         # ANCHORS feasibility check (H200): 128x256x64, 8 warps, 3-4 stages best at >= 4096^3; 128x128
         # 8-14% slower there. Smaller problems: the largest tile that still gives ~one wave of tiles.
         for bm, bn in ((128, 256), (128, 128), (64, 128)):
-            if triton.cdiv(M, bm) * triton.cdiv(N, bn) >= 0.75 * num_sms:
+            if cdiv(M, bm) * cdiv(N, bn) >= 0.75 * num_sms:
                 break
         stages = 3 if bn == 256 else 4
         return GemmConfig("tma", bm, bn, 64, group_m=8, num_warps=8 if bm * bn >= 128 * 128 else 4,

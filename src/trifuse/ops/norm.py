@@ -9,12 +9,11 @@ import functools
 from dataclasses import dataclass
 
 import torch
-import triton
-from torch.library import wrap_triton
 
 from ..kernels import norm as kf
 from ..kernels import norm_bwd as kb
 from ..runtime import INTERPRET
+from ._launch import cdiv, launcher, next_pow2
 
 # Widest row the one-pass forward keeps in registers: 32k fp32 values is 32 per thread at 32 warps.
 # Beyond it the looped kernel streams the row twice (the second read mostly from L2).
@@ -51,10 +50,15 @@ class RowsConfig:
 
 def rows_config(n: int, tile_elems: int) -> RowsConfig:
     """BLOCK_N = next power of two of N; BLOCK_M short rows per program up to tile_elems elements."""
-    n = int(n)  # a SymInt under torch.compile: constexprs must be concrete
-    block_n = triton.next_power_of_2(max(n, 1))
+    # int(n): a SymInt under torch.compile, and constexprs must be concrete.
+    return _rows_config(int(n), tile_elems, ELEMS_PER_THREAD)
+
+
+@functools.lru_cache(maxsize=None)
+def _rows_config(n: int, tile_elems: int, elems_per_thread: int) -> RowsConfig:
+    block_n = next_pow2(max(n, 1))
     block_m = max(1, min(64, tile_elems // block_n))
-    num_warps = max(4, min(32, block_m * block_n // (32 * ELEMS_PER_THREAD)))
+    num_warps = max(4, min(32, block_m * block_n // (32 * elems_per_thread)))
     return RowsConfig(block_m, block_n, num_warps)
 
 
@@ -106,13 +110,13 @@ def norm_fwd_into(
     strides = (x.stride(0), x.stride(1), *_stride(residual))
     if N <= max_fused_n:
         cfg = fwd_config(N)
-        wrap_triton(kf.norm_fwd_rows)[(triton.cdiv(M, cfg.block_m),)](
+        launcher(kf.norm_fwd_rows)[(cdiv(M, cfg.block_m),)](
             *args, M, N, *strides, eps, **flags,
             BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, num_warps=cfg.num_warps,
         )
     else:
-        block_n = min(LOOP_BLOCK_N, triton.next_power_of_2(max_fused_n))
-        wrap_triton(kf.norm_fwd_looped)[(M,)](
+        block_n = min(LOOP_BLOCK_N, next_pow2(max_fused_n))
+        launcher(kf.norm_fwd_looped)[(M,)](
             *args, N, *strides, eps, **flags, BLOCK_N=block_n, num_warps=16,
         )
 
@@ -139,11 +143,11 @@ def norm_bwd_into(
         return
     if N <= max_fused_n:
         cfg = bwd_config(N)
-        tiles = triton.cdiv(M, cfg.block_m)
+        tiles = cdiv(M, cfg.block_m)
         programs = num_programs or bwd_programs(src.device, tiles)
     else:
-        block_r = min(LOOP_BWD_BLOCK_R, triton.next_power_of_2(int(M)))
-        programs = triton.cdiv(M, block_r)
+        block_r = min(LOOP_BWD_BLOCK_R, next_pow2(int(M)))
+        programs = cdiv(M, block_r)
     # One fp32 partial row per program and per gradient, in separate tensors (see kernels colsum);
     # colsum adds them in a fixed order. Absent gradients' buffers are never written (flags off).
     parts = [torch.empty((programs, N), dtype=torch.float32, device=src.device) for _ in grads]
@@ -157,19 +161,19 @@ def norm_bwd_into(
              "HAS_DHO": dh_out is not None, "NEED_DW": dweight is not None, "NEED_DB": dbias is not None,
              "NEED_DIB": dinput_bias is not None}
     if N <= max_fused_n:
-        wrap_triton(kb.norm_bwd_rows)[(programs,)](
+        launcher(kb.norm_bwd_rows)[(programs,)](
             *args, **flags, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, num_warps=cfg.num_warps,
         )
     else:
-        block_n = min(LOOP_BWD_BLOCK_N, triton.next_power_of_2(max_fused_n))
-        wrap_triton(kb.norm_bwd_looped)[(programs,)](
+        block_n = min(LOOP_BWD_BLOCK_N, next_pow2(max_fused_n))
+        launcher(kb.norm_bwd_looped)[(programs,)](
             *args, **flags, BLOCK_R=block_r, BLOCK_N=block_n, num_warps=8,
         )
     if grads:
         # Unused slots get distinct scratch tensors: colsum's stores are chosen at run time, so
         # torch.compile treats every output as written, and aliases would clobber each other.
         pad = [torch.empty((1,), dtype=torch.float32, device=src.device) for _ in range(3 - len(grads))]
-        wrap_triton(kf.colsum)[(triton.cdiv(N, COLSUM_BLOCK_C), len(grads))](
+        launcher(kf.colsum)[(cdiv(N, COLSUM_BLOCK_C), len(grads))](
             *(parts + pad), *(grads + pad), programs, N,
             BLOCK_P=COLSUM_BLOCK_P, BLOCK_C=COLSUM_BLOCK_C, num_warps=4,
         )

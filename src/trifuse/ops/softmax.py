@@ -1,15 +1,15 @@
 """Softmax launchers: config heuristic, destination-passing launches, and the op's byte model."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
-import triton
-from torch.library import wrap_triton
 
 from ..kernels import softmax as k
 from ..kernels import softmax_split as ks
 from ..runtime import INTERPRET
+from ._launch import cdiv, launcher, next_pow2
 
 # Widest row one program keeps on chip (in registers) for the one-pass kernel. Beyond it the row is
 # streamed twice (online max/sum, then output). 32k fp32 values is 32 per thread at 32 warps.
@@ -42,8 +42,12 @@ _ROWS_TABLE = ((512, 2, 2), (1024, 2, 4), (4096, 1, 4), (32768, 1, 16))
 
 
 def rows_config(n: int) -> RowsConfig:
-    n = int(n)  # a SymInt under torch.compile: constexprs must be concrete
-    block_n = triton.next_power_of_2(max(n, 1))
+    return _rows_config(int(n))  # a SymInt under torch.compile: constexprs must be concrete
+
+
+@functools.lru_cache(maxsize=None)
+def _rows_config(n: int) -> RowsConfig:
+    block_n = next_pow2(max(n, 1))
     for widest, block_m, num_warps in _ROWS_TABLE:
         if block_n <= widest:
             # Very short rows: keep about 512 elements per program so programs are not trivially small.
@@ -59,7 +63,7 @@ def _path(n: int, max_fused_n: int) -> str:
 
 
 def _split_workspace(m: int, n: int, values_per_split: int, like: torch.Tensor):
-    splits = triton.next_power_of_2(triton.cdiv(n, SPLIT_BLOCK_N))
+    splits = next_pow2(cdiv(n, SPLIT_BLOCK_N))
     ws = torch.empty((m, values_per_split * splits), dtype=torch.float32, device=like.device)
     return splits, ws, torch.zeros((m,), dtype=torch.int32, device=like.device)
 
@@ -72,19 +76,19 @@ def softmax_fwd_into(x: torch.Tensor, out: torch.Tensor, log: bool, max_fused_n:
     path = _path(int(N), max_fused_n)
     if path == "rows":
         cfg = rows_config(N)
-        wrap_triton(k.softmax_fwd_rows)[(triton.cdiv(M, cfg.block_m),)](
+        launcher(k.softmax_fwd_rows)[(cdiv(M, cfg.block_m),)](
             x, out, M, N, x.stride(0), x.stride(1), out.stride(0),
             LOG=log, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, num_warps=cfg.num_warps,
         )
     elif path == "split":
         splits, ws, cnt = _split_workspace(M, int(N), 2, x)
-        wrap_triton(ks.softmax_fwd_split)[(M * splits,)](
+        launcher(ks.softmax_fwd_split)[(M * splits,)](
             x, out, ws, cnt, N, x.stride(0), x.stride(1), out.stride(0),
             LOG=log, SPLITS=splits, BLOCK_N=SPLIT_BLOCK_N, num_warps=SPLIT_WARPS,
         )
     else:
-        block_n = min(LOOP_BLOCK_N, triton.next_power_of_2(max_fused_n))
-        wrap_triton(k.softmax_fwd_looped)[(M,)](
+        block_n = min(LOOP_BLOCK_N, next_pow2(max_fused_n))
+        launcher(k.softmax_fwd_looped)[(M,)](
             x, out, N, x.stride(0), x.stride(1), out.stride(0),
             LOG=log, BLOCK_N=block_n, num_warps=LOOP_WARPS,
         )
@@ -101,19 +105,19 @@ def softmax_bwd_into(
     path = _path(int(N), max_fused_n)
     if path == "rows":
         cfg = rows_config(N)
-        wrap_triton(k.softmax_bwd_rows)[(triton.cdiv(M, cfg.block_m),)](
+        launcher(k.softmax_bwd_rows)[(cdiv(M, cfg.block_m),)](
             y, dy, dx, M, N, *strides,
             LOG=log, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, num_warps=cfg.num_warps,
         )
     elif path == "split":
         splits, ws, cnt = _split_workspace(M, int(N), 1, y)
-        wrap_triton(ks.softmax_bwd_split)[(M * splits,)](
+        launcher(ks.softmax_bwd_split)[(M * splits,)](
             y, dy, dx, ws, cnt, N, *strides,
             LOG=log, SPLITS=splits, BLOCK_N=SPLIT_BLOCK_N, num_warps=SPLIT_WARPS,
         )
     else:
-        block_n = min(LOOP_BLOCK_N, triton.next_power_of_2(max_fused_n))
-        wrap_triton(k.softmax_bwd_looped)[(M,)](
+        block_n = min(LOOP_BLOCK_N, next_pow2(max_fused_n))
+        launcher(k.softmax_bwd_looped)[(M,)](
             y, dy, dx, N, *strides, LOG=log, BLOCK_N=block_n, num_warps=LOOP_WARPS,
         )
 
