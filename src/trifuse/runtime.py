@@ -7,10 +7,18 @@ TRITON_INTERPRET=1 themselves on machines without a GPU; a library import never 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import torch
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def cache_dir() -> Path:
+    """Where trifuse keeps measured ceilings and autotuning results ($TRIFUSE_CACHE_DIR overrides)."""
+    root = os.environ.get("TRIFUSE_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "trifuse")
+    return Path(root)
 
 
 def mode() -> str:

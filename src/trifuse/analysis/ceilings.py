@@ -6,17 +6,15 @@ on the same GPU in the same state; the last values are also cached on disk for `
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
 
+from ..runtime import cache_dir
+
 
 def cache_path() -> Path:
-    root = os.environ.get("TRIFUSE_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "trifuse"
-    )
-    return Path(root) / "ceilings.json"
+    return cache_dir() / "ceilings.json"
 
 
 def _store(key: str, value: float) -> None:

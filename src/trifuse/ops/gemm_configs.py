@@ -12,6 +12,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..runtime import cache_dir
 from ._launch import cdiv, next_pow2
 
 TABLE_PATH = Path(__file__).with_name("gemm_tuned.json")
@@ -136,9 +137,7 @@ def autotune_enabled() -> bool:
 
 
 def cache_path() -> Path:
-    root = os.environ.get("TRIFUSE_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "trifuse")
-    return Path(root) / "gemm_autotune.json"
+    return cache_dir() / "gemm_autotune.json"
 
 
 _CACHE: dict | None = None
