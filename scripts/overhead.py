@@ -28,6 +28,18 @@ b = torch.randn(512, device="cuda", dtype=torch.bfloat16)
 xg = x.clone().requires_grad_()
 wl = torch.randn(256, 512, device="cuda", dtype=torch.bfloat16)
 q = torch.randn(1, 2, 64, 64, device="cuda", dtype=torch.bfloat16)
+wg = w.clone().requires_grad_()
+y = torch.empty_like(x)
+from trifuse.kernels import softmax as ks  # noqa: E402
+from trifuse.ops._launch import FastKernel  # noqa: E402
+
+_fast = FastKernel(ks.softmax_fwd_rows)
+
+
+def _raw(kernel):
+    kernel[(4,)](x, y, 8, 512, 512, 1, 512, LOG=False, BLOCK_M=2, BLOCK_N=512, num_warps=2)
+
+
 calls = {
     "trifuse.softmax": lambda: trifuse.softmax(x),
     "trifuse.softmax (grad)": lambda: trifuse.softmax(xg),
@@ -38,7 +50,19 @@ calls = {
     "trifuse.linear silu": lambda: trifuse.linear(x, wl, activation="silu"),
     "trifuse.attention": lambda: trifuse.attention(q, q, q),
     "torch.empty": lambda: torch.empty_like(x),
+    "trifuse.softmax fwd+bwd": lambda: trifuse.softmax(xg).backward(x),
+    "torch.softmax fwd+bwd": lambda: torch.softmax(xg, -1).backward(x),
+    "trifuse.rms_norm fwd+bwd": lambda: trifuse.rms_norm(xg, wg).backward(x),
+    "torch rms_norm fwd+bwd": lambda: torch.nn.functional.rms_norm(xg, (512,), wg).backward(x),
+    "raw softmax kernel[grid]": lambda: _raw(ks.softmax_fwd_rows),
+    "FastKernel softmax": lambda: _raw(_fast),
 }
+try:
+    from liger_kernel.ops.rms_norm import LigerRMSNormFunction
+    calls["liger rms_norm"] = lambda: LigerRMSNormFunction.apply(x, w, 1e-6)
+    calls["liger rms_norm fwd+bwd"] = lambda: LigerRMSNormFunction.apply(xg, wg, 1e-6).backward(x)
+except ImportError:
+    pass
 for name, fn in calls.items():
     print(f"{name:28s} {per_call_us(fn):8.1f} us/call")
 for name in ("trifuse.rms_norm", "trifuse.softmax"):

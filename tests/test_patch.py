@@ -259,7 +259,7 @@ def test_replaced_gate_proj_falls_back(device):
     mlp = randomize(LlamaMLP(HIDDEN, INTER)).to(device)
     ref = copy.deepcopy(mlp)
     assert patch_model(mlp)["mlp"] == 1
-    mlp.gate_proj = LowRank(mlp.gate_proj)
+    mlp.gate_proj = LowRank(mlp.gate_proj).to(device)
     ref.gate_proj = copy.deepcopy(mlp.gate_proj)
     x = torch.randn(3, HIDDEN, device=device)
     assert torch.equal(mlp(x), ref(x))

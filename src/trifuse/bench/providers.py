@@ -15,6 +15,11 @@ def compiled(fn: Callable, **kwargs) -> Callable:
 
     if INTERPRET:
         raise Unavailable("torch.compile needs a GPU here")
+    # The backward rows replay one graph (retain_graph=True), which a compiled backward refuses when
+    # AOTAutograd donates its saved buffers; donation only saves memory, so turn it off.
+    import torch._functorch.config as functorch_config
+
+    functorch_config.donated_buffer = False
     return torch.compile(fn, **kwargs)
 
 

@@ -1,0 +1,55 @@
+"""The launch fast path (ops/_launch.py): its key must never be coarser than Triton's specialization."""
+import pytest
+import torch
+
+from helpers import poison
+from trifuse.kernels import softmax as ks
+from trifuse.ops._launch import FastKernel, _arg_key, cdiv, next_pow2
+
+
+def test_arg_key_follows_triton_specialization():
+    assert _arg_key(1) == 1  # Triton makes 1 a constant
+    assert _arg_key(32) != _arg_key(33)  # 16-divisibility hint
+    assert _arg_key(2**31 + 16) != _arg_key(32)  # i64 against i32
+    assert _arg_key(-16) == _arg_key(32)
+    assert _arg_key(0.5) is float and _arg_key(True) is bool and _arg_key(None) is type(None)
+    t = torch.zeros(64)
+    assert _arg_key(t) == (torch.float32, True)
+    assert _arg_key(t[1:]) == (torch.float32, False)  # 4 bytes off a 16-byte boundary
+    assert _arg_key(t.half()) != _arg_key(t)
+    assert _arg_key("silu") is None and _arg_key((1, 2)) is None  # unknown: Triton's own path
+
+
+def test_helpers():
+    assert [next_pow2(n) for n in (0, 1, 2, 3, 1000, 1024)] == [1, 1, 2, 4, 1024, 1024]
+    assert [cdiv(a, 4) for a in (0, 1, 4, 5)] == [0, 1, 1, 2]
+
+
+def _launch(kernel, x, y, log):
+    m, n = x.shape
+    kernel[(cdiv(m, 2),)](x, y, m, n, x.stride(0), x.stride(1), y.stride(0),
+                          LOG=log, BLOCK_M=2, BLOCK_N=next_pow2(n), num_warps=2)
+
+
+@pytest.mark.gpu
+def test_fast_kernel_respecializes(device):
+    """Alternate alignments, dtypes, strides equal to 1 and constexprs through one FastKernel: every
+    launch must match torch, so no cached kernel is reused for arguments Triton would compile apart."""
+    fast = FastKernel(ks.softmax_fwd_rows)
+    base = torch.randn(4 * 37 * 33 + 1, device=device)
+    cases = [
+        (base[: 37 * 32].view(37, 32), False),  # aligned, stride 32 (divisible by 16)
+        (base[1: 1 + 37 * 32].view(37, 32), False),  # misaligned pointer
+        (base[: 37 * 33].view(37, 33), True),  # odd stride
+        (base[: 37 * 32].view(32, 37).t(), False),  # column stride 32, row stride 1
+        (base[: 37 * 32].view(37, 32).half(), True),
+        (base[: 37 * 32].view(37, 32), True),
+    ]
+    for _ in range(2):  # second round: every key is a cache hit
+        for x, log in cases:
+            y = poison(torch.empty(x.shape, dtype=x.dtype, device=device))
+            _launch(fast, x, y, log)
+            ref = (torch.log_softmax if log else torch.softmax)(x.double(), -1)
+            tol = 1e-3 if x.dtype == torch.float16 else 1e-5
+            torch.testing.assert_close(y.double(), ref, atol=tol, rtol=tol)
+    assert len(fast.cache) == len(cases)
