@@ -9,6 +9,11 @@ if not torch.cuda.is_available():
 
 import pytest  # noqa: E402
 
+# Registers every torch.ops.trifuse op, whichever test a worker happens to run first.
+import trifuse.library.attention  # noqa: E402,F401
+import trifuse.library.gemm  # noqa: E402,F401
+import trifuse.library.norm  # noqa: E402,F401
+import trifuse.library.softmax  # noqa: E402,F401
 from trifuse.runtime import INTERPRET  # noqa: E402
 
 DEVICE = torch.device("cpu" if INTERPRET else "cuda")

@@ -35,11 +35,16 @@ def _norm(name, x, residual, weight, bias, input_bias, eps, is_rms):
         check_shape(name, "residual", residual, tuple(x.shape))
     eps = _check_eps(name, eps, x.dtype)
     check_kernel_device(name, x, weight, bias, input_bias, residual)
+    weight = weight.contiguous() if weight is not None else None
+    bias = bias.contiguous() if bias is not None else None
+    input_bias = input_bias.contiguous() if input_bias is not None else None
+    if x.dim() == 2:  # already rows: no reshape/view nodes for autograd to walk
+        y, h, _, _ = norm_fwd(x, weight, bias, input_bias, residual, eps, is_rms)
+        return y, (h if residual is not None else None)
     m = math.prod(x.shape[:-1])
     # A view whenever the rows can be addressed with one (row, column) stride pair; a copy otherwise.
     rows = x.reshape(m, n)
     res = residual.reshape(m, n) if residual is not None else None
-    weight, bias, input_bias = (t.contiguous() if t is not None else None for t in (weight, bias, input_bias))
     y, h, _, _ = norm_fwd(rows, weight, bias, input_bias, res, eps, is_rms)
     return y.view(x.shape), (h.view(x.shape) if residual is not None else None)
 

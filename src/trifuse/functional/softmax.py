@@ -15,6 +15,8 @@ def _softmax(name: str, x: torch.Tensor, dim: int, log: bool) -> torch.Tensor:
     check_float(name, "x", x)
     dim = normalize_dim(name, dim, x.dim())
     check_kernel_device(name, x)
+    if x.dim() == 2 and dim == 1:  # already rows: no reshape/view nodes for autograd to walk
+        return softmax_rows(x, log)
     if x.dim() == 0:
         return softmax_rows(x.reshape(1, 1), log).reshape(())
     last = dim == x.dim() - 1

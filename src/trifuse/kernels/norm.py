@@ -139,23 +139,25 @@ def norm_fwd_looped(
 
 @triton.jit
 def colsum(part0_ptr, part1_ptr, part2_ptr, out0_ptr, out1_ptr, out2_ptr, P, N,
-           BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+           K: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
     """out_k[c] = sum over p of part_k[p, c], always in the same order (deterministic).
 
-    Grid (column blocks, K): program_id(1) picks the partial buffer k and its output, whose dtype
-    (the weight's, bias's or input bias's) the store casts to. The buffers are separate tensors, never
-    views of one another: torch.compile copies each mutated kernel argument, and aliased ones would
-    overwrite each other's results.
+    Grid (column blocks, K): program_id(1) picks the partial buffer k < K and its output, whose dtype
+    (the weight's, bias's or input bias's) the store casts to. Slots k >= K are compiled out, so the
+    caller may pass any tensor there. The buffers in use are separate tensors, never views of one
+    another: torch.compile copies each mutated kernel argument, and aliased ones would overwrite each
+    other's results.
     """
     k = tl.program_id(1)
     cols = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     col_ok = cols < N
-    if k == 0:
-        base = part0_ptr
-    elif k == 1:
-        base = part1_ptr
-    else:
-        base = part2_ptr
+    base = part0_ptr
+    if K > 1:
+        if k == 1:
+            base = part1_ptr
+    if K > 2:
+        if k == 2:
+            base = part2_ptr
     acc = tl.zeros([BLOCK_P, BLOCK_C], dtype=tl.float32)
     for start in range(0, P, BLOCK_P):
         ps = start + tl.arange(0, BLOCK_P)
@@ -164,7 +166,9 @@ def colsum(part0_ptr, part1_ptr, part2_ptr, out0_ptr, out1_ptr, out2_ptr, P, N,
     s = tl.sum(acc, axis=0)
     if k == 0:
         tl.store(out0_ptr + cols, s.to(out0_ptr.dtype.element_ty), mask=col_ok)
-    elif k == 1:
-        tl.store(out1_ptr + cols, s.to(out1_ptr.dtype.element_ty), mask=col_ok)
-    else:
-        tl.store(out2_ptr + cols, s.to(out2_ptr.dtype.element_ty), mask=col_ok)
+    if K > 1:
+        if k == 1:
+            tl.store(out1_ptr + cols, s.to(out1_ptr.dtype.element_ty), mask=col_ok)
+    if K > 2:
+        if k == 2:
+            tl.store(out2_ptr + cols, s.to(out2_ptr.dtype.element_ty), mask=col_ok)

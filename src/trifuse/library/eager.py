@@ -79,8 +79,14 @@ class FastOp:
             return self.op(*args)
         if self.function is not None and torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
             return self.function.apply(*args)
-        with direct_launch():
+        if wrap_triton_enabled is None:  # pragma: no cover
             return self.impl(*args)
+        prev = is_wrap_triton_enabled()  # direct_launch(), inlined: this runs on every call
+        wrap_triton_enabled.value = False
+        try:
+            return self.impl(*args)
+        finally:
+            wrap_triton_enabled.value = prev
 
 
 def register(name: str, impl: Callable, *, setup_context: Callable | None = None,

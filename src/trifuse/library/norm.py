@@ -13,7 +13,7 @@ from .eager import register
 
 
 def _empty(like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
-    return torch.empty((0,), dtype=dtype or like.dtype, device=like.device)
+    return like.new_empty((0,), dtype=dtype or like.dtype)
 
 
 def _norm_fwd(
@@ -21,11 +21,11 @@ def _norm_fwd(
     input_bias: torch.Tensor | None, residual: torch.Tensor | None, eps: float, is_rms: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(y, h, mean, rstd) for x (M, N): h = x + input_bias + residual (only with a residual)."""
-    M, N = x.shape
-    y = torch.empty((M, N), dtype=x.dtype, device=x.device)
-    h = torch.empty((M, N), dtype=x.dtype, device=x.device) if residual is not None else _empty(x)
-    mean = _empty(x, torch.float32) if is_rms else torch.empty((M,), dtype=torch.float32, device=x.device)
-    rstd = torch.empty((M,), dtype=torch.float32, device=x.device)
+    M = x.shape[0]
+    y = torch.empty_like(x, memory_format=torch.contiguous_format)
+    h = torch.empty_like(x, memory_format=torch.contiguous_format) if residual is not None else _empty(x)
+    mean = _empty(x, torch.float32) if is_rms else x.new_empty((M,), dtype=torch.float32)
+    rstd = x.new_empty((M,), dtype=torch.float32)
     norm_fwd_into(x, weight, bias, input_bias, residual, eps, is_rms, y,
                   h if residual is not None else None, None if is_rms else mean, rstd)
     return y, h, mean, rstd
@@ -40,11 +40,10 @@ def _norm_bwd(
 
     bias is read for its dtype only (dbias = colsum(dy) does not depend on it).
     """
-    M, N = src.shape
-    dx = torch.empty((M, N), dtype=src.dtype, device=src.device)
+    dx = torch.empty_like(src, memory_format=torch.contiguous_format)
 
     def grad_for(t):
-        return torch.empty(t.shape, dtype=t.dtype, device=t.device) if t is not None else None
+        return torch.empty_like(t) if t is not None else None
 
     dw, db, dib = grad_for(weight), grad_for(bias), grad_for(input_bias)
     norm_bwd_into(dy, dh_out, src, input_bias if recompute_h else None, weight,

@@ -8,13 +8,13 @@ from .eager import register
 
 
 def _fwd(x: torch.Tensor, log: bool) -> torch.Tensor:
-    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    out = torch.empty_like(x, memory_format=torch.contiguous_format)
     softmax_fwd_into(x, out, log)
     return out
 
 
 def _bwd(y: torch.Tensor, dy: torch.Tensor, log: bool) -> torch.Tensor:
-    dx = torch.empty(y.shape, dtype=y.dtype, device=y.device)
+    dx = torch.empty_like(y, memory_format=torch.contiguous_format)
     softmax_bwd_into(y, dy, dx, log)
     return dx
 

@@ -38,6 +38,11 @@ def next_pow2(n: int) -> int:
     return 1 << (int(n) - 1).bit_length() if n > 1 else 1
 
 
+def _hooked(hook) -> bool:
+    """A launch hook is set (a profiler's): Triton 3.6 keeps an always-present, usually empty chain."""
+    return hook is not None and bool(getattr(hook, "calls", True))
+
+
 def _arg_key(value):
     """What Triton specializes a runtime argument on; None for a type the fast path does not know."""
     kind = type(value)
@@ -81,7 +86,7 @@ class FastKernel:
         return tuple(key)
 
     def launch(self, grid, args, meta):
-        if knobs.runtime.launch_enter_hook is not None or knobs.runtime.launch_exit_hook is not None:
+        if _hooked(knobs.runtime.launch_enter_hook) or _hooked(knobs.runtime.launch_exit_hook):
             return self.kernel[grid](*args, **meta)
         try:
             key = self._key(args, meta)

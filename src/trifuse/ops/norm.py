@@ -170,12 +170,10 @@ def norm_bwd_into(
             *args, **flags, BLOCK_R=block_r, BLOCK_N=block_n, num_warps=8,
         )
     if grads:
-        # Unused slots get distinct scratch tensors: colsum's stores are chosen at run time, so
-        # torch.compile treats every output as written, and aliases would clobber each other.
-        pad = [torch.empty((1,), dtype=torch.float32, device=src.device) for _ in range(3 - len(grads))]
-        launcher(kf.colsum)[(cdiv(N, COLSUM_BLOCK_C), len(grads))](
-            *(parts + pad), *(grads + pad), programs, N,
-            BLOCK_P=COLSUM_BLOCK_P, BLOCK_C=COLSUM_BLOCK_C, num_warps=4,
+        k = len(grads)  # slots past k are compiled out of colsum: any tensor stands in
+        launcher(kf.colsum)[(cdiv(N, COLSUM_BLOCK_C), k)](
+            *(parts + parts[:1] * (3 - k)), *(grads + grads[:1] * (3 - k)), programs, N,
+            K=k, BLOCK_P=COLSUM_BLOCK_P, BLOCK_C=COLSUM_BLOCK_C, num_warps=4,
         )
 
 
