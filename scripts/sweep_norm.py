@@ -19,7 +19,8 @@ def gbps(fn, nbytes):
 
 def main():
     dt = torch.bfloat16
-    for m, n in [(16384, 4096), (8192, 8192), (8192, 512)]:
+    bwd_only = "bwd" in sys.argv[1:]
+    for m, n in [(16384, 4096), (8192, 8192), (32768, 2048), (8192, 512)]:
         x = torch.randn(m, n, device="cuda", dtype=dt)
         w = torch.randn(n, device="cuda", dtype=dt)
         b = torch.randn(n, device="cuda", dtype=dt)
@@ -31,30 +32,35 @@ def main():
         dw, db = torch.empty_like(w), torch.empty_like(b)
         for is_rms in (False, True):
             res = []
-            for tile, ept in itertools.product((2048, 4096, 8192, 16384), (8, 16)):
+            for tile, ept in itertools.product((2048, 4096, 8192, 16384), (8, 16)) if not bwd_only else ():
                 on.TILE_ELEMS_FWD, on.ELEMS_PER_THREAD = tile, ept
                 fn = lambda: on.norm_fwd_into(x, w, None if is_rms else b, None, None, 1e-5, is_rms,  # noqa
                                               y, None, None if is_rms else mean, rstd)
                 res.append((gbps(fn, 4 * m * n), tile, ept))
             res.sort(reverse=True)
             top = ", ".join(f"t{r[1]} e{r[2]}:{r[0]:.0f}" for r in res[:5])
-            print(f"fwd {'rms' if is_rms else 'ln '} {m}x{n}: {top}")
+            if not bwd_only:
+                print(f"fwd {'rms' if is_rms else 'ln '} {m}x{n}: {top}")
             res = []
             on.TILE_ELEMS_FWD, on.ELEMS_PER_THREAD = 4096, 16
             on.norm_fwd_into(x, w, None if is_rms else b, None, None, 1e-5, is_rms, y, None,
                              None if is_rms else mean, rstd)
-            for tile, ept, per_sm in itertools.product((4096, 8192, 16384), (8, 16), (2, 4, 8)):
+            for pre, tile, ept, per_sm in itertools.product((True, False), (4096, 8192), (8, 16), (2, 4, 8)):
                 on.TILE_ELEMS_BWD, on.ELEMS_PER_THREAD, on.BWD_PROGRAMS_PER_SM = tile, ept, per_sm
+                on.BWD_PREFETCH = pre
                 fn = lambda: on.norm_bwd_into(dy, None, x, None, w, None if is_rms else mean, rstd,  # noqa
                                               is_rms, dx, dw, None if is_rms else db)
                 try:
-                    res.append((gbps(fn, 6 * m * n), tile, ept, per_sm))
+                    res.append((gbps(fn, 6 * m * n), tile, ept, per_sm, pre))
                 except Exception as e:
                     print("  fail", tile, ept, per_sm, type(e).__name__)
             res.sort(reverse=True)
-            top = ", ".join(f"t{r[1]} e{r[2]} p{r[3]}:{r[0]:.0f}" for r in res[:5])
+            top = ", ".join(f"t{r[1]} e{r[2]} p{r[3]} {'pre' if r[4] else 'nopre'}:{r[0]:.0f}" for r in res[:6])
+            base = [r for r in res if (r[1], r[2], r[3], r[4]) == (4096, 16, 2, False)]
+            top += f" | old default {base[0][0]:.0f}" if base else ""
             print(f"bwd {'rms' if is_rms else 'ln '} {m}x{n}: {top}")
             on.TILE_ELEMS_BWD, on.ELEMS_PER_THREAD, on.BWD_PROGRAMS_PER_SM = 4096, 16, 2
+            on.BWD_PREFETCH = True
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@ import torch
 
 from helpers import poison
 from trifuse.kernels import softmax as ks
-from trifuse.ops._launch import FastKernel, _arg_key, cdiv, next_pow2
+from types import SimpleNamespace
+
+from trifuse.ops._launch import _UNKNOWN, FastKernel, _arg_key, cdiv, next_pow2
 
 
 def test_arg_key_follows_triton_specialization():
@@ -17,7 +19,23 @@ def test_arg_key_follows_triton_specialization():
     assert _arg_key(t) == (torch.float32, True)
     assert _arg_key(t[1:]) == (torch.float32, False)  # 4 bytes off a 16-byte boundary
     assert _arg_key(t.half()) != _arg_key(t)
-    assert _arg_key("silu") is None and _arg_key((1, 2)) is None  # unknown: Triton's own path
+    assert _arg_key("silu") is _UNKNOWN and _arg_key((1, 2)) is _UNKNOWN  # Triton's own path
+
+
+def _fake_kernel(n_params, constexprs):
+    params = [SimpleNamespace(name=f"p{i}", default=None) for i in range(n_params)]
+    return SimpleNamespace(params=params, constexprs=constexprs)
+
+
+def test_fast_key_is_per_argument_specialization():
+    fast = FastKernel(_fake_kernel(6, [5]))
+    t = torch.zeros(64)
+    args = (t, t[1:], 1, 48, 2**40, 0.5)
+    key = fast._key(args[:5], {"BLOCK": 64, "num_warps": 4})
+    assert key == ((("BLOCK", 64), ("num_warps", 4)), *map(_arg_key, args[:5]))
+    assert fast._key((t, "silu"), {}) is None  # unknown type: Triton's own path
+    # A constexpr passed by position is keyed on its value, not on its int specialization.
+    assert fast._key((*args[:5], 64), {}) != fast._key((*args[:5], 32), {})
 
 
 def test_helpers():

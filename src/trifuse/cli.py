@@ -69,7 +69,8 @@ def _bench_one(name: str, scale: str, args) -> dict:
     directions = args.direction.split(",") if getattr(args, "direction", None) else None
     cases = suite.cases(scale=scale, shapes=parse_shapes(getattr(args, "shapes", None)), dtype=dtype,
                         directions=directions)
-    return harness.run_suite(suite, cases, progress=sys.stderr.isatty())
+    return harness.run_suite(suite, cases, progress=sys.stderr.isatty(),
+                             hide_host=bool(getattr(args, "hide_host", False)))
 
 
 def cmd_bench(args) -> int:
@@ -127,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--shapes", help="comma-separated, e.g. 4096x4096,8192x512")
     b.add_argument("--direction", help="fwd, bwd or fwd+bwd (comma-separated)")
     b.add_argument("--quick", action="store_true", help="a few representative shapes")
+    b.add_argument("--hide-host", action="store_true",
+                   help="queue a GPU sleep before each repetition so host time (Python, autograd) is hidden: "
+                        "device time only, as in a GPU-bound step")
     b.add_argument("--csv", help="write every row with provenance to this CSV file")
     b.add_argument("--json", help="write the whole result to this JSON file")
     b.add_argument("--plot", help="write a bar chart PNG (needs matplotlib)")

@@ -15,6 +15,10 @@ from .suite import Case, Suite, Unavailable
 from .timing import time_ms
 
 
+TIMING_DEFAULT = "median, L2 flushed, host time beyond the flush included (do_bench)"
+TIMING_HIDDEN = "median, L2 flushed, host time hidden behind a GPU sleep (device time only)"
+
+
 def device() -> torch.device:
     return torch.device("cpu" if INTERPRET else "cuda")
 
@@ -84,7 +88,7 @@ def _peak_memory_mb(fn) -> float | None:
     return peak / 2**20
 
 
-def run_case(suite: Suite, case: Case, ceil: dict[str, float]) -> list[dict[str, Any]]:
+def run_case(suite: Suite, case: Case, ceil: dict[str, float], *, hide_host: bool = False) -> list[dict[str, Any]]:
     dev = device()
     inputs = suite.inputs(case, dev)
     ref = suite.reference(case, inputs)
@@ -102,7 +106,7 @@ def run_case(suite: Suite, case: Case, ceil: dict[str, float]) -> list[dict[str,
             row["max_abs_err"] = max_abs_error(out, ref)
             del out
             row["peak_mem_mb"] = _peak_memory_mb(fn)
-            ms = time_ms(fn)
+            ms = time_ms(fn, hide_host=hide_host)
         except Unavailable as e:
             row["skipped"] = str(e) or "unavailable"
             rows.append(row)
@@ -142,7 +146,7 @@ def run_case(suite: Suite, case: Case, ceil: dict[str, float]) -> list[dict[str,
     return rows
 
 
-def run_suite(suite: Suite, cases: list[Case], *, progress: bool = True) -> dict[str, Any]:
+def run_suite(suite: Suite, cases: list[Case], *, progress: bool = True, hide_host: bool = False) -> dict[str, Any]:
     from rich.progress import Progress
 
     ceil = measure_ceilings(suite.bound)
@@ -151,6 +155,8 @@ def run_suite(suite: Suite, cases: list[Case], *, progress: bool = True) -> dict
         task = bar.add_task(f"bench {suite.name}", total=len(cases))
         for case in cases:
             bar.update(task, description=f"{suite.name} {case.label} {case.dtype_name} {case.direction}")
-            rows.extend(run_case(suite, case, ceil))
+            rows.extend(run_case(suite, case, ceil, hide_host=hide_host))
             bar.advance(task)
-    return {"provenance": provenance(), "ceilings": ceil, "rows": rows, "notes": suite.notes}
+    prov = provenance()
+    prov["timing"] = TIMING_HIDDEN if hide_host else TIMING_DEFAULT
+    return {"provenance": prov, "ceilings": ceil, "rows": rows, "notes": suite.notes}

@@ -72,6 +72,8 @@ def print_result(result: dict[str, Any], title: str) -> None:
     for k, v in ceil.items():
         if k.startswith("matmul"):
             console.print(f"cuBLAS {k.split('_')[1]} 8192^3 in this run: {v / 1e12:.0f} TFLOP/s")
+    if prov.get("timing"):
+        console.print(f"timing: {prov['timing']}")
     console.print("(x) = that provider's time / trifuse's time: above 1 means trifuse is faster.")
     for note in result.get("notes", []):
         console.print(f"note: {note}")
@@ -88,6 +90,8 @@ def markdown(result: dict[str, Any]) -> str:
     for k, v in ceil.items():
         if k.startswith("matmul"):
             lines[0] += f"; cuBLAS {k.split('_')[1]} 8192^3 {v / 1e12:.0f} TFLOP/s"
+    if prov.get("timing"):
+        lines[0] += f"; timing: {prov['timing']}"
     lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines) + "\n"

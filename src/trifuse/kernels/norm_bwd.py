@@ -20,14 +20,28 @@ from .norm import row_mean
 
 
 @triton.jit
+def _load_rows(src_ptr, dy_ptr, tile, M, cols, col_ok, stride_sm, stride_sn, stride_dym, stride_dyn,
+               BLOCK_M: tl.constexpr):
+    """h and dy of one tile of BLOCK_M rows, in their storage dtype (all masked past M)."""
+    rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    mask = (rows < M)[:, None] & col_ok[None, :]
+    rows = rows.to(tl.int64)
+    h = tl.load(src_ptr + rows[:, None] * stride_sm + cols[None, :] * stride_sn, mask=mask, other=0.0)
+    dy = tl.load(dy_ptr + rows[:, None] * stride_dym + cols[None, :] * stride_dyn, mask=mask, other=0.0)
+    return h, dy
+
+
+@triton.jit
 def norm_bwd_rows(
     dy_ptr, dho_ptr, src_ptr, ib_ptr, w_ptr, mean_ptr, rstd_ptr, dx_ptr,
     pdw_ptr, pdb_ptr, pdib_ptr,
     M, N, stride_dym, stride_dyn, stride_dhm, stride_dhn, stride_sm, stride_sn,
     IS_RMS: tl.constexpr, HAS_W: tl.constexpr, HAS_IB: tl.constexpr, HAS_DHO: tl.constexpr,
     NEED_DW: tl.constexpr, NEED_DB: tl.constexpr, NEED_DIB: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PREFETCH: tl.constexpr,
 ):
+    """PREFETCH: the next tile's h and dy loads are issued before this tile's reductions, so each
+    program keeps memory busy across its loop's load -> reduce -> store chain."""
     pid = tl.program_id(0)
     n_programs = tl.num_programs(0)
     cols = tl.arange(0, BLOCK_N)
@@ -40,17 +54,25 @@ def norm_bwd_rows(
     acc_db = tl.zeros([BLOCK_N], dtype=tl.float32)
     acc_dib = tl.zeros([BLOCK_N], dtype=tl.float32)
     n_tiles = tl.cdiv(M, BLOCK_M)
+    if PREFETCH:
+        h_next, dy_next = _load_rows(src_ptr, dy_ptr, pid, M, cols, col_ok, stride_sm, stride_sn,
+                                     stride_dym, stride_dyn, BLOCK_M)
     for tile in range(pid, n_tiles, n_programs):
+        if PREFETCH:
+            h_raw, dy_raw = h_next, dy_next
+            h_next, dy_next = _load_rows(src_ptr, dy_ptr, tile + n_programs, M, cols, col_ok, stride_sm,
+                                         stride_sn, stride_dym, stride_dyn, BLOCK_M)
+        else:
+            h_raw, dy_raw = _load_rows(src_ptr, dy_ptr, tile, M, cols, col_ok, stride_sm, stride_sn,
+                                       stride_dym, stride_dyn, BLOCK_M)
         rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
         row_ok = rows < M
         mask = row_ok[:, None] & col_ok[None, :]
         rows = rows.to(tl.int64)
-        h = tl.load(src_ptr + rows[:, None] * stride_sm + cols[None, :] * stride_sn, mask=mask,
-                    other=0.0).to(tl.float32)
+        h = h_raw.to(tl.float32)
         if HAS_IB:
             h += ib[None, :]
-        dy = tl.load(dy_ptr + rows[:, None] * stride_dym + cols[None, :] * stride_dyn, mask=mask,
-                     other=0.0).to(tl.float32)
+        dy = dy_raw.to(tl.float32)
         rstd = tl.load(rstd_ptr + rows, mask=row_ok, other=0.0)
         if IS_RMS:
             h_hat = h * rstd[:, None]

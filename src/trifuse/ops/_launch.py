@@ -26,6 +26,7 @@ except ImportError:  # pragma: no cover - a CPU-only torch build
     _raw_stream = None
 
 _INT32 = range(-2**31, 2**31)
+_TENSOR = torch.Tensor
 
 
 def cdiv(a, b):
@@ -44,7 +45,7 @@ def _hooked(hook) -> bool:
 
 
 def _arg_key(value):
-    """What Triton specializes a runtime argument on; None for a type the fast path does not know."""
+    """What Triton specializes a runtime argument on; _UNKNOWN for a type the fast path does not know."""
     kind = type(value)
     if kind is torch.Tensor or kind is torch.nn.Parameter:
         return value.dtype, value.data_ptr() & 15 == 0
@@ -52,7 +53,10 @@ def _arg_key(value):
         return 1 if value == 1 else (value & 15 == 0, value in _INT32)
     if kind is float or kind is bool or value is None:
         return kind
-    return None
+    return _UNKNOWN
+
+
+_UNKNOWN = object()
 
 
 class FastKernel:
@@ -65,11 +69,12 @@ class FastKernel:
     table, launch hooks such as a profiler's) takes Triton's own path.
     """
 
-    __slots__ = ("kernel", "constexpr_pos", "order", "cache")
+    __slots__ = ("cache", "constexpr_pos", "first_constexpr", "kernel", "order")
 
     def __init__(self, kernel: JITFunction):
         self.kernel = kernel
         self.constexpr_pos = frozenset(kernel.constexprs)
+        self.first_constexpr = min(kernel.constexprs, default=len(kernel.params))
         self.order = [(p.name, p.default) for p in kernel.params]
         self.cache = {}
 
@@ -77,13 +82,15 @@ class FastKernel:
         return lambda *args, **meta: self.launch(grid, args, meta)
 
     def _key(self, args, meta):
-        key = [tuple(meta.items())]
-        for i, value in enumerate(args):
-            k = value if i in self.constexpr_pos else _arg_key(value)
-            if k is None and value is not None:
-                return None
-            key.append(k)
-        return tuple(key)
+        """The cache key, or None when an argument needs Triton's own binder."""
+        if len(args) > self.first_constexpr:  # a constexpr passed by position: key on its value
+            key = (tuple(meta.items()), *[v if i in self.constexpr_pos else _arg_key(v) for i, v in enumerate(args)])
+        else:  # the common case, inlined: this runs on every launch
+            key = (tuple(meta.items()), *[
+                (v.dtype, v.data_ptr() & 15 == 0) if type(v) is _TENSOR
+                else (1 if v == 1 else (v & 15 == 0, v in _INT32)) if type(v) is int
+                else _arg_key(v) for v in args])
+        return None if _UNKNOWN in key else key
 
     def launch(self, grid, args, meta):
         if _hooked(knobs.runtime.launch_enter_hook) or _hooked(knobs.runtime.launch_exit_hook):
@@ -98,20 +105,27 @@ class FastKernel:
             compiled = self.kernel[grid](*args, **meta)
             if key is not None and compiled is not None:
                 self.cache[(device, key)] = self._entry(compiled, len(args), meta)
-            return compiled
-        compiled, tail = entry
-        full = args + tuple(meta[name] if name in meta else default for name, default in tail)
-        g1 = grid[1] if len(grid) > 1 else 1
-        g2 = grid[2] if len(grid) > 2 else 1
-        compiled.run(grid[0], g1, g2, _raw_stream(device), compiled.function, compiled.packed_metadata,
-                     None, None, None, *full)
-        return compiled
+            return None
+        launch, head, tail = entry
+        launch(grid[0], grid[1] if len(grid) > 1 else 1, grid[2] if len(grid) > 2 else 1,
+               _raw_stream(device), *head, *args, *tail)
+        return None
 
     def _entry(self, compiled, n_args, meta):
+        """(launch, head, tail): launch(grid, stream, *head, *args, *tail) starts the kernel.
+
+        The tail holds the constexprs not passed by position; the key includes meta, so they are fixed.
+        Without scratch memory the C launch is called directly (CudaLauncher.__call__ only allocates it).
+        """
         if hasattr(compiled, "result"):  # an asynchronous compile's future
             compiled = compiled.result()
-        compiled.run  # noqa: B018 - loads the module and binds the launcher once
-        return compiled, self.order[n_args:]
+        run = compiled.run  # loads the module and binds the launcher once
+        tail = tuple(meta[name] if name in meta else default for name, default in self.order[n_args:])
+        meta_args = (compiled.packed_metadata, None, None, None)  # no launch metadata or hooks
+        if getattr(run, "global_scratch_size", 1) == 0 and getattr(run, "profile_scratch_size", 1) == 0:
+            head = (compiled.function, run.launch_cooperative_grid, run.launch_pdl, None, None, *meta_args)
+            return run.launch, head, tail
+        return run, (compiled.function, *meta_args), tail
 
 
 _FAST: dict[int, FastKernel] = {}

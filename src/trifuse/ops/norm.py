@@ -33,6 +33,8 @@ ELEMS_PER_THREAD = 16
 # Backward programs per SM (persistent grid). The partial buffer has one row per program, so this
 # also sizes the second-stage reduction: small enough that narrow shapes pay no latency floor.
 BWD_PROGRAMS_PER_SM = 2
+# Issue the next tile's loads before the current tile's reductions (kernels/norm_bwd.py).
+BWD_PREFETCH = True
 # The interpreter runs programs one after another: a few programs, several tiles each, exercises the
 # persistent loop without slowing the tests.
 INTERPRET_PROGRAMS = 4
@@ -162,7 +164,8 @@ def norm_bwd_into(
              "NEED_DIB": dinput_bias is not None}
     if N <= max_fused_n:
         launcher(kb.norm_bwd_rows)[(programs,)](
-            *args, **flags, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, num_warps=cfg.num_warps,
+            *args, **flags, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, PREFETCH=BWD_PREFETCH,
+            num_warps=cfg.num_warps,
         )
     else:
         block_n = min(LOOP_BWD_BLOCK_N, next_pow2(max_fused_n))

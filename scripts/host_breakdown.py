@@ -1,0 +1,88 @@
+"""Host time per call of each layer of the norm and softmax paths (tiny tensors: the GPU is idle), so
+the layer that costs can be found. Run on a GPU: python3 scripts/host_breakdown.py"""
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, "src")
+import trifuse  # noqa: E402
+from trifuse.library import norm as ln  # noqa: E402
+from trifuse.library import softmax as ls  # noqa: E402
+from trifuse.library.eager import direct_launch  # noqa: E402
+from trifuse.ops.norm import norm_bwd_into, norm_fwd_into  # noqa: E402
+from trifuse.ops.softmax import softmax_fwd_into  # noqa: E402
+
+
+def per_call_us(fn, n=2000):
+    for _ in range(50):
+        fn()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / n * 1e6
+
+
+class Null(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return torch.empty_like(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        return torch.empty_like(g)
+
+
+def main():
+    x = torch.randn(8, 512, device="cuda", dtype=torch.bfloat16)
+    w = torch.randn(512, device="cuda", dtype=torch.bfloat16)
+    xg, wg = x.clone().requires_grad_(), w.clone().requires_grad_()
+    y, rstd, dx, dw = torch.empty_like(x), torch.empty(8, device="cuda"), torch.empty_like(x), torch.empty_like(w)
+
+    def direct(fn):
+        def run():
+            with direct_launch():
+                fn()
+        return run
+
+    y_rms = trifuse.rms_norm(xg, wg)
+    y_torch = torch.nn.functional.rms_norm(xg, (512,), wg)
+    y_null = Null.apply(xg)
+    y_sm = trifuse.softmax(xg)
+    y_smt = torch.softmax(xg, -1)
+    calls = {
+        "torch.empty_like": lambda: torch.empty_like(x),
+        "softmax_fwd_into (direct)": direct(lambda: softmax_fwd_into(x, y, False)),
+        "softmax impl (direct)": direct(lambda: ls._fwd(x, False)),
+        "softmax FastOp": lambda: ls.softmax_rows(x, False),
+        "trifuse.softmax": lambda: trifuse.softmax(x),
+        "torch.softmax": lambda: torch.softmax(x, -1),
+        "norm_fwd_into (direct)": direct(lambda: norm_fwd_into(x, w, None, None, None, 1e-6, True, y, None, None,
+                                                               rstd)),
+        "norm impl (direct)": direct(lambda: ln._norm_fwd(x, w, None, None, None, 1e-6, True)),
+        "norm FastOp": lambda: ln.norm_fwd(x, w, None, None, None, 1e-6, True),
+        "trifuse.rms_norm": lambda: trifuse.rms_norm(x, w),
+        "torch rms_norm": lambda: torch.nn.functional.rms_norm(x, (512,), w),
+        "norm_bwd_into (direct)": direct(lambda: norm_bwd_into(x, None, x, None, w, None, rstd, True, dx, dw)),
+        "norm bwd impl (direct)": direct(lambda: ln._norm_bwd(x, None, x, None, w, None, rstd, rstd, True, False)),
+        "grad: null Function": lambda: torch.autograd.grad([y_null], [xg], [x], retain_graph=True),
+        "grad: trifuse.rms_norm": lambda: torch.autograd.grad([y_rms], [xg, wg], [x], retain_graph=True),
+        "grad: torch rms_norm": lambda: torch.autograd.grad([y_torch], [xg, wg], [x], retain_graph=True),
+        "grad: trifuse.softmax": lambda: torch.autograd.grad([y_sm], [xg], [x], retain_graph=True),
+        "grad: torch.softmax": lambda: torch.autograd.grad([y_smt], [xg], [x], retain_graph=True),
+    }
+    try:
+        from liger_kernel.ops.rms_norm import LigerRMSNormFunction
+        y_lig = LigerRMSNormFunction.apply(xg, wg, 1e-6)
+        calls["liger rms_norm"] = lambda: LigerRMSNormFunction.apply(x, w, 1e-6)
+        calls["grad: liger rms_norm"] = lambda: torch.autograd.grad([y_lig], [xg, wg], [x], retain_graph=True)
+    except ImportError:
+        pass
+    for name, fn in calls.items():
+        print(f"{name:30s} {per_call_us(fn):8.1f} us/call", flush=True)
+
+
+if __name__ == "__main__":
+    main()
