@@ -63,5 +63,33 @@ def main():
             on.BWD_PREFETCH = True
 
 
+def wide():
+    """Backward with every column sum (weight, bias, input bias) at wide rows: registers run out, so
+    compare the rows kernel's variants with the looped kernel."""
+    dt = torch.bfloat16
+    for m, n in [(512, 8192), (8192, 8192), (4096, 16384), (16384, 4096)]:
+        x, dy = torch.randn(m, n, device="cuda", dtype=dt), torch.randn(m, n, device="cuda", dtype=dt)
+        w, b, ib = (torch.randn(n, device="cuda", dtype=dt) for _ in range(3))
+        mean, rstd = x.float().mean(-1), x.float().var(-1).add(1e-5).rsqrt()
+        dx = torch.empty_like(x)
+        dw, db, dib = (torch.empty_like(w) for _ in range(3))
+        res = []
+        for pre, reload, ept, per_sm, max_n in itertools.product(
+                (True, False), (0, 1 << 30), (8, 16), (1, 2), (16384, 4096)):
+            if max_n < n and (pre, reload, ept, per_sm) != (True, 0, 16, 2):
+                continue  # the looped kernel ignores these knobs: time it once
+            on.BWD_PREFETCH, on.BWD_RELOAD_MIN_N, on.ELEMS_PER_THREAD, on.BWD_PROGRAMS_PER_SM = pre, reload, ept, per_sm
+            fn = lambda: on.norm_bwd_into(dy, None, x, ib, w, mean, rstd, False, dx, dw, db, dib,  # noqa
+                                          max_fused_n=max_n)
+            try:
+                res.append((gbps(fn, 6 * m * n), "looped" if max_n < n else
+                            f"{'pre' if pre else 'nopre'} {'reload' if reload == 0 else 'keep'} e{ept} p{per_sm}"))
+            except Exception as e:
+                print("  fail", pre, reload, ept, per_sm, max_n, type(e).__name__)
+        res.sort(reverse=True)
+        print(f"bwd ln+ib+b {m}x{n}: " + ", ".join(f"{r[1]}:{r[0]:.0f}" for r in res[:8]), flush=True)
+    on.BWD_PREFETCH, on.BWD_RELOAD_MIN_N, on.ELEMS_PER_THREAD, on.BWD_PROGRAMS_PER_SM = True, 8192, 16, 2
+
+
 if __name__ == "__main__":
-    main()
+    wide() if "wide" in sys.argv[1:] else main()

@@ -181,6 +181,19 @@ def test_persistent_grid_covers_every_row(device):
             torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-5)
 
 
+@pytest.mark.parametrize("prefetch,reload_min_n", [(False, 1 << 30), (True, 1 << 30), (True, 1), (False, 1)])
+@pytest.mark.parametrize("kind", KINDS)
+def test_backward_variants(device, monkeypatch, kind, prefetch, reload_min_n):
+    # The backward's tile prefetch and its per-tile re-read of weight / input bias (wide rows) must
+    # give the same gradients as the plain loop; a persistent grid of 3 programs strides over tiles.
+    import trifuse.ops.norm as on
+
+    monkeypatch.setattr(on, "BWD_PREFETCH", prefetch)
+    monkeypatch.setattr(on, "BWD_RELOAD_MIN_N", reload_min_n)
+    monkeypatch.setattr(on, "INTERPRET_PROGRAMS", 3)
+    check(kind, make_inputs(kind, (41, 96), device, torch.float32, weight=True, bias=True, input_bias=True))
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_backward_is_deterministic(device, kind):
     t = leaves(make_inputs(kind, (67, 300), device, torch.float32))

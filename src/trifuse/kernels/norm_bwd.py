@@ -38,18 +38,21 @@ def norm_bwd_rows(
     M, N, stride_dym, stride_dyn, stride_dhm, stride_dhn, stride_sm, stride_sn,
     IS_RMS: tl.constexpr, HAS_W: tl.constexpr, HAS_IB: tl.constexpr, HAS_DHO: tl.constexpr,
     NEED_DW: tl.constexpr, NEED_DB: tl.constexpr, NEED_DIB: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PREFETCH: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PREFETCH: tl.constexpr, RELOAD_VECS: tl.constexpr,
 ):
     """PREFETCH: the next tile's h and dy loads are issued before this tile's reductions, so each
-    program keeps memory busy across its loop's load -> reduce -> store chain."""
+    program keeps memory busy across its loop's load -> reduce -> store chain.
+    RELOAD_VECS: weight and input bias are read again (from L1/L2) for every tile instead of living
+    in registers across the loop: wide rows with several column sums run out of registers."""
     pid = tl.program_id(0)
     n_programs = tl.num_programs(0)
     cols = tl.arange(0, BLOCK_N)
     col_ok = cols < N
-    if HAS_W:
-        w = tl.load(w_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
-    if HAS_IB:
-        ib = tl.load(ib_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
+    if not RELOAD_VECS:
+        if HAS_W:
+            w = tl.load(w_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
+        if HAS_IB:
+            ib = tl.load(ib_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
     acc_dw = tl.zeros([BLOCK_N], dtype=tl.float32)
     acc_db = tl.zeros([BLOCK_N], dtype=tl.float32)
     acc_dib = tl.zeros([BLOCK_N], dtype=tl.float32)
@@ -69,6 +72,11 @@ def norm_bwd_rows(
         row_ok = rows < M
         mask = row_ok[:, None] & col_ok[None, :]
         rows = rows.to(tl.int64)
+        if RELOAD_VECS:
+            if HAS_W:
+                w = tl.load(w_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
+            if HAS_IB:
+                ib = tl.load(ib_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
         h = h_raw.to(tl.float32)
         if HAS_IB:
             h += ib[None, :]

@@ -35,6 +35,8 @@ ELEMS_PER_THREAD = 16
 BWD_PROGRAMS_PER_SM = 2
 # Issue the next tile's loads before the current tile's reductions (kernels/norm_bwd.py).
 BWD_PREFETCH = True
+# From this row width on, the backward re-reads weight and input bias per tile (registers run out).
+BWD_RELOAD_MIN_N = 8192
 # The interpreter runs programs one after another: a few programs, several tiles each, exercises the
 # persistent loop without slowing the tests.
 INTERPRET_PROGRAMS = 4
@@ -165,7 +167,7 @@ def norm_bwd_into(
     if N <= max_fused_n:
         launcher(kb.norm_bwd_rows)[(programs,)](
             *args, **flags, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, PREFETCH=BWD_PREFETCH,
-            num_warps=cfg.num_warps,
+            RELOAD_VECS=cfg.block_n >= BWD_RELOAD_MIN_N, num_warps=cfg.num_warps,
         )
     else:
         block_n = min(LOOP_BWD_BLOCK_N, next_pow2(max_fused_n))
