@@ -78,7 +78,8 @@ def wide():
                 (True, False), (0, 1 << 30), (8, 16), (1, 2), (16384, 4096)):
             if max_n < n and (pre, reload, ept, per_sm) != (True, 0, 16, 2):
                 continue  # the looped kernel ignores these knobs: time it once
-            on.BWD_PREFETCH, on.BWD_RELOAD_MIN_N, on.ELEMS_PER_THREAD, on.BWD_PROGRAMS_PER_SM = pre, reload, ept, per_sm
+            on.BWD_PREFETCH, on.BWD_KEEP_VECTOR_ELEMS, on.ELEMS_PER_THREAD, on.BWD_PROGRAMS_PER_SM = pre, reload, ept, per_sm
+            on.BWD_PREFETCH_MAX_N, on.BWD_WIDE_N = 1 << 30, 1 << 30
             fn = lambda: on.norm_bwd_into(dy, None, x, ib, w, mean, rstd, False, dx, dw, db, dib,  # noqa
                                           max_fused_n=max_n)
             try:
@@ -88,7 +89,8 @@ def wide():
                 print("  fail", pre, reload, ept, per_sm, max_n, type(e).__name__)
         res.sort(reverse=True)
         print(f"bwd ln+ib+b {m}x{n}: " + ", ".join(f"{r[1]}:{r[0]:.0f}" for r in res[:8]), flush=True)
-    on.BWD_PREFETCH, on.BWD_RELOAD_MIN_N, on.ELEMS_PER_THREAD, on.BWD_PROGRAMS_PER_SM = True, 8192, 16, 2
+    on.BWD_PREFETCH, on.BWD_KEEP_VECTOR_ELEMS, on.ELEMS_PER_THREAD, on.BWD_PROGRAMS_PER_SM = True, 12288, 16, 2
+    on.BWD_PREFETCH_MAX_N, on.BWD_WIDE_N = 8192, 8192
 
 
 if __name__ == "__main__":

@@ -35,8 +35,15 @@ ELEMS_PER_THREAD = 16
 BWD_PROGRAMS_PER_SM = 2
 # Issue the next tile's loads before the current tile's reductions (kernels/norm_bwd.py).
 BWD_PREFETCH = True
-# From this row width on, the backward re-reads weight and input bias per tile (registers run out).
-BWD_RELOAD_MIN_N = 8192
+# fp32 row vectors (weight, input bias, column-sum accumulators) times BLOCK_N the backward keeps in
+# registers across its loop; beyond it, weight and input bias are re-read per tile. H200 sweep
+# (scripts/sweep_norm.py wide, bias-LN with all three sums): re-reading won at N = 4096 (2.95 vs
+# 2.43 TB/s) and N = 8192 (2.95 vs 2.59).
+BWD_KEEP_VECTOR_ELEMS = 12288
+# Prefetch only below this width: at N = 16384 it spilled (1.15 TB/s without, less with).
+BWD_PREFETCH_MAX_N = 8192
+# Wide rows: one persistent program per SM (bias-LN 8192x8192: 2.95 TB/s against 2.63 with two).
+BWD_WIDE_N = 8192
 # The interpreter runs programs one after another: a few programs, several tiles each, exercises the
 # persistent loop without slowing the tests.
 INTERPRET_PROGRAMS = 4
@@ -79,12 +86,14 @@ def _sm_count(index: int) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
 
 
-def bwd_programs(device: torch.device, tiles: int) -> int:
-    """Persistent backward grid: about BWD_PROGRAMS_PER_SM per SM, never more programs than tiles."""
+def bwd_programs(device: torch.device, tiles: int, block_n: int = 0) -> int:
+    """Persistent backward grid: about BWD_PROGRAMS_PER_SM per SM (one for wide rows), never more
+    programs than tiles."""
     if INTERPRET or device.type != "cuda":
         cap = INTERPRET_PROGRAMS
     else:
-        cap = BWD_PROGRAMS_PER_SM * _sm_count(device.index if device.index is not None else 0)
+        per_sm = 1 if block_n >= BWD_WIDE_N else BWD_PROGRAMS_PER_SM
+        cap = per_sm * _sm_count(device.index if device.index is not None else 0)
     return max(1, min(tiles, cap))
 
 
@@ -148,7 +157,7 @@ def norm_bwd_into(
     if N <= max_fused_n:
         cfg = bwd_config(N)
         tiles = cdiv(M, cfg.block_m)
-        programs = num_programs or bwd_programs(src.device, tiles)
+        programs = num_programs or bwd_programs(src.device, tiles, cfg.block_n)
     else:
         block_r = min(LOOP_BWD_BLOCK_R, next_pow2(int(M)))
         programs = cdiv(M, block_r)
@@ -165,9 +174,11 @@ def norm_bwd_into(
              "HAS_DHO": dh_out is not None, "NEED_DW": dweight is not None, "NEED_DB": dbias is not None,
              "NEED_DIB": dinput_bias is not None}
     if N <= max_fused_n:
+        vectors = (weight is not None) + (input_bias is not None) + len(grads)
         launcher(kb.norm_bwd_rows)[(programs,)](
-            *args, **flags, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, PREFETCH=BWD_PREFETCH,
-            RELOAD_VECS=cfg.block_n >= BWD_RELOAD_MIN_N, num_warps=cfg.num_warps,
+            *args, **flags, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
+            PREFETCH=BWD_PREFETCH and cfg.block_n <= BWD_PREFETCH_MAX_N,
+            RELOAD_VECS=vectors * cfg.block_n > BWD_KEEP_VECTOR_ELEMS, num_warps=cfg.num_warps,
         )
     else:
         block_n = min(LOOP_BWD_BLOCK_N, next_pow2(max_fused_n))
