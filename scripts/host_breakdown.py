@@ -39,6 +39,8 @@ def main():
     x = torch.randn(8, 512, device="cuda", dtype=torch.bfloat16)
     w = torch.randn(512, device="cuda", dtype=torch.bfloat16)
     xg, wg = x.clone().requires_grad_(), w.clone().requires_grad_()
+    wl = torch.randn(256, 512, device="cuda", dtype=torch.bfloat16)
+    q = torch.randn(1, 2, 64, 64, device="cuda", dtype=torch.bfloat16)
     y, rstd, dx, dw = torch.empty_like(x), torch.empty(8, device="cuda"), torch.empty_like(x), torch.empty_like(w)
 
     def direct(fn):
@@ -67,6 +69,10 @@ def main():
         "torch rms_norm": lambda: torch.nn.functional.rms_norm(x, (512,), w),
         "norm_bwd_into (direct)": direct(lambda: norm_bwd_into(x, None, x, None, w, None, rstd, True, dx, dw)),
         "norm bwd impl (direct)": direct(lambda: ln._norm_bwd(x, None, x, None, w, None, rstd, rstd, True, False)),
+        "trifuse.linear silu": lambda: trifuse.linear(x, wl, activation="silu"),
+        "torch silu(linear)": lambda: torch.nn.functional.silu(torch.nn.functional.linear(x, wl)),
+        "trifuse.attention": lambda: trifuse.attention(q, q, q),
+        "torch sdpa": lambda: torch.nn.functional.scaled_dot_product_attention(q, q, q),
         "grad: null Function": lambda: torch.autograd.grad([y_null], [xg], [x], retain_graph=True),
         "grad: trifuse.rms_norm": lambda: torch.autograd.grad([y_rms], [xg, wg], [x], retain_graph=True),
         "grad: torch rms_norm": lambda: torch.autograd.grad([y_torch], [xg, wg], [x], retain_graph=True),

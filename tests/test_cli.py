@@ -43,6 +43,22 @@ def test_bench_softmax_cpu_mode_writes_csv_json_and_report(tmp_path):
     assert md.returncode == 0 and "| 8x300 fn=softmax |" in md.stdout
 
 
+def test_compact_report_keeps_speedups():
+    from trifuse.bench import report
+
+    rows = [{"op": "norm", "case": "8x8", "dtype": "bfloat16", "direction": "fwd", "provider": p, "ms": ms,
+             "gb_per_s": 1.0, "ceiling_fraction": 0.5, "max_abs_err": 0.0, "model_bytes": 256,
+             "trifuse_speedup": ms / 0.01} for p, ms in (("trifuse", 0.01), ("torch", 0.02))]
+    rows.append({"op": "norm", "case": "8x8", "dtype": "bfloat16", "direction": "fwd", "provider": "liger",
+                 "skipped": "not installed"})
+    result = {"provenance": {"gpu": "g", "torch": "t", "triton": "tr", "date": "d", "timing": "hidden"},
+              "ceilings": {}, "rows": rows}
+    md = report.markdown(result, compact=True)
+    assert "| case | dtype | dir | trifuse ms | GB/s | % ceiling | vs torch | vs liger |" in md
+    assert "| 8x8 | bfloat16 | fwd | 0.0100 | 1 | 50.0 | 2.00x | skip |" in md
+    assert "timing: hidden" in md
+
+
 def test_bad_arguments_are_clear_errors(tmp_path):
     out = run_cli("bench", "nosuchop", tmp_path=tmp_path)
     assert out.returncode == 2 and "unknown benchmark" in out.stderr

@@ -111,7 +111,7 @@ def cmd_report(args) -> int:
     for path in args.files:
         result = json.loads(open(path).read())
         if args.markdown:
-            print(report.markdown(result))
+            print(report.markdown(result, compact=args.compact))
         else:
             report.print_result(result, path)
     return 0
@@ -137,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("report", help="re-render saved `bench --json` results")
     r.add_argument("files", nargs="+")
     r.add_argument("--markdown", action="store_true", help="print GitHub markdown tables")
+    r.add_argument("--compact", action="store_true",
+                   help="with --markdown: trifuse's time, rate, %% ceiling and speedup over each provider")
     args = parser.parse_args(argv)
     _select_mode()
     try:

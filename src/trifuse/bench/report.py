@@ -53,6 +53,20 @@ def summary_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return header, table
 
 
+def compact_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """The summary cut to what a README table needs: trifuse's time, rate and ceiling fraction, and
+    trifuse's speedup over each other provider ("skip" where that provider did not run)."""
+    header, table = summary_rows(result)
+    keep = [header.index(h) for h in header[:6]]
+    others = [i for i, h in enumerate(header) if h.endswith(" ms (x)")]
+    out_header = [header[i] for i in keep] + ["vs " + header[i][: -len(" ms (x)")] for i in others]
+    out = []
+    for line in table:
+        speedups = [c[c.index("(") + 1: c.index(")")] if "(" in c else c for c in (line[i] for i in others)]
+        out.append([line[i] for i in keep] + speedups)
+    return out_header, out
+
+
 def print_result(result: dict[str, Any], title: str) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -79,10 +93,10 @@ def print_result(result: dict[str, Any], title: str) -> None:
         console.print(f"note: {note}")
 
 
-def markdown(result: dict[str, Any]) -> str:
-    """The summary table as GitHub markdown, with the run's provenance and ceilings."""
+def markdown(result: dict[str, Any], *, compact: bool = False) -> str:
+    """The summary table (or its compact cut) as GitHub markdown, with the run's provenance and ceilings."""
     prov = result["provenance"]
-    header, rows = summary_rows(result)
+    header, rows = compact_rows(result) if compact else summary_rows(result)
     lines = [f"{prov['gpu']}, torch {prov['torch']}, triton {prov['triton']}, {prov['date']}"]
     ceil = result.get("ceilings") or {}
     if "copy_bytes_per_s" in ceil:

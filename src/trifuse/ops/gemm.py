@@ -81,14 +81,21 @@ def choose_config(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, run=None)
     N = int(b.shape[1])
     cap, sms = device_info(a)
     tma_ok = cap is not None and cap[0] == 9 and tma_layout(a, b, out)[0] and min(M, N, K) > 0
-    if cap is not None:
+    if cap is not None and run is not None and gc.autotune_enabled():
         key = gc.table_key(cap, M, N, K, str(a.dtype).replace("torch.", ""))
-        if run is not None and gc.autotune_enabled():
-            return gc.autotune(key + f"/tma{int(tma_ok)}", gc.candidates(M, N, K, a.element_size(), tma_ok), run)
-        cfg = gc.table_config(key, tma_ok)
+        return gc.autotune(key + f"/tma{int(tma_ok)}", gc.candidates(M, N, K, a.element_size(), tma_ok), run)
+    return _table_or_heuristic(cap, sms, M, N, K, a.dtype, a.element_size(), tma_ok)
+
+
+@functools.lru_cache(maxsize=4096)
+def _table_or_heuristic(cap, sms, M, N, K, dtype, elem, tma_ok) -> GemmConfig:
+    """The tuned table's config for the shape's bucket, else the heuristic; memoized (every call pays
+    for it otherwise: key strings, table lookups)."""
+    if cap is not None:
+        cfg = gc.table_config(gc.table_key(cap, M, N, K, str(dtype).replace("torch.", "")), tma_ok)
         if cfg is not None:
             return cfg
-    return gc.heuristic_config(M, N, K, a.element_size(), cap, sms, tma_ok)
+    return gc.heuristic_config(M, N, K, elem, cap, sms, tma_ok)
 
 
 def epi_split(config: GemmConfig, narrow: bool) -> int:
