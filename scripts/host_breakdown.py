@@ -1,5 +1,8 @@
-"""Host time per call of each layer of the norm and softmax paths (tiny tensors: the GPU is idle), so
-the layer that costs can be found. Run on a GPU: python3 scripts/host_breakdown.py"""
+"""Host time per call of each layer of the norm and softmax paths and of every op (tiny tensors: the
+GPU is idle), so the layer that costs can be found; `--profile` adds a cProfile of rms_norm and softmax.
+Run on a GPU: python3 scripts/host_breakdown.py [--profile]"""
+import cProfile
+import pstats
 import sys
 import time
 
@@ -7,9 +10,11 @@ import torch
 
 sys.path.insert(0, "src")
 import trifuse  # noqa: E402
+from trifuse.kernels import softmax as ks  # noqa: E402
 from trifuse.library import norm as ln  # noqa: E402
 from trifuse.library import softmax as ls  # noqa: E402
 from trifuse.library.eager import direct_launch  # noqa: E402
+from trifuse.ops._launch import FastKernel  # noqa: E402
 from trifuse.ops.norm import norm_bwd_into, norm_fwd_into  # noqa: E402
 from trifuse.ops.softmax import softmax_fwd_into  # noqa: E402
 
@@ -54,8 +59,15 @@ def main():
     y_null = Null.apply(xg)
     y_sm = trifuse.softmax(xg)
     y_smt = torch.softmax(xg, -1)
+    fast = FastKernel(ks.softmax_fwd_rows)
+
+    def launch(kernel):
+        kernel[(4,)](x, y, 8, 512, 512, 1, 512, LOG=False, BLOCK_M=2, BLOCK_N=512, num_warps=2)
+
     calls = {
         "torch.empty_like": lambda: torch.empty_like(x),
+        "softmax kernel[grid] (Triton)": lambda: launch(ks.softmax_fwd_rows),
+        "softmax kernel (FastKernel)": lambda: launch(fast),
         "softmax_fwd_into (direct)": direct(lambda: softmax_fwd_into(x, y, False)),
         "softmax impl (direct)": direct(lambda: ls._fwd(x, False)),
         "softmax FastOp": lambda: ls.softmax_rows(x, False),
@@ -88,6 +100,15 @@ def main():
         pass
     for name, fn in calls.items():
         print(f"{name:30s} {per_call_us(fn):8.1f} us/call", flush=True)
+    if "--profile" in sys.argv[1:]:
+        for name in ("trifuse.rms_norm", "trifuse.softmax"):
+            prof = cProfile.Profile()
+            prof.enable()
+            for _ in range(300):
+                calls[name]()
+            prof.disable()
+            print(f"--- profile of {name} (300 calls)")
+            pstats.Stats(prof).sort_stats("tottime").print_stats(14)
 
 
 if __name__ == "__main__":

@@ -7,14 +7,14 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-import pytest  # noqa: E402
+import pytest
 
 # Registers every torch.ops.trifuse op, whichever test a worker happens to run first.
-import trifuse.library.attention  # noqa: E402,F401
-import trifuse.library.gemm  # noqa: E402,F401
-import trifuse.library.norm  # noqa: E402,F401
-import trifuse.library.softmax  # noqa: E402,F401
-from trifuse.runtime import INTERPRET  # noqa: E402
+import trifuse.library.attention
+import trifuse.library.gemm
+import trifuse.library.norm
+import trifuse.library.softmax  # noqa: F401
+from trifuse.runtime import INTERPRET
 
 DEVICE = torch.device("cpu" if INTERPRET else "cuda")
 

@@ -1,11 +1,11 @@
 """The launch fast path (ops/_launch.py): its key must never be coarser than Triton's specialization."""
+from types import SimpleNamespace
+
 import pytest
 import torch
 
 from helpers import poison
 from trifuse.kernels import softmax as ks
-from types import SimpleNamespace
-
 from trifuse.ops._launch import _UNKNOWN, FastKernel, _arg_key, cdiv, next_pow2
 
 

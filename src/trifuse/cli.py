@@ -109,7 +109,8 @@ def cmd_report(args) -> int:
     from .bench import report
 
     for path in args.files:
-        result = json.loads(open(path).read())
+        with open(path) as f:
+            result = json.load(f)
         if args.markdown:
             print(report.markdown(result, compact=args.compact))
         else:

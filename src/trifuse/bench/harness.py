@@ -14,7 +14,6 @@ from ..runtime import INTERPRET, mode
 from .suite import Case, Suite, Unavailable
 from .timing import time_ms
 
-
 TIMING_DEFAULT = "median, L2 flushed, host time beyond the flush included (do_bench)"
 TIMING_HIDDEN = "median, L2 flushed, host time hidden behind a GPU sleep (device time only)"
 

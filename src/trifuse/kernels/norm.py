@@ -152,10 +152,10 @@ def colsum(part0_ptr, part1_ptr, part2_ptr, out0_ptr, out1_ptr, out2_ptr, P, N,
     cols = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     col_ok = cols < N
     base = part0_ptr
-    if K > 1:
+    if K > 1:  # noqa: SIM102 - the constexpr test compiles the slot out; the runtime one picks it
         if k == 1:
             base = part1_ptr
-    if K > 2:
+    if K > 2:  # noqa: SIM102
         if k == 2:
             base = part2_ptr
     acc = tl.zeros([BLOCK_P, BLOCK_C], dtype=tl.float32)
@@ -166,9 +166,9 @@ def colsum(part0_ptr, part1_ptr, part2_ptr, out0_ptr, out1_ptr, out2_ptr, P, N,
     s = tl.sum(acc, axis=0)
     if k == 0:
         tl.store(out0_ptr + cols, s.to(out0_ptr.dtype.element_ty), mask=col_ok)
-    if K > 1:
+    if K > 1:  # noqa: SIM102
         if k == 1:
             tl.store(out1_ptr + cols, s.to(out1_ptr.dtype.element_ty), mask=col_ok)
-    if K > 2:
+    if K > 2:  # noqa: SIM102
         if k == 2:
             tl.store(out2_ptr + cols, s.to(out2_ptr.dtype.element_ty), mask=col_ok)

@@ -2,7 +2,7 @@
 
 A call through a torch.library op costs about 60 us more host time than the Triton launch itself
 (torch 2.11 on the H200: 87 us per `torch.ops.trifuse.softmax_fwd` call against 25 us for the raw
-launch, scripts/overhead.py), longer than many of these kernels run. `register` makes the triton_op
+launch, scripts/host_breakdown.py), longer than many of these kernels run. `register` makes the triton_op
 (what torch.compile, export and opcheck see) and returns a FastOp: when nothing traces (no
 torch.compile, no fake or functional tensors, no dispatch mode) it runs the same implementation
 directly, under a plain autograd.Function built from the same setup_context and backward.

@@ -120,7 +120,7 @@ class FastKernel:
         if hasattr(compiled, "result"):  # an asynchronous compile's future
             compiled = compiled.result()
         run = compiled.run  # loads the module and binds the launcher once
-        tail = tuple(meta[name] if name in meta else default for name, default in self.order[n_args:])
+        tail = tuple(meta.get(name, default) for name, default in self.order[n_args:])
         meta_args = (compiled.packed_metadata, None, None, None)  # no launch metadata or hooks
         if getattr(run, "global_scratch_size", 1) == 0 and getattr(run, "profile_scratch_size", 1) == 0:
             head = (compiled.function, run.launch_cooperative_grid, run.launch_pdl, None, None, *meta_args)
