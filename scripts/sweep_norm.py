@@ -1,5 +1,6 @@
-"""GPU sweep of the norm launch configs (rows per program, threads, backward programs per SM), timed at
-the launcher level so host overhead stays out. Prints GB/s per config; run: python3 scripts/sweep_norm.py"""
+"""GPU sweep of the norm launch configs (rows per program, threads, backward programs per SM, paired
+row sums), timed at the launcher level so host overhead stays out. Prints GB/s per config.
+Run: python3 scripts/sweep_norm.py [bwd | wide]  (bwd: backward only; wide: all three column sums)"""
 import itertools
 import sys
 
@@ -45,22 +46,25 @@ def main():
             on.TILE_ELEMS_FWD, on.ELEMS_PER_THREAD = 4096, 16
             on.norm_fwd_into(x, w, None if is_rms else b, None, None, 1e-5, is_rms, y, None,
                              None if is_rms else mean, rstd)
-            for pre, tile, ept, per_sm in itertools.product((True, False), (4096, 8192), (8, 16), (2, 4, 8)):
-                on.TILE_ELEMS_BWD, on.ELEMS_PER_THREAD, on.BWD_PROGRAMS_PER_SM = tile, ept, per_sm
-                on.BWD_PREFETCH = pre
-                fn = lambda: on.norm_bwd_into(dy, None, x, None, w, None if is_rms else mean, rstd,  # noqa
-                                              is_rms, dx, dw, None if is_rms else db)
+
+            def bwd():
+                on.norm_bwd_into(dy, None, x, None, w, None if is_rms else mean, rstd, is_rms, dx, dw,
+                                 None if is_rms else db)
+
+            default = gbps(bwd, 6 * m * n)  # the module's own heuristics
+            saved = on.TILE_ELEMS_BWD, on.BWD_PROGRAMS_PER_SM, on.BWD_WIDE_N, on.BWD_PAIRED_SUMS
+            on.BWD_WIDE_N = 1 << 30  # let BWD_PROGRAMS_PER_SM apply at every width
+            for paired, tile, per_sm in itertools.product((False,) if is_rms else (False, True),
+                                                          (2048, 4096, 8192, 16384), (1, 2, 4)):
+                on.BWD_PAIRED_SUMS, on.TILE_ELEMS_BWD, on.BWD_PROGRAMS_PER_SM = paired, tile, per_sm
                 try:
-                    res.append((gbps(fn, 6 * m * n), tile, ept, per_sm, pre))
+                    res.append((gbps(bwd, 6 * m * n), tile, per_sm, paired))
                 except Exception as e:
-                    print("  fail", tile, ept, per_sm, type(e).__name__)
+                    print("  fail", tile, per_sm, paired, type(e).__name__)
+            on.TILE_ELEMS_BWD, on.BWD_PROGRAMS_PER_SM, on.BWD_WIDE_N, on.BWD_PAIRED_SUMS = saved
             res.sort(reverse=True)
-            top = ", ".join(f"t{r[1]} e{r[2]} p{r[3]} {'pre' if r[4] else 'nopre'}:{r[0]:.0f}" for r in res[:6])
-            base = [r for r in res if (r[1], r[2], r[3], r[4]) == (4096, 16, 2, False)]
-            top += f" | old default {base[0][0]:.0f}" if base else ""
-            print(f"bwd {'rms' if is_rms else 'ln '} {m}x{n}: {top}")
-            on.TILE_ELEMS_BWD, on.ELEMS_PER_THREAD, on.BWD_PROGRAMS_PER_SM = 4096, 16, 2
-            on.BWD_PREFETCH = True
+            top = ", ".join(f"t{r[1]} p{r[2]}{' paired' if r[3] else ''}:{r[0]:.0f}" for r in res[:6])
+            print(f"bwd {'rms' if is_rms else 'ln '} {m}x{n}: {top} | current default {default:.0f}", flush=True)
 
 
 def wide():

@@ -181,15 +181,18 @@ def test_persistent_grid_covers_every_row(device):
             torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-5)
 
 
-@pytest.mark.parametrize("prefetch,keep_elems", [(False, 1 << 30), (True, 1 << 30), (True, 0), (False, 0)])
+@pytest.mark.parametrize("prefetch,keep_elems,paired", [(False, 1 << 30, False), (True, 1 << 30, False),
+                                                         (True, 0, True), (False, 0, True)])
 @pytest.mark.parametrize("kind", KINDS)
-def test_backward_variants(device, monkeypatch, kind, prefetch, keep_elems):
-    # The backward's tile prefetch and its per-tile re-read of weight / input bias (wide rows) must
-    # give the same gradients as the plain loop; a persistent grid of 3 programs strides over tiles.
+def test_backward_variants(device, monkeypatch, kind, prefetch, keep_elems, paired):
+    # The backward's tile prefetch, its per-tile re-read of weight / input bias (wide rows) and its
+    # paired row sums (LayerNorm) must give the same gradients as the plain loop; a persistent grid of
+    # 3 programs strides over tiles.
     import trifuse.ops.norm as on
 
     monkeypatch.setattr(on, "BWD_PREFETCH", prefetch)
     monkeypatch.setattr(on, "BWD_KEEP_VECTOR_ELEMS", keep_elems)
+    monkeypatch.setattr(on, "BWD_PAIRED_SUMS", paired)
     monkeypatch.setattr(on, "INTERPRET_PROGRAMS", 3)
     check(kind, make_inputs(kind, (41, 96), device, torch.float32, weight=True, bias=True, input_bias=True))
 

@@ -32,6 +32,11 @@ def _load_rows(src_ptr, dy_ptr, tile, M, cols, col_ok, stride_sm, stride_sn, str
 
 
 @triton.jit
+def _add_pair(a0, a1, b0, b1):
+    return a0 + b0, a1 + b1
+
+
+@triton.jit
 def norm_bwd_rows(
     dy_ptr, dho_ptr, src_ptr, ib_ptr, w_ptr, mean_ptr, rstd_ptr, dx_ptr,
     pdw_ptr, pdb_ptr, pdib_ptr,
@@ -39,11 +44,14 @@ def norm_bwd_rows(
     IS_RMS: tl.constexpr, HAS_W: tl.constexpr, HAS_IB: tl.constexpr, HAS_DHO: tl.constexpr,
     NEED_DW: tl.constexpr, NEED_DB: tl.constexpr, NEED_DIB: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PREFETCH: tl.constexpr, RELOAD_VECS: tl.constexpr,
+    PAIRED_SUMS: tl.constexpr = False,
 ):
     """PREFETCH: the next tile's h and dy loads are issued before this tile's reductions, so each
     program keeps memory busy across its loop's load -> reduce -> store chain.
     RELOAD_VECS: weight and input bias are read again (from L1/L2) for every tile instead of living
-    in registers across the loop: wide rows with several column sums run out of registers."""
+    in registers across the loop: wide rows with several column sums run out of registers.
+    PAIRED_SUMS (LayerNorm): the row sums of g * h_hat and g in one two-value reduction (one cross-warp
+    exchange instead of two); an experiment, off until a GPU sweep shows it pays."""
     pid = tl.program_id(0)
     n_programs = tl.num_programs(0)
     cols = tl.arange(0, BLOCK_N)
@@ -92,11 +100,17 @@ def norm_bwd_rows(
             g = dy * w[None, :]
         else:
             g = dy
-        c1 = row_mean(tl.sum(g * h_hat, axis=1), N)
         if IS_RMS:
+            c1 = row_mean(tl.sum(g * h_hat, axis=1), N)
             dh = (g - h_hat * c1[:, None]) * rstd[:, None]
         else:
-            c2 = row_mean(tl.sum(g, axis=1), N)
+            if PAIRED_SUMS:
+                s1, s2 = tl.reduce((g * h_hat, g), 1, _add_pair)
+            else:
+                s1 = tl.sum(g * h_hat, axis=1)
+                s2 = tl.sum(g, axis=1)
+            c1 = row_mean(s1, N)
+            c2 = row_mean(s2, N)
             dh = (g - h_hat * c1[:, None] - c2[:, None]) * rstd[:, None]
         if HAS_DHO:
             dh += tl.load(dho_ptr + rows[:, None] * stride_dhm + cols[None, :] * stride_dhn, mask=mask,

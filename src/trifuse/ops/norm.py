@@ -42,6 +42,9 @@ BWD_PREFETCH = True
 BWD_KEEP_VECTOR_ELEMS = 12288
 # Prefetch only below this width: at N = 16384 it spilled (1.15 TB/s without, less with).
 BWD_PREFETCH_MAX_N = 8192
+# LayerNorm backward: both row sums in one two-value reduction. Off: not yet measured on a GPU
+# (scripts/sweep_norm.py bwd compares it).
+BWD_PAIRED_SUMS = False
 # Wide rows: one persistent program per SM (bias-LN 8192x8192: 2.95 TB/s against 2.63 with two).
 BWD_WIDE_N = 8192
 # The interpreter runs programs one after another: a few programs, several tiles each, exercises the
@@ -178,7 +181,8 @@ def norm_bwd_into(
         launcher(kb.norm_bwd_rows)[(programs,)](
             *args, **flags, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
             PREFETCH=BWD_PREFETCH and cfg.block_n <= BWD_PREFETCH_MAX_N,
-            RELOAD_VECS=vectors * cfg.block_n > BWD_KEEP_VECTOR_ELEMS, num_warps=cfg.num_warps,
+            RELOAD_VECS=vectors * cfg.block_n > BWD_KEEP_VECTOR_ELEMS, PAIRED_SUMS=BWD_PAIRED_SUMS,
+            num_warps=cfg.num_warps,
         )
     else:
         block_n = min(LOOP_BWD_BLOCK_N, next_pow2(max_fused_n))
