@@ -39,6 +39,7 @@ def test_bench_softmax_cpu_mode_writes_csv_json_and_report(tmp_path):
     assert ours[0]["model_bytes"] == str(2 * 8 * 300 * 4) and ours[0]["gpu"].startswith("none")
     result = json.loads(json_path.read_text())
     assert {"provenance", "ceilings", "rows"} <= set(result)
+    assert "interpreter" in result["provenance"]["timing"]
     md = run_cli("report", "--markdown", str(json_path), tmp_path=tmp_path)
     assert md.returncode == 0 and "| 8x300 fn=softmax |" in md.stdout
 

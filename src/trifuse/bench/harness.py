@@ -16,6 +16,7 @@ from .timing import time_ms
 
 TIMING_DEFAULT = "median, L2 flushed, host time beyond the flush included (do_bench)"
 TIMING_HIDDEN = "median, L2 flushed, host time hidden behind a GPU sleep (device time only)"
+TIMING_CPU = "median of 3 wall-clock runs in Triton's interpreter (CPU; not GPU timings)"
 
 
 def device() -> torch.device:
@@ -157,5 +158,5 @@ def run_suite(suite: Suite, cases: list[Case], *, progress: bool = True, hide_ho
             rows.extend(run_case(suite, case, ceil, hide_host=hide_host))
             bar.advance(task)
     prov = provenance()
-    prov["timing"] = TIMING_HIDDEN if hide_host else TIMING_DEFAULT
+    prov["timing"] = TIMING_CPU if INTERPRET else (TIMING_HIDDEN if hide_host else TIMING_DEFAULT)
     return {"provenance": prov, "ceilings": ceil, "rows": rows, "notes": suite.notes}
