@@ -11,7 +11,7 @@ OUT=${OUT:-$PWD/out}
 RES=$(mktemp -d)/res
 mkdir -p "$OUT" "$RES"
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
-if [ -d .whl ]; then  # peers carried as wheels (liger-kernel), see README
+if [ -d .whl ]; then  # peers carried as wheels (liger-kernel), see docs/NOTES.md
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl \
     && export PYTHONPATH=$PYTHONPATH:/tmp/site
 fi
