@@ -7,7 +7,6 @@ torch.set_float32_matmul_precision("high") to allow tf32 (torch's default, "high
 """
 from __future__ import annotations
 
-import math
 import numbers
 
 import torch
@@ -16,6 +15,7 @@ from .._checks import FLOAT_DTYPES, check_float, check_same_dtype, check_tensor
 from ..library.gemm import gemm_fwd
 from ..ops.gemm import ACTIVATIONS
 from ..runtime import check_kernel_device
+from ._rows import as_rows, from_rows
 
 
 def _tf32(dtype: torch.dtype) -> bool:
@@ -86,11 +86,8 @@ def _gemm(name: str, a, b, bias, activation, dropout_p, seed, residual, out_dtyp
     check_kernel_device(name, a, b, bias, residual)
     p = float(dropout_p)
     seed_t = _seed_tensor(seed, a.device) if p > 0.0 else None
-    if a.dim() == 2:  # already (M, K): no reshape/view nodes for autograd to walk
-        a2, res2 = a, residual
-    else:  # a view whenever the leading dims can be addressed with one row stride; a copy otherwise
-        a2 = a.reshape(math.prod(a.shape[:-1]), K)
-        res2 = residual.reshape(a2.shape[0], N) if residual is not None else None
+    a2 = as_rows(a, K)
+    res2 = as_rows(residual, N) if residual is not None else None
     needs_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (a, b, bias, residual))
     if bias is not None:
@@ -98,7 +95,7 @@ def _gemm(name: str, a, b, bias, activation, dropout_p, seed, residual, out_dtyp
     save_pre = needs_grad and activation != "none" and not recompute
     out, _ = gemm_fwd(a2, b, bias, res2, seed_t, activation, p, out_dtype, save_pre, _tf32(a.dtype),
                       bool(recompute))
-    return out if a.dim() == 2 else out.view(out_shape)
+    return from_rows(out, out_shape)
 
 
 def gemm(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None, *, activation: str = "none",

@@ -8,6 +8,7 @@ import torch
 from .._checks import check_float, check_shape, check_tensor
 from ..library.norm import norm_fwd
 from ..runtime import check_kernel_device
+from ._rows import as_rows, from_rows
 
 
 def _check_eps(name: str, eps, dtype: torch.dtype) -> float:
@@ -38,15 +39,9 @@ def _norm(name, x, residual, weight, bias, input_bias, eps, is_rms):
     weight = weight.contiguous() if weight is not None else None
     bias = bias.contiguous() if bias is not None else None
     input_bias = input_bias.contiguous() if input_bias is not None else None
-    if x.dim() == 2:  # already rows: no reshape/view nodes for autograd to walk
-        y, h, _, _ = norm_fwd(x, weight, bias, input_bias, residual, eps, is_rms)
-        return y, (h if residual is not None else None)
-    m = math.prod(x.shape[:-1])
-    # A view whenever the rows can be addressed with one (row, column) stride pair; a copy otherwise.
-    rows = x.reshape(m, n)
-    res = residual.reshape(m, n) if residual is not None else None
-    y, h, _, _ = norm_fwd(rows, weight, bias, input_bias, res, eps, is_rms)
-    return y.view(x.shape), (h.view(x.shape) if residual is not None else None)
+    res = as_rows(residual, n) if residual is not None else None
+    y, h, _, _ = norm_fwd(as_rows(x, n), weight, bias, input_bias, res, eps, is_rms)
+    return from_rows(y, x.shape), (from_rows(h, x.shape) if residual is not None else None)
 
 
 def layer_norm(x: torch.Tensor, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None,

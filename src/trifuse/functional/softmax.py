@@ -1,13 +1,12 @@
 """trifuse.softmax and trifuse.log_softmax: any rank, any dim, fp32/fp16/bf16."""
 from __future__ import annotations
 
-import math
-
 import torch
 
 from .._checks import check_float, check_tensor, normalize_dim
 from ..library.softmax import softmax_rows
 from ..runtime import check_kernel_device
+from ._rows import as_rows, from_rows
 
 
 def _softmax(name: str, x: torch.Tensor, dim: int, log: bool) -> torch.Tensor:
@@ -15,15 +14,11 @@ def _softmax(name: str, x: torch.Tensor, dim: int, log: bool) -> torch.Tensor:
     check_float(name, "x", x)
     dim = normalize_dim(name, dim, x.dim())
     check_kernel_device(name, x)
-    if x.dim() == 2 and dim == 1:  # already rows: no reshape/view nodes for autograd to walk
-        return softmax_rows(x, log)
     if x.dim() == 0:
         return softmax_rows(x.reshape(1, 1), log).reshape(())
     last = dim == x.dim() - 1
     moved = x if last else x.movedim(dim, -1)
-    # A view whenever the rows can be addressed with one (row, column) stride pair; a copy otherwise.
-    rows = moved.reshape(math.prod(moved.shape[:-1]), moved.shape[-1])
-    y = softmax_rows(rows, log).view(moved.shape)
+    y = from_rows(softmax_rows(as_rows(moved, moved.shape[-1]), log), moved.shape)
     return y if last else y.movedim(-1, dim)
 
 
