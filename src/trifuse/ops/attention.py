@@ -45,10 +45,12 @@ INTERP_FWD = FwdConfig(32, 16, 4, 1)
 INTERP_BWD = BwdConfig(16, 32, 32, 16, 4, 4, 1)
 
 
-def _env_config(name: str, cls):
+def _preset_config(name: str, cls, interpreter_config):
+    """The config from the environment variable `name` when set, else the interpreter's when interpreting,
+    else None (the caller's heuristic decides)."""
     text = os.environ.get(name)
     if not text:
-        return None
+        return interpreter_config if INTERPRET else None
     try:
         return cls(*(int(x) for x in text.split(",")))
     except (TypeError, ValueError):
@@ -70,11 +72,9 @@ def fwd_config(head_dim: int, causal: bool, dtype: torch.dtype, seq_q: int) -> F
     """Forward tiles. [unmeasured] starting points from the FA2/Triton-tutorial design space for Hopper:
     128-row query blocks, K/V streamed 64 at a time, 3-4 stage cp.async pipelines; the lead's sweep
     replaces these with measured values."""
-    env = _env_config("TRIFUSE_ATTN_FWD", FwdConfig)
-    if env is not None:
-        return env
-    if INTERPRET:
-        return INTERP_FWD
+    preset = _preset_config("TRIFUSE_ATTN_FWD", FwdConfig, INTERP_FWD)
+    if preset is not None:
+        return preset
     if dtype == torch.float32:
         # fp32 tiles take twice the shared memory and ieee dots run on the FMA units.
         return FwdConfig(64, 32, 4, 2) if head_dim <= 128 else FwdConfig(32, 32, 4, 1)
@@ -92,11 +92,9 @@ def fwd_config(head_dim: int, causal: bool, dtype: torch.dtype, seq_q: int) -> F
 def bwd_config(head_dim: int, causal: bool, dtype: torch.dtype, seq_q: int) -> BwdConfig:
     """Backward tiles. [unmeasured] dK/dV programs hold 128 keys (dK, dV accumulators in registers) and
     stream query blocks; dQ programs hold 128 query rows and stream key blocks."""
-    env = _env_config("TRIFUSE_ATTN_BWD", BwdConfig)
-    if env is not None:
-        return env
-    if INTERPRET:
-        return INTERP_BWD
+    preset = _preset_config("TRIFUSE_ATTN_BWD", BwdConfig, INTERP_BWD)
+    if preset is not None:
+        return preset
     if dtype == torch.float32:
         return BwdConfig(32, 64, 64, 32, 4, 4, 2) if head_dim <= 128 else BwdConfig(16, 32, 32, 16, 4, 4, 1)
     # Register pressure decides here (ptxas -v on sm_90a, offline, bf16): the dK/dV program keeps two
