@@ -132,6 +132,27 @@ def norm_bwd_rows(
 
 
 @triton.jit
+def _looped_chunk(src_ptr, dy_ptr, ib_ptr, w_ptr, rows, row_ok, cols, N, mean, rstd,
+                  stride_sm, stride_sn, stride_dym, stride_dyn, HAS_IB: tl.constexpr, HAS_W: tl.constexpr):
+    """One chunk of columns of BLOCK_R rows, in fp32: (h_hat, dy, g = dy * weight, mask); h_hat is 0
+    where masked, so masked columns add nothing to the row sums."""
+    col_ok = cols < N
+    mask = row_ok[:, None] & col_ok[None, :]
+    h = tl.load(src_ptr + rows[:, None] * stride_sm + cols[None, :] * stride_sn, mask=mask,
+                other=0.0).to(tl.float32)
+    if HAS_IB:
+        h += tl.load(ib_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+    h_hat = tl.where(mask, (h - mean[:, None]) * rstd[:, None], 0.0)
+    dy = tl.load(dy_ptr + rows[:, None] * stride_dym + cols[None, :] * stride_dyn, mask=mask,
+                 other=0.0).to(tl.float32)
+    if HAS_W:
+        g = dy * tl.load(w_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+    else:
+        g = dy
+    return h_hat, dy, g, mask
+
+
+@triton.jit
 def norm_bwd_looped(
     dy_ptr, dho_ptr, src_ptr, ib_ptr, w_ptr, mean_ptr, rstd_ptr, dx_ptr,
     pdw_ptr, pdb_ptr, pdib_ptr,
@@ -154,17 +175,8 @@ def norm_bwd_looped(
     s2 = tl.zeros([BLOCK_R], dtype=tl.float32)
     for start in range(0, N, BLOCK_N):
         cols = start + tl.arange(0, BLOCK_N)
-        col_ok = cols < N
-        mask = row_ok[:, None] & col_ok[None, :]
-        h = tl.load(src_ptr + rows[:, None] * stride_sm + cols[None, :] * stride_sn, mask=mask,
-                    other=0.0).to(tl.float32)
-        if HAS_IB:
-            h += tl.load(ib_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
-        h_hat = tl.where(mask, (h - mean[:, None]) * rstd[:, None], 0.0)
-        g = tl.load(dy_ptr + rows[:, None] * stride_dym + cols[None, :] * stride_dyn, mask=mask,
-                    other=0.0).to(tl.float32)
-        if HAS_W:
-            g *= tl.load(w_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+        h_hat, _dy, g, _mask = _looped_chunk(src_ptr, dy_ptr, ib_ptr, w_ptr, rows, row_ok, cols, N, mean, rstd,
+                                             stride_sm, stride_sn, stride_dym, stride_dyn, HAS_IB, HAS_W)
         s1 += tl.sum(g * h_hat, axis=1)
         s2 += tl.sum(g, axis=1)
     c1 = row_mean(s1, N)
@@ -174,18 +186,8 @@ def norm_bwd_looped(
     for i in range(n_chunks):
         cols = (n_chunks - 1 - i) * BLOCK_N + tl.arange(0, BLOCK_N)
         col_ok = cols < N
-        mask = row_ok[:, None] & col_ok[None, :]
-        h = tl.load(src_ptr + rows[:, None] * stride_sm + cols[None, :] * stride_sn, mask=mask,
-                    other=0.0).to(tl.float32)
-        if HAS_IB:
-            h += tl.load(ib_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
-        h_hat = tl.where(mask, (h - mean[:, None]) * rstd[:, None], 0.0)
-        dy = tl.load(dy_ptr + rows[:, None] * stride_dym + cols[None, :] * stride_dyn, mask=mask,
-                     other=0.0).to(tl.float32)
-        if HAS_W:
-            g = dy * tl.load(w_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
-        else:
-            g = dy
+        h_hat, dy, g, mask = _looped_chunk(src_ptr, dy_ptr, ib_ptr, w_ptr, rows, row_ok, cols, N, mean, rstd,
+                                           stride_sm, stride_sn, stride_dym, stride_dyn, HAS_IB, HAS_W)
         if IS_RMS:
             dh = (g - h_hat * c1[:, None]) * rstd[:, None]
         else:
