@@ -1,80 +1,12 @@
+"""trifuse layer_norm / rms_norm / add_*: forward and gradients against fp64, options, layouts, errors,
+nn drop-ins, opcheck and torch.compile. Backward-kernel paths: test_norm_backward.py."""
 import itertools
 
 import pytest
 import torch
 
 import trifuse
-from helpers import assert_close_to_ref, poison
-from trifuse.ops.norm import norm_bwd_into, norm_fwd_into
-from trifuse.reference.norm import layer_norm_ref, rms_norm_ref
-
-FLOOR = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1e-2}
-KINDS = ["layer_norm", "rms_norm", "add_layer_norm", "add_rms_norm"]
-
-
-def _rand(shape, device, dtype, scale=1.0, shift=0.0):
-    return (torch.randn(shape, device=device) * scale + shift).to(dtype)
-
-
-def make_inputs(kind, shape, device, dtype, *, weight=True, bias=True, input_bias=True, w_dtype=None):
-    n = shape[-1]
-    w_dtype = w_dtype or dtype
-    is_rms = "rms" in kind
-    return {
-        "x": _rand(shape, device, dtype, 2.0, 0.5),
-        "weight": _rand(n, device, w_dtype, 0.5, 1.0) if weight else None,
-        "bias": _rand(n, device, w_dtype, 0.5) if bias and not is_rms else None,
-        "input_bias": _rand(n, device, dtype, 0.5) if input_bias else None,
-        "residual": _rand(shape, device, dtype, 1.0) if kind.startswith("add") else None,
-    }
-
-
-def call_ours(kind, t):
-    kw = {"input_bias": t["input_bias"]}
-    fn = getattr(trifuse, kind)
-    if kind == "layer_norm":
-        return fn(t["x"], t["weight"], t["bias"], **kw)
-    if kind == "rms_norm":
-        return fn(t["x"], t["weight"], **kw)
-    if kind == "add_layer_norm":
-        return fn(t["x"], t["residual"], t["weight"], t["bias"], **kw)
-    return fn(t["x"], t["residual"], t["weight"], **kw)
-
-
-def call_ref(kind, t, dtype):
-    kw = {"input_bias": t["input_bias"], "residual": t["residual"], "dtype": dtype}
-    if "rms" in kind:
-        return rms_norm_ref(t["x"], t["weight"], 1e-6, **kw)
-    return layer_norm_ref(t["x"], t["weight"], t["bias"], 1e-5, **kw)
-
-
-def leaves(t, dtype=None):
-    return {k: (v.to(dtype) if dtype else v).detach().clone().requires_grad_() if v is not None else None
-            for k, v in t.items()}
-
-
-def check(kind, t, floor=None, grads=True):
-    """Forward and every gradient against fp64, with a budget of 2x torch's own same-dtype error."""
-    floor = floor or FLOOR[t["x"].dtype]
-    names = [k for k, v in t.items() if v is not None]
-    runs = []
-    for dtype in (None, None, torch.float64):  # ours, torch in the same dtype, fp64 reference
-        lv = leaves(t, dtype)
-        out = call_ours(kind, lv) if not runs else call_ref(kind, lv, dtype)
-        runs.append((lv, out if isinstance(out, tuple) else (out,)))
-    (ours_in, ours), (torch_in, theirs), (ref_in, ref) = runs
-    for i, (o, r, th) in enumerate(zip(ours, ref, theirs)):
-        assert o.dtype == t["x"].dtype
-        assert_close_to_ref(o, r, th, floor=floor, what=f"{kind} output {i}")
-    if not grads:
-        return
-    douts = [torch.randn_like(o) for o in ours]
-    g_ours = torch.autograd.grad(ours, [ours_in[k] for k in names], douts)
-    g_torch = torch.autograd.grad(theirs, [torch_in[k] for k in names], douts)
-    g_ref = torch.autograd.grad(ref, [ref_in[k] for k in names], [d.double() for d in douts])
-    for k, go, gt, gr in zip(names, g_ours, g_torch, g_ref):
-        assert go.dtype == t[k].dtype, f"d{k} dtype"
-        assert_close_to_ref(go, gr, gt, floor=floor, what=f"{kind} d{k}")
+from norm_cases import KINDS, call_ours, check, leaves, make_inputs
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
@@ -116,110 +48,6 @@ def test_non_contiguous_inputs(device, kind):
     if t["residual"] is not None:
         t["residual"] = torch.randn(4, 40, 150, device=device)
     check(kind, t)
-
-
-@pytest.mark.parametrize("is_rms", [False, True])
-@pytest.mark.parametrize("n", [257, 1000])
-@pytest.mark.parametrize("residual", [False, True])
-def test_looped_path_forward_and_backward(device, is_rms, n, residual):
-    # Force the wide-row (streamed) kernels at small N so the interpreter can exercise them.
-    m = 13
-    x = torch.randn(m, n, device=device) * 2 + 3  # an offset mean: the stats pass must not cancel
-    w, b, ib = (torch.randn(n, device=device) for _ in range(3))
-    res = torch.randn(m, n, device=device) if residual else None
-    b_arg = None if is_rms else b
-    y, h = poison(torch.empty_like(x)), poison(torch.empty_like(x)) if residual else None
-    mean, rstd = poison(torch.empty(m, device=device)), poison(torch.empty(m, device=device))
-    norm_fwd_into(x, w, b_arg, ib, res, 1e-5, is_rms, y, h, None if is_rms else mean, rstd, max_fused_n=256)
-    ref_fn = rms_norm_ref if is_rms else layer_norm_ref
-    args = (w,) if is_rms else (w, b)
-    xd = x.double().requires_grad_()
-    wd, bd, ibd = (t.double().requires_grad_() for t in (w, b, ib))
-    resd = res.double().requires_grad_() if residual else None
-    ref = ref_fn(xd, *((wd,) if is_rms else (wd, bd)), 1e-5, input_bias=ibd, residual=resd)
-    ref_y, ref_h = ref if residual else (ref, None)
-    torch_y = ref_fn(x, *args, 1e-5, input_bias=ib, residual=res)
-    torch_y = torch_y[0] if residual else torch_y
-    assert_close_to_ref(y, ref_y, torch_y, floor=1e-5)
-    if residual:
-        assert_close_to_ref(h, ref_h, floor=1e-6)
-    # Backward: src is h (with a residual) or x with input_bias recomputed.
-    dy = torch.randn_like(x)
-    dho = torch.randn_like(x) if residual else None
-    dx = poison(torch.empty_like(x))
-    dw, db, dib = (poison(torch.empty(n, device=device)) for _ in range(3))
-    src, ib_arg = (h, None) if residual else (x, ib)
-    norm_bwd_into(dy, dho, src, ib_arg, w, None if is_rms else mean, rstd, is_rms, dx, dw,
-                  None if is_rms else db, dib, max_fused_n=256)
-    outs = (ref_y, ref_h) if residual else (ref_y,)
-    douts = (dy.double(), dho.double()) if residual else (dy.double(),)
-    wrt = [xd, wd, ibd] + ([] if is_rms else [bd])
-    g = torch.autograd.grad(outs, wrt, douts)
-    mine = [dx, dw, dib] + ([] if is_rms else [db])
-    for name, got, want in zip(["dx", "dw", "dib", "db"], mine, g):
-        assert_close_to_ref(got, want, floor=2e-5 * max(1.0, n / 256), what=name)
-
-
-def test_persistent_grid_covers_every_row(device):
-    # Fewer programs than tiles: each program must stride over its tiles and sum them all.
-    x = torch.randn(50, 64, device=device)
-    w = torch.randn(64, device=device)
-    rstd = (x.var(-1, unbiased=False) + 1e-5).rsqrt()
-    mean = x.mean(-1)
-    dy = torch.randn_like(x)
-    outs = []
-    for programs in (1, 3, 7):
-        dx = poison(torch.empty_like(x))
-        dw, db = (poison(torch.empty(64, device=device)) for _ in range(2))
-        norm_bwd_into(dy, None, x, None, w, mean, rstd, False, dx, dw, db, num_programs=programs)
-        outs.append((dx, dw, db))
-    xh = (x - mean[:, None]) * rstd[:, None]
-    torch.testing.assert_close(outs[0][1], (dy * xh).sum(0), atol=1e-4, rtol=1e-5)
-    torch.testing.assert_close(outs[0][2], dy.sum(0), atol=1e-4, rtol=1e-5)
-    for o in outs[1:]:
-        for a, b in zip(o, outs[0]):
-            torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-5)
-
-
-@pytest.mark.parametrize("prefetch,keep_elems,paired", [(False, 1 << 30, False), (True, 1 << 30, False),
-                                                         (True, 0, True), (False, 0, True)])
-@pytest.mark.parametrize("kind", KINDS)
-def test_backward_variants(device, monkeypatch, kind, prefetch, keep_elems, paired):
-    # The backward's tile prefetch, its per-tile re-read of weight / input bias (wide rows) and its
-    # paired row sums (LayerNorm) must give the same gradients as the plain loop; a persistent grid of
-    # 3 programs strides over tiles.
-    import trifuse.ops.norm as on
-
-    monkeypatch.setattr(on, "BWD_PREFETCH", prefetch)
-    monkeypatch.setattr(on, "BWD_KEEP_VECTOR_ELEMS", keep_elems)
-    monkeypatch.setattr(on, "BWD_PAIRED_SUMS", paired)
-    monkeypatch.setattr(on, "INTERPRET_PROGRAMS", 3)
-    check(kind, make_inputs(kind, (41, 96), device, torch.float32, weight=True, bias=True, input_bias=True))
-
-
-@pytest.mark.parametrize("kind", KINDS)
-def test_backward_is_deterministic(device, kind):
-    t = leaves(make_inputs(kind, (67, 300), device, torch.float32))
-    names = [k for k, v in t.items() if v is not None]
-    out = call_ours(kind, t)
-    out = out if isinstance(out, tuple) else (out,)
-    douts = [torch.randn_like(o) for o in out]
-    g1 = torch.autograd.grad(out, [t[k] for k in names], douts, retain_graph=True)
-    g2 = torch.autograd.grad(out, [t[k] for k in names], douts)
-    for a, b in zip(g1, g2):
-        assert torch.equal(a, b)
-
-
-def test_gradient_through_h_only(device):
-    # Only the new residual stream is used: y's gradient is absent (zeros).
-    x, r = (torch.randn(5, 32, device=device, requires_grad=True) for _ in range(2))
-    w = torch.randn(32, device=device, requires_grad=True)
-    _, h = trifuse.add_rms_norm(x, r, w)
-    dh = torch.randn_like(h)
-    gx, gr, gw = torch.autograd.grad(h, [x, r, w], dh, allow_unused=True)
-    torch.testing.assert_close(gx, dh)
-    torch.testing.assert_close(gr, dh)
-    assert gw is None or torch.count_nonzero(gw) == 0
 
 
 def test_residual_in_another_dtype(device):
@@ -337,6 +165,7 @@ def test_opcheck(device):
 
 # ---- GPU only -------------------------------------------------------------------------------------
 
+
 @pytest.mark.gpu
 def test_opcheck_full_gpu(device):
     x = torch.randn(64, 1000, device=device, requires_grad=True)
@@ -381,17 +210,6 @@ def test_torch_compile_fullgraph(device, kind):
     g_ref = torch.autograd.grad(f(**ref_in), [ref_in[k] for k in names])
     for a, b in zip(g, g_ref):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
-
-
-@pytest.mark.gpu
-def test_bf16_deterministic_large_gpu(device):
-    t = leaves(make_inputs("add_layer_norm", (16384, 1024), device, torch.bfloat16))
-    names = [k for k, v in t.items() if v is not None]
-    y, h = call_ours("add_layer_norm", t)
-    d = (torch.randn_like(y), torch.randn_like(h))
-    g1 = torch.autograd.grad((y, h), [t[k] for k in names], d, retain_graph=True)
-    g2 = torch.autograd.grad((y, h), [t[k] for k in names], d)
-    assert all(torch.equal(a, b) for a, b in zip(g1, g2))
 
 
 @pytest.mark.gpu

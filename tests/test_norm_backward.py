@@ -1,0 +1,125 @@
+"""The norm backward kernels' paths: the streamed wide-row kernel, the persistent grid, prefetch /
+re-read / paired-sum variants, determinism, and gradients through h alone."""
+import pytest
+import torch
+
+import trifuse
+from helpers import assert_close_to_ref, poison
+from norm_cases import KINDS, call_ours, check, leaves, make_inputs
+from trifuse.ops.norm import norm_bwd_into, norm_fwd_into
+from trifuse.reference.norm import layer_norm_ref, rms_norm_ref
+
+
+@pytest.mark.parametrize("is_rms", [False, True])
+@pytest.mark.parametrize("n", [257, 1000])
+@pytest.mark.parametrize("residual", [False, True])
+def test_looped_path_forward_and_backward(device, is_rms, n, residual):
+    # Force the wide-row (streamed) kernels at small N so the interpreter can exercise them.
+    m = 13
+    x = torch.randn(m, n, device=device) * 2 + 3  # an offset mean: the stats pass must not cancel
+    w, b, ib = (torch.randn(n, device=device) for _ in range(3))
+    res = torch.randn(m, n, device=device) if residual else None
+    b_arg = None if is_rms else b
+    y, h = poison(torch.empty_like(x)), poison(torch.empty_like(x)) if residual else None
+    mean, rstd = poison(torch.empty(m, device=device)), poison(torch.empty(m, device=device))
+    norm_fwd_into(x, w, b_arg, ib, res, 1e-5, is_rms, y, h, None if is_rms else mean, rstd, max_fused_n=256)
+    ref_fn = rms_norm_ref if is_rms else layer_norm_ref
+    args = (w,) if is_rms else (w, b)
+    xd = x.double().requires_grad_()
+    wd, bd, ibd = (t.double().requires_grad_() for t in (w, b, ib))
+    resd = res.double().requires_grad_() if residual else None
+    ref = ref_fn(xd, *((wd,) if is_rms else (wd, bd)), 1e-5, input_bias=ibd, residual=resd)
+    ref_y, ref_h = ref if residual else (ref, None)
+    torch_y = ref_fn(x, *args, 1e-5, input_bias=ib, residual=res)
+    torch_y = torch_y[0] if residual else torch_y
+    assert_close_to_ref(y, ref_y, torch_y, floor=1e-5)
+    if residual:
+        assert_close_to_ref(h, ref_h, floor=1e-6)
+    # Backward: src is h (with a residual) or x with input_bias recomputed.
+    dy = torch.randn_like(x)
+    dho = torch.randn_like(x) if residual else None
+    dx = poison(torch.empty_like(x))
+    dw, db, dib = (poison(torch.empty(n, device=device)) for _ in range(3))
+    src, ib_arg = (h, None) if residual else (x, ib)
+    norm_bwd_into(dy, dho, src, ib_arg, w, None if is_rms else mean, rstd, is_rms, dx, dw,
+                  None if is_rms else db, dib, max_fused_n=256)
+    outs = (ref_y, ref_h) if residual else (ref_y,)
+    douts = (dy.double(), dho.double()) if residual else (dy.double(),)
+    wrt = [xd, wd, ibd] + ([] if is_rms else [bd])
+    g = torch.autograd.grad(outs, wrt, douts)
+    mine = [dx, dw, dib] + ([] if is_rms else [db])
+    for name, got, want in zip(["dx", "dw", "dib", "db"], mine, g):
+        assert_close_to_ref(got, want, floor=2e-5 * max(1.0, n / 256), what=name)
+
+
+def test_persistent_grid_covers_every_row(device):
+    # Fewer programs than tiles: each program must stride over its tiles and sum them all.
+    x = torch.randn(50, 64, device=device)
+    w = torch.randn(64, device=device)
+    rstd = (x.var(-1, unbiased=False) + 1e-5).rsqrt()
+    mean = x.mean(-1)
+    dy = torch.randn_like(x)
+    outs = []
+    for programs in (1, 3, 7):
+        dx = poison(torch.empty_like(x))
+        dw, db = (poison(torch.empty(64, device=device)) for _ in range(2))
+        norm_bwd_into(dy, None, x, None, w, mean, rstd, False, dx, dw, db, num_programs=programs)
+        outs.append((dx, dw, db))
+    xh = (x - mean[:, None]) * rstd[:, None]
+    torch.testing.assert_close(outs[0][1], (dy * xh).sum(0), atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(outs[0][2], dy.sum(0), atol=1e-4, rtol=1e-5)
+    for o in outs[1:]:
+        for a, b in zip(o, outs[0]):
+            torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("prefetch,keep_elems,paired", [(False, 1 << 30, False), (True, 1 << 30, False),
+                                                         (True, 0, True), (False, 0, True)])
+@pytest.mark.parametrize("kind", KINDS)
+def test_backward_variants(device, monkeypatch, kind, prefetch, keep_elems, paired):
+    # The backward's tile prefetch, its per-tile re-read of weight / input bias (wide rows) and its
+    # paired row sums (LayerNorm) must give the same gradients as the plain loop; a persistent grid of
+    # 3 programs strides over tiles.
+    import trifuse.ops.norm as on
+
+    monkeypatch.setattr(on, "BWD_PREFETCH", prefetch)
+    monkeypatch.setattr(on, "BWD_KEEP_VECTOR_ELEMS", keep_elems)
+    monkeypatch.setattr(on, "BWD_PAIRED_SUMS", paired)
+    monkeypatch.setattr(on, "INTERPRET_PROGRAMS", 3)
+    check(kind, make_inputs(kind, (41, 96), device, torch.float32, weight=True, bias=True, input_bias=True))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_backward_is_deterministic(device, kind):
+    t = leaves(make_inputs(kind, (67, 300), device, torch.float32))
+    names = [k for k, v in t.items() if v is not None]
+    out = call_ours(kind, t)
+    out = out if isinstance(out, tuple) else (out,)
+    douts = [torch.randn_like(o) for o in out]
+    g1 = torch.autograd.grad(out, [t[k] for k in names], douts, retain_graph=True)
+    g2 = torch.autograd.grad(out, [t[k] for k in names], douts)
+    for a, b in zip(g1, g2):
+        assert torch.equal(a, b)
+
+
+def test_gradient_through_h_only(device):
+    # Only the new residual stream is used: y's gradient is absent (zeros).
+    x, r = (torch.randn(5, 32, device=device, requires_grad=True) for _ in range(2))
+    w = torch.randn(32, device=device, requires_grad=True)
+    _, h = trifuse.add_rms_norm(x, r, w)
+    dh = torch.randn_like(h)
+    gx, gr, gw = torch.autograd.grad(h, [x, r, w], dh, allow_unused=True)
+    torch.testing.assert_close(gx, dh)
+    torch.testing.assert_close(gr, dh)
+    assert gw is None or torch.count_nonzero(gw) == 0
+
+
+@pytest.mark.gpu
+def test_bf16_deterministic_large_gpu(device):
+    t = leaves(make_inputs("add_layer_norm", (16384, 1024), device, torch.bfloat16))
+    names = [k for k, v in t.items() if v is not None]
+    y, h = call_ours("add_layer_norm", t)
+    d = (torch.randn_like(y), torch.randn_like(h))
+    g1 = torch.autograd.grad((y, h), [t[k] for k in names], d, retain_graph=True)
+    g2 = torch.autograd.grad((y, h), [t[k] for k in names], d)
+    assert all(torch.equal(a, b) for a, b in zip(g1, g2))
