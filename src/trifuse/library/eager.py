@@ -51,13 +51,24 @@ def direct_launch() -> _DirectLaunch:
     return _DirectLaunch()
 
 
+def run_direct(fn: Callable, *args):
+    """fn(*args) inside direct_launch(), without a context object: the eager path runs this per call."""
+    if wrap_triton_enabled is None:  # pragma: no cover - a torch without the switch
+        return fn(*args)
+    prev = is_wrap_triton_enabled()
+    wrap_triton_enabled.value = False
+    try:
+        return fn(*args)
+    finally:
+        wrap_triton_enabled.value = prev
+
+
 def _eager_function(name: str, impl: Callable, setup_context: Callable, backward: Callable):
     """A torch.autograd.Function running impl with the op's own setup_context and backward."""
 
     def forward(ctx, *args):
         ctx.set_materialize_grads(False)  # as register_autograd: unused outputs' grads stay None
-        with direct_launch():
-            out = impl(*args)
+        out = run_direct(impl, *args)
         setup_context(ctx, args, out)
         return out
 
@@ -79,14 +90,7 @@ class FastOp:
             return self.op(*args)
         if self.function is not None and torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
             return self.function.apply(*args)
-        if wrap_triton_enabled is None:  # pragma: no cover
-            return self.impl(*args)
-        prev = is_wrap_triton_enabled()  # direct_launch(), inlined: this runs on every call
-        wrap_triton_enabled.value = False
-        try:
-            return self.impl(*args)
-        finally:
-            wrap_triton_enabled.value = prev
+        return run_direct(self.impl, *args)
 
 
 def register(name: str, impl: Callable, *, setup_context: Callable | None = None,
