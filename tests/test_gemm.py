@@ -7,6 +7,7 @@ import trifuse
 from helpers import assert_close_to_ref, poison
 from trifuse.ops.gemm import ACTIVATIONS, gemm_into
 from trifuse.ops.gemm_configs import GemmConfig
+from trifuse.reference.dropout import keep_mask
 from trifuse.reference.gemm import ACTIVATION_FNS
 
 FLOOR = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1e-2}
@@ -176,6 +177,24 @@ def test_dropout_reproducible_and_scaled(device):
               config=GemmConfig("portable", 16, 32, 16, 1))
     assert torch.equal(out == 0, y1 == 0)
     torch.testing.assert_close(out, y1)
+
+
+@pytest.mark.parametrize("m,n,p,seed", [(1, 1, 0.5, 3), (37, 83, 0.3, 1234), (64, 200, 0.9, 2**40 + 7),
+                                        (130, 17, 0.05, 0)])
+def test_dropout_mask_matches_oracle(device, m, n, p, seed):
+    # The mask is the documented function of (seed, row, col), bit for bit, whatever the tiling: the
+    # default config and narrow/wide portable tiles, against reference.dropout's plain-torch Philox.
+    a, b = torch.randn(m, 24, device=device), torch.randn(24, n, device=device)
+    full = trifuse.gemm(a, b, activation="silu")
+    expect = keep_mask(seed, m, n, p, device)
+    outs = [trifuse.gemm(a, b, activation="silu", dropout_p=p, seed=seed)]
+    for cfg in (GemmConfig("portable", 16, 16, 16, 1), GemmConfig("portable", 32, 128, 16, 2)):
+        outs.append(poison(torch.empty(m, n, device=device)))
+        gemm_into(a, b, outs[-1], seed=torch.tensor([seed], device=device), activation="silu", dropout_p=p,
+                  config=cfg)
+    for out in outs:
+        assert torch.equal(out != 0, expect & (full != 0))
+        torch.testing.assert_close(out, torch.where(expect, full / (1 - p), 0.0))
 
 
 def test_dropout_seed_none_follows_torch_generator(device):

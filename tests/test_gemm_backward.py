@@ -8,15 +8,14 @@ import trifuse
 from helpers import assert_close_to_ref
 from test_gemm import ACT_FNS
 from trifuse.ops.gemm import ACTIVATIONS
+from trifuse.reference.dropout import keep_mask as dropout_oracle
 
 FLOOR = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1e-2}
 
 
 def keep_mask(m, n, p, seed, device, dtype=torch.float32):
-    """keep/(1-p) as the kernel draws it: a GEMM with K = 0, bias 1 and no activation is exactly that."""
-    ones = torch.ones(n, device=device, dtype=dtype)
-    return trifuse.gemm(torch.empty(m, 0, device=device, dtype=dtype), torch.empty(0, n, device=device, dtype=dtype),
-                        ones, dropout_p=p, seed=seed)
+    """keep/(1-p) from the mask's oracle (plain torch ops, independent of the kernels)."""
+    return dropout_oracle(seed, m, n, p, device).to(dtype) / (1 - p)
 
 
 def grads(fn, tensors, dy):
