@@ -65,3 +65,14 @@ def test_bad_arguments_are_clear_errors(tmp_path):
     assert out.returncode == 2 and "unknown benchmark" in out.stderr
     out = run_cli("bench", "softmax", "--shapes", "8by300", tmp_path=tmp_path)
     assert out.returncode == 2 and "--shapes" in out.stderr
+    out = run_cli("bench", "softmax", "--shapes", "8x300", "--providers", "torch,nosuch", tmp_path=tmp_path)
+    assert out.returncode == 2 and "unknown provider(s) ['nosuch']" in out.stderr
+
+
+@pytest.mark.skipif(not INTERPRET, reason="the CPU-mode bench; the GPU bench runs in make gpu-check")
+def test_bench_providers_filter(tmp_path):
+    json_path = tmp_path / "s.json"
+    out = run_cli("bench", "softmax", "--shapes", "8x300", "--providers", "torch", "--json", str(json_path),
+                  tmp_path=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert {r["provider"] for r in json.loads(json_path.read_text())["rows"]} == {"trifuse", "torch"}

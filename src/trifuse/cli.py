@@ -69,8 +69,15 @@ def _bench_one(name: str, scale: str, args) -> dict:
     directions = args.direction.split(",") if getattr(args, "direction", None) else None
     cases = suite.cases(scale=scale, shapes=parse_shapes(getattr(args, "shapes", None)), dtype=dtype,
                         directions=directions)
+    only = getattr(args, "providers", None)
+    only = frozenset(only.split(",")) if only else None
+    if only and cases:
+        known = set(suite.providers(cases[0]))
+        if only - known:
+            raise ValueError(f"--providers: unknown provider(s) {sorted(only - known)} for {name}; "
+                             f"expected some of {sorted(known)}")
     return harness.run_suite(suite, cases, progress=sys.stderr.isatty(),
-                             hide_host=bool(getattr(args, "hide_host", False)))
+                             hide_host=bool(getattr(args, "hide_host", False)), only=only)
 
 
 def cmd_bench(args) -> int:
@@ -132,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--hide-host", action="store_true",
                    help="queue a GPU sleep before each repetition so host time (Python, autograd) is hidden: "
                         "device time only, as in a GPU-bound step")
+    b.add_argument("--providers", help="comma-separated providers to run beside trifuse (default: all), "
+                                      "e.g. eager,cublas_bare")
     b.add_argument("--csv", help="write every row with provenance to this CSV file")
     b.add_argument("--json", help="write the whole result to this JSON file")
     b.add_argument("--plot", help="write a bar chart PNG (needs matplotlib)")

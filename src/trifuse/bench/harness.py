@@ -88,14 +88,20 @@ def _peak_memory_mb(fn) -> float | None:
     return peak / 2**20
 
 
-def run_case(suite: Suite, case: Case, ceil: dict[str, float], *, hide_host: bool = False) -> list[dict[str, Any]]:
+def run_case(suite: Suite, case: Case, ceil: dict[str, float], *, hide_host: bool = False,
+             only: frozenset[str] | None = None) -> list[dict[str, Any]]:
+    """Every provider's row for one case; `only` keeps those providers (trifuse's always runs)."""
     dev = device()
     inputs = suite.inputs(case, dev)
     ref = suite.reference(case, inputs)
     work = suite.work(case)
     naive = suite.naive_bytes(case) if suite.naive_bytes else None
     rows = []
-    for name, build in suite.providers(case).items():
+    builders = suite.providers(case)
+    first = next(iter(builders))
+    for name, build in builders.items():
+        if only is not None and name != first and name not in only:
+            continue
         row: dict[str, Any] = {
             "op": suite.name, "case": case.label, "shape": "x".join(map(str, case.shape)),
             "dtype": case.dtype_name, "direction": case.direction, "provider": name,
@@ -146,7 +152,8 @@ def run_case(suite: Suite, case: Case, ceil: dict[str, float], *, hide_host: boo
     return rows
 
 
-def run_suite(suite: Suite, cases: list[Case], *, progress: bool = True, hide_host: bool = False) -> dict[str, Any]:
+def run_suite(suite: Suite, cases: list[Case], *, progress: bool = True, hide_host: bool = False,
+              only: frozenset[str] | None = None) -> dict[str, Any]:
     from rich.progress import Progress
 
     ceil = measure_ceilings(suite.bound)
@@ -155,7 +162,7 @@ def run_suite(suite: Suite, cases: list[Case], *, progress: bool = True, hide_ho
         task = bar.add_task(f"bench {suite.name}", total=len(cases))
         for case in cases:
             bar.update(task, description=f"{suite.name} {case.label} {case.dtype_name} {case.direction}")
-            rows.extend(run_case(suite, case, ceil, hide_host=hide_host))
+            rows.extend(run_case(suite, case, ceil, hide_host=hide_host, only=only))
             bar.advance(task)
     prov = provenance()
     prov["timing"] = TIMING_CPU if INTERPRET else (TIMING_HIDDEN if hide_host else TIMING_DEFAULT)
