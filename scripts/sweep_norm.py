@@ -31,9 +31,10 @@ def main():
         dy = torch.randn_like(x)
         dx = torch.empty_like(x)
         dw, db = torch.empty_like(w), torch.empty_like(b)
+        saved_fwd = on.TILE_ELEMS_FWD, on.ELEMS_PER_THREAD
         for is_rms in (False, True):
             res = []
-            for tile, ept in itertools.product((2048, 4096, 8192, 16384), (8, 16)) if not bwd_only else ():
+            for tile, ept in itertools.product((2048, 4096, 8192, 16384), (8, 16, 32)) if not bwd_only else ():
                 on.TILE_ELEMS_FWD, on.ELEMS_PER_THREAD = tile, ept
                 fn = lambda: on.norm_fwd_into(x, w, None if is_rms else b, None, None, 1e-5, is_rms,  # noqa
                                               y, None, None if is_rms else mean, rstd)
@@ -43,7 +44,7 @@ def main():
             if not bwd_only:
                 print(f"fwd {'rms' if is_rms else 'ln '} {m}x{n}: {top}")
             res = []
-            on.TILE_ELEMS_FWD, on.ELEMS_PER_THREAD = 4096, 16
+            on.TILE_ELEMS_FWD, on.ELEMS_PER_THREAD = saved_fwd
             on.norm_fwd_into(x, w, None if is_rms else b, None, None, 1e-5, is_rms, y, None,
                              None if is_rms else mean, rstd)
 
@@ -52,16 +53,20 @@ def main():
                                  None if is_rms else db)
 
             default = gbps(bwd, 6 * m * n)  # the module's own heuristics
-            saved = on.TILE_ELEMS_BWD, on.BWD_PROGRAMS_PER_SM, on.BWD_WIDE_N, on.BWD_PAIRED_SUMS
-            on.BWD_WIDE_N = 1 << 30  # let BWD_PROGRAMS_PER_SM apply at every width
+            knobs = ("TILE_ELEMS_BWD", "TILE_ELEMS_BWD_NARROW", "BWD_PROGRAMS_PER_SM", "BWD_WIDE_N",
+                     "BWD_ONE_PER_SM_VECTOR_ELEMS", "BWD_PAIRED_SUMS")
+            saved = {k: getattr(on, k) for k in knobs}
+            on.BWD_WIDE_N = on.BWD_ONE_PER_SM_VECTOR_ELEMS = 1 << 30  # BWD_PROGRAMS_PER_SM at every width
             for paired, tile, per_sm in itertools.product((False,) if is_rms else (False, True),
                                                           (2048, 4096, 8192, 16384), (1, 2, 4)):
-                on.BWD_PAIRED_SUMS, on.TILE_ELEMS_BWD, on.BWD_PROGRAMS_PER_SM = paired, tile, per_sm
+                on.BWD_PAIRED_SUMS, on.BWD_PROGRAMS_PER_SM = paired, per_sm
+                on.TILE_ELEMS_BWD = on.TILE_ELEMS_BWD_NARROW = tile
                 try:
                     res.append((gbps(bwd, 6 * m * n), tile, per_sm, paired))
                 except Exception as e:
                     print("  fail", tile, per_sm, paired, type(e).__name__)
-            on.TILE_ELEMS_BWD, on.BWD_PROGRAMS_PER_SM, on.BWD_WIDE_N, on.BWD_PAIRED_SUMS = saved
+            for k, v in saved.items():
+                setattr(on, k, v)
             res.sort(reverse=True)
             top = ", ".join(f"t{r[1]} p{r[2]}{' paired' if r[3] else ''}:{r[0]:.0f}" for r in res[:6])
             print(f"bwd {'rms' if is_rms else 'ln '} {m}x{n}: {top} | current default {default:.0f}", flush=True)
@@ -78,12 +83,15 @@ def wide():
         dx = torch.empty_like(x)
         dw, db, dib = (torch.empty_like(w) for _ in range(3))
         res = []
+        saved = {k: getattr(on, k) for k in ("BWD_PREFETCH", "BWD_KEEP_VECTOR_ELEMS", "ELEMS_PER_THREAD",
+                                             "BWD_PROGRAMS_PER_SM", "BWD_PREFETCH_MAX_N", "BWD_WIDE_N",
+                                             "BWD_ONE_PER_SM_VECTOR_ELEMS")}
         for pre, reload, ept, per_sm, max_n in itertools.product(
                 (True, False), (0, 1 << 30), (8, 16), (1, 2), (16384, 4096)):
             if max_n < n and (pre, reload, ept, per_sm) != (True, 0, 16, 2):
                 continue  # the looped kernel ignores these knobs: time it once
             on.BWD_PREFETCH, on.BWD_KEEP_VECTOR_ELEMS, on.ELEMS_PER_THREAD, on.BWD_PROGRAMS_PER_SM = pre, reload, ept, per_sm
-            on.BWD_PREFETCH_MAX_N, on.BWD_WIDE_N = 1 << 30, 1 << 30
+            on.BWD_PREFETCH_MAX_N = on.BWD_WIDE_N = on.BWD_ONE_PER_SM_VECTOR_ELEMS = 1 << 30
             fn = lambda: on.norm_bwd_into(dy, None, x, ib, w, mean, rstd, False, dx, dw, db, dib,  # noqa
                                           max_fused_n=max_n)
             try:
@@ -92,9 +100,11 @@ def wide():
             except Exception as e:
                 print("  fail", pre, reload, ept, per_sm, max_n, type(e).__name__)
         res.sort(reverse=True)
-        print(f"bwd ln+ib+b {m}x{n}: " + ", ".join(f"{r[1]}:{r[0]:.0f}" for r in res[:8]), flush=True)
-    on.BWD_PREFETCH, on.BWD_KEEP_VECTOR_ELEMS, on.ELEMS_PER_THREAD, on.BWD_PROGRAMS_PER_SM = True, 12288, 16, 2
-    on.BWD_PREFETCH_MAX_N, on.BWD_WIDE_N = 8192, 8192
+        for k, v in saved.items():
+            setattr(on, k, v)
+        default = gbps(lambda: on.norm_bwd_into(dy, None, x, ib, w, mean, rstd, False, dx, dw, db, dib), 6 * m * n)
+        print(f"bwd ln+ib+b {m}x{n}: " + ", ".join(f"{r[1]}:{r[0]:.0f}" for r in res[:8])
+              + f" | current default {default:.0f}", flush=True)
 
 
 if __name__ == "__main__":

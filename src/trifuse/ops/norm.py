@@ -25,14 +25,24 @@ LOOP_BLOCK_N = 4096
 LOOP_BWD_BLOCK_N = 1024
 LOOP_BWD_BLOCK_R = 8
 # Elements one program of the one-pass kernels aims to hold: several short rows at once, so narrow
-# rows (N = 512) still move enough bytes per program to hide memory latency. [to tune on the GPU]
-TILE_ELEMS_FWD = 4096
+# rows (N = 512) still move enough bytes per program to hide memory latency. H200 sweep (scripts/
+# sweep_norm.py, bf16): the forward at 2048 matched or beat 4096 everywhere (LN 32768x2048 3.84 vs 3.66
+# TB/s, 8192x512 1.56 vs 1.46); the backward at 2048 for rows up to 1024 wide (LN 8192x512 0.58 vs 0.39),
+# and 8192 (two rows at N = 4096) where it runs one program per SM (LN 16384x4096 2.90 vs 2.79).
+TILE_ELEMS_FWD = 2048
 TILE_ELEMS_BWD = 4096
+TILE_ELEMS_BWD_NARROW = 2048
+BWD_NARROW_N = 1024
+TILE_ELEMS_BWD_ONE_PER_SM = 8192
 # fp32 values per thread the one-pass kernels aim for: enough loads in flight, no spilling.
 ELEMS_PER_THREAD = 16
 # Backward programs per SM (persistent grid). The partial buffer has one row per program, so this
 # also sizes the second-stage reduction: small enough that narrow shapes pay no latency floor.
 BWD_PROGRAMS_PER_SM = 2
+# One program per SM once the row vectors held across the loop (weight, input bias, column sums) reach
+# this many elements, or rows reach BWD_WIDE_N: the registers then allow one program, not two (H200:
+# LN 16384x4096, three vectors, 2.77 TB/s with one, 2.58 with two).
+BWD_ONE_PER_SM_VECTOR_ELEMS = 12288
 # Issue the next tile's loads before the current tile's reductions (kernels/norm_bwd.py).
 BWD_PREFETCH = True
 # fp32 row vectors (weight, input bias, column-sum accumulators) times BLOCK_N the backward keeps in
@@ -42,9 +52,9 @@ BWD_PREFETCH = True
 BWD_KEEP_VECTOR_ELEMS = 12288
 # Prefetch only below this width: at N = 16384 it spilled (1.15 TB/s without, less with).
 BWD_PREFETCH_MAX_N = 8192
-# LayerNorm backward: both row sums in one two-value reduction. Off: not yet measured on a GPU
-# (scripts/sweep_norm.py bwd compares it).
-BWD_PAIRED_SUMS = False
+# LayerNorm backward: both row sums in one two-value reduction (H200: 16384x4096 2.90 vs 2.77 TB/s,
+# 32768x2048 3.15 vs 2.88, never slower in scripts/sweep_norm.py bwd).
+BWD_PAIRED_SUMS = True
 # Wide rows: one persistent program per SM (bias-LN 8192x8192: 2.95 TB/s against 2.63 with two).
 BWD_WIDE_N = 8192
 # The interpreter runs programs one after another: a few programs, several tiles each, exercises the
@@ -80,8 +90,13 @@ def fwd_config(n: int) -> RowsConfig:
     return rows_config(n, TILE_ELEMS_FWD)
 
 
-def bwd_config(n: int) -> RowsConfig:
-    return rows_config(n, TILE_ELEMS_BWD)
+def bwd_plan(n: int, vectors: int) -> tuple[RowsConfig, int]:
+    """The one-pass backward's tile and programs per SM; vectors: fp32 row vectors its loop keeps."""
+    block_n = next_pow2(max(int(n), 1))
+    if vectors * block_n >= BWD_ONE_PER_SM_VECTOR_ELEMS or block_n >= BWD_WIDE_N:
+        return rows_config(n, TILE_ELEMS_BWD_ONE_PER_SM), 1
+    tile = TILE_ELEMS_BWD_NARROW if block_n <= BWD_NARROW_N else TILE_ELEMS_BWD
+    return rows_config(n, tile), BWD_PROGRAMS_PER_SM
 
 
 @functools.cache
@@ -89,13 +104,11 @@ def _sm_count(index: int) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
 
 
-def bwd_programs(device: torch.device, tiles: int, block_n: int = 0) -> int:
-    """Persistent backward grid: about BWD_PROGRAMS_PER_SM per SM (one for wide rows), never more
-    programs than tiles."""
+def bwd_programs(device: torch.device, tiles: int, per_sm: int) -> int:
+    """Persistent backward grid: per_sm programs per SM, never more programs than tiles."""
     if INTERPRET or device.type != "cuda":
         cap = INTERPRET_PROGRAMS
     else:
-        per_sm = 1 if block_n >= BWD_WIDE_N else BWD_PROGRAMS_PER_SM
         cap = per_sm * _sm_count(device.index if device.index is not None else 0)
     return max(1, min(tiles, cap))
 
@@ -157,10 +170,11 @@ def norm_bwd_into(
         for g in grads:
             g.zero_()
         return
+    vectors = (weight is not None) + (input_bias is not None) + len(grads)
     if N <= max_fused_n:
-        cfg = bwd_config(N)
+        cfg, per_sm = bwd_plan(N, vectors)
         tiles = cdiv(M, cfg.block_m)
-        programs = num_programs or bwd_programs(src.device, tiles, cfg.block_n)
+        programs = num_programs or bwd_programs(src.device, tiles, per_sm)
     else:
         block_r = min(LOOP_BWD_BLOCK_R, next_pow2(int(M)))
         programs = cdiv(M, block_r)
@@ -177,7 +191,6 @@ def norm_bwd_into(
              "HAS_DHO": dh_out is not None, "NEED_DW": dweight is not None, "NEED_DB": dbias is not None,
              "NEED_DIB": dinput_bias is not None}
     if N <= max_fused_n:
-        vectors = (weight is not None) + (input_bias is not None) + len(grads)
         launcher(kb.norm_bwd_rows)[(programs,)](
             *args, **flags, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
             PREFETCH=BWD_PREFETCH and cfg.block_n <= BWD_PREFETCH_MAX_N,
