@@ -84,9 +84,28 @@ def test_backward_variants(device, monkeypatch, kind, prefetch, keep_elems, pair
 
     monkeypatch.setattr(on, "BWD_PREFETCH", prefetch)
     monkeypatch.setattr(on, "BWD_KEEP_VECTOR_ELEMS", keep_elems)
+    monkeypatch.setattr(on, "BWD_RELOAD_MIN_TILES_PER_PROGRAM", 0)  # re-read whenever past the budget
     monkeypatch.setattr(on, "BWD_PAIRED_SUMS", paired)
     monkeypatch.setattr(on, "INTERPRET_PROGRAMS", 3)
     check(kind, make_inputs(kind, (41, 96), device, torch.float32, weight=True, bias=True, input_bias=True))
+
+
+def test_backward_plan():
+    # The register policy the H200 sweep chose: LayerNorm at N = 4096 keeps its three vectors with one
+    # program per SM; bias+LN there re-reads weight / input bias with two; few tiles a program keep them.
+    import trifuse.ops.norm as on
+
+    cuda = torch.device("cuda", 0)
+    sms = on._sm_count(0) if torch.cuda.is_available() and not on.INTERPRET else None
+    if sms is None:
+        pytest.skip("grid sizes need a GPU's SM count")
+    ln = on.bwd_plan(16384, 4096, 3, cuda)
+    assert (ln.rows.block_m, ln.programs, ln.reload_vecs) == (2, sms, False)
+    bias_ln = on.bwd_plan(16384, 4096, 5, cuda)
+    assert (bias_ln.programs, bias_ln.reload_vecs) == (2 * sms, True)
+    assert not on.bwd_plan(512, 8192, 5, cuda).reload_vecs
+    narrow = on.bwd_plan(8192, 512, 3, cuda)
+    assert (narrow.rows.block_m, narrow.programs) == (4, 2 * sms)
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -36,13 +36,19 @@ BWD_NARROW_N = 1024
 TILE_ELEMS_BWD_ONE_PER_SM = 8192
 # fp32 values per thread the one-pass kernels aim for: enough loads in flight, no spilling.
 ELEMS_PER_THREAD = 16
+# LayerNorm's forward makes two dependent cross-warp reductions (mean, then variance): fewer, fuller
+# threads per row cut their cost (H200, bf16: 8192x8192 3.74 vs 3.48 TB/s, 16384x4096 3.73 vs 3.69;
+# RMSNorm's single reduction is 0.3-0.6% faster at 16).
+ELEMS_PER_THREAD_FWD_LN = 32
 # Backward programs per SM (persistent grid). The partial buffer has one row per program, so this
 # also sizes the second-stage reduction: small enough that narrow shapes pay no latency floor.
 BWD_PROGRAMS_PER_SM = 2
-# One program per SM once the row vectors held across the loop (weight, input bias, column sums) reach
+# One program per SM once the row vectors kept across the loop (weight, input bias, column sums) reach
 # this many elements, or rows reach BWD_WIDE_N: the registers then allow one program, not two (H200:
-# LN 16384x4096, three vectors, 2.77 TB/s with one, 2.58 with two).
+# LN 16384x4096, three vectors, 2.77 TB/s with one, 2.58 with two; bias-LN there re-reads two of its
+# five vectors and runs best with two programs, 3.00 against 2.55).
 BWD_ONE_PER_SM_VECTOR_ELEMS = 12288
+BWD_RELOAD_MIN_TILES_PER_PROGRAM = 16
 # Issue the next tile's loads before the current tile's reductions (kernels/norm_bwd.py).
 BWD_PREFETCH = True
 # fp32 row vectors (weight, input bias, column-sum accumulators) times BLOCK_N the backward keeps in
@@ -72,10 +78,10 @@ class RowsConfig:
     num_warps: int
 
 
-def rows_config(n: int, tile_elems: int) -> RowsConfig:
+def rows_config(n: int, tile_elems: int, elems_per_thread: int | None = None) -> RowsConfig:
     """BLOCK_N = next power of two of N; BLOCK_M short rows per program up to tile_elems elements."""
     # int(n): a SymInt under torch.compile, and constexprs must be concrete.
-    return _rows_config(int(n), tile_elems, ELEMS_PER_THREAD)
+    return _rows_config(int(n), tile_elems, elems_per_thread or ELEMS_PER_THREAD)
 
 
 @functools.lru_cache(maxsize=None)
@@ -86,17 +92,36 @@ def _rows_config(n: int, tile_elems: int, elems_per_thread: int) -> RowsConfig:
     return RowsConfig(block_m, block_n, num_warps)
 
 
-def fwd_config(n: int) -> RowsConfig:
-    return rows_config(n, TILE_ELEMS_FWD)
+def fwd_config(n: int, is_rms: bool = True) -> RowsConfig:
+    return rows_config(n, TILE_ELEMS_FWD, None if is_rms else ELEMS_PER_THREAD_FWD_LN)
 
 
-def bwd_plan(n: int, vectors: int) -> tuple[RowsConfig, int]:
-    """The one-pass backward's tile and programs per SM; vectors: fp32 row vectors its loop keeps."""
+@dataclass(frozen=True)
+class BwdPlan:
+    rows: RowsConfig
+    programs: int
+    reload_vecs: bool  # re-read weight / input bias per tile instead of keeping them in registers
+
+
+def bwd_plan(m: int, n: int, vectors: int, device: torch.device) -> BwdPlan:
+    """The one-pass backward's tile, persistent grid and register policy.
+
+    vectors: the fp32 row vectors its loop would keep (weight, input bias, one accumulator per column sum).
+    """
     block_n = next_pow2(max(int(n), 1))
-    if vectors * block_n >= BWD_ONE_PER_SM_VECTOR_ELEMS or block_n >= BWD_WIDE_N:
-        return rows_config(n, TILE_ELEMS_BWD_ONE_PER_SM), 1
-    tile = TILE_ELEMS_BWD_NARROW if block_n <= BWD_NARROW_N else TILE_ELEMS_BWD
-    return rows_config(n, tile), BWD_PROGRAMS_PER_SM
+    keep_all = vectors * block_n <= BWD_KEEP_VECTOR_ELEMS
+    if block_n >= BWD_WIDE_N or (keep_all and vectors * block_n >= BWD_ONE_PER_SM_VECTOR_ELEMS):
+        rows, per_sm = rows_config(n, TILE_ELEMS_BWD_ONE_PER_SM), 1
+    else:
+        tile = TILE_ELEMS_BWD_NARROW if block_n <= BWD_NARROW_N else TILE_ELEMS_BWD
+        rows, per_sm = rows_config(n, tile), BWD_PROGRAMS_PER_SM
+    tiles = cdiv(int(m), rows.block_m)
+    programs = bwd_programs(device, tiles, per_sm)
+    # Past the budget, re-reading pays only with many tiles per program (H200, bias-LN with three column
+    # sums, one program per SM: 8192x8192 2.96 TB/s re-reading vs 2.62 keeping; 512x8192, four tiles a
+    # program, 0.95 keeping vs under 0.44 re-reading).
+    reload = not keep_all and tiles >= BWD_RELOAD_MIN_TILES_PER_PROGRAM * programs
+    return BwdPlan(rows, programs, reload)
 
 
 @functools.cache
@@ -138,7 +163,7 @@ def norm_fwd_into(
              "HAS_IB": input_bias is not None, "HAS_RES": residual is not None}
     strides = (x.stride(0), x.stride(1), *_stride(residual))
     if N <= max_fused_n:
-        cfg = fwd_config(N)
+        cfg = fwd_config(N, is_rms)
         launcher(kf.norm_fwd_rows)[(cdiv(M, cfg.block_m),)](
             *args, M, N, *strides, eps, **flags,
             BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, num_warps=cfg.num_warps,
@@ -172,9 +197,8 @@ def norm_bwd_into(
         return
     vectors = (weight is not None) + (input_bias is not None) + len(grads)
     if N <= max_fused_n:
-        cfg, per_sm = bwd_plan(N, vectors)
-        tiles = cdiv(M, cfg.block_m)
-        programs = num_programs or bwd_programs(src.device, tiles, per_sm)
+        plan = bwd_plan(M, N, vectors, src.device)
+        cfg, programs = plan.rows, num_programs or plan.programs
     else:
         block_r = min(LOOP_BWD_BLOCK_R, next_pow2(int(M)))
         programs = cdiv(M, block_r)
@@ -194,7 +218,7 @@ def norm_bwd_into(
         launcher(kb.norm_bwd_rows)[(programs,)](
             *args, **flags, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
             PREFETCH=BWD_PREFETCH and cfg.block_n <= BWD_PREFETCH_MAX_N,
-            RELOAD_VECS=vectors * cfg.block_n > BWD_KEEP_VECTOR_ELEMS, PAIRED_SUMS=BWD_PAIRED_SUMS,
+            RELOAD_VECS=plan.reload_vecs, PAIRED_SUMS=BWD_PAIRED_SUMS,
             num_warps=cfg.num_warps,
         )
     else:
