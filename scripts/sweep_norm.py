@@ -31,11 +31,11 @@ def main():
         dy = torch.randn_like(x)
         dx = torch.empty_like(x)
         dw, db = torch.empty_like(w), torch.empty_like(b)
-        saved_fwd = on.TILE_ELEMS_FWD, on.ELEMS_PER_THREAD
+        saved_fwd = on.TILE_ELEMS_FWD, on.ELEMS_PER_THREAD, on.ELEMS_PER_THREAD_FWD_LN
         for is_rms in (False, True):
             res = []
             for tile, ept in itertools.product((2048, 4096, 8192, 16384), (8, 16, 32)) if not bwd_only else ():
-                on.TILE_ELEMS_FWD, on.ELEMS_PER_THREAD = tile, ept
+                on.TILE_ELEMS_FWD, on.ELEMS_PER_THREAD, on.ELEMS_PER_THREAD_FWD_LN = tile, ept, ept
                 fn = lambda: on.norm_fwd_into(x, w, None if is_rms else b, None, None, 1e-5, is_rms,  # noqa
                                               y, None, None if is_rms else mean, rstd)
                 res.append((gbps(fn, 4 * m * n), tile, ept))
@@ -44,7 +44,7 @@ def main():
             if not bwd_only:
                 print(f"fwd {'rms' if is_rms else 'ln '} {m}x{n}: {top}")
             res = []
-            on.TILE_ELEMS_FWD, on.ELEMS_PER_THREAD = saved_fwd
+            on.TILE_ELEMS_FWD, on.ELEMS_PER_THREAD, on.ELEMS_PER_THREAD_FWD_LN = saved_fwd
             on.norm_fwd_into(x, w, None if is_rms else b, None, None, 1e-5, is_rms, y, None,
                              None if is_rms else mean, rstd)
 

@@ -92,19 +92,21 @@ def test_backward_variants(device, monkeypatch, kind, prefetch, keep_elems, pair
 
 def test_backward_plan():
     # The register policy the H200 sweep chose: LayerNorm at N = 4096 keeps its three vectors with one
-    # program per SM; bias+LN there re-reads weight / input bias with two; few tiles a program keep them.
+    # program per SM; bias+LN there re-reads weight / input bias with two; few 16-bit tiles a program keep them.
     import trifuse.ops.norm as on
 
     cuda = torch.device("cuda", 0)
     sms = on._sm_count(0) if torch.cuda.is_available() and not on.INTERPRET else None
     if sms is None:
         pytest.skip("grid sizes need a GPU's SM count")
-    ln = on.bwd_plan(16384, 4096, 3, cuda)
+    ln = on.bwd_plan(16384, 4096, 3, 2, cuda)
     assert (ln.rows.block_m, ln.programs, ln.reload_vecs) == (2, sms, False)
-    bias_ln = on.bwd_plan(16384, 4096, 5, cuda)
+    bias_ln = on.bwd_plan(16384, 4096, 5, 2, cuda)
     assert (bias_ln.programs, bias_ln.reload_vecs) == (2 * sms, True)
-    assert not on.bwd_plan(512, 8192, 5, cuda).reload_vecs
-    narrow = on.bwd_plan(8192, 512, 3, cuda)
+    assert not on.bwd_plan(512, 8192, 5, 2, cuda).reload_vecs
+    assert on.bwd_plan(512, 8192, 5, 4, cuda).reload_vecs  # fp32
+    assert on.bwd_plan(4096, 4096, 5, 2, cuda).reload_vecs
+    narrow = on.bwd_plan(8192, 512, 3, 2, cuda)
     assert (narrow.rows.block_m, narrow.programs) == (4, 2 * sms)
 
 

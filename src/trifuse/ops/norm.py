@@ -36,10 +36,12 @@ BWD_NARROW_N = 1024
 TILE_ELEMS_BWD_ONE_PER_SM = 8192
 # fp32 values per thread the one-pass kernels aim for: enough loads in flight, no spilling.
 ELEMS_PER_THREAD = 16
-# LayerNorm's forward makes two dependent cross-warp reductions (mean, then variance): fewer, fuller
-# threads per row cut their cost (H200, bf16: 8192x8192 3.74 vs 3.48 TB/s, 16384x4096 3.73 vs 3.69;
-# RMSNorm's single reduction is 0.3-0.6% faster at 16).
+# LayerNorm's forward makes two dependent cross-warp reductions (mean, then variance): on large inputs
+# fewer, fuller threads per row cut their cost (H200, bf16: 8192x8192 3.74 vs 3.48 TB/s, 32768x2048
+# +3%), but cost 2-7% below FWD_LN_FULL_THREADS_MIN_ELEMS elements (512x8192 fp32, 4096x4096), where
+# the grid is a wave or two. RMSNorm's single reduction is 0.3-0.6% faster at 16 everywhere.
 ELEMS_PER_THREAD_FWD_LN = 32
+FWD_LN_FULL_THREADS_MIN_ELEMS = 1 << 25
 # Backward programs per SM (persistent grid). The partial buffer has one row per program, so this
 # also sizes the second-stage reduction: small enough that narrow shapes pay no latency floor.
 BWD_PROGRAMS_PER_SM = 2
@@ -48,7 +50,7 @@ BWD_PROGRAMS_PER_SM = 2
 # LN 16384x4096, three vectors, 2.77 TB/s with one, 2.58 with two; bias-LN there re-reads two of its
 # five vectors and runs best with two programs, 3.00 against 2.55).
 BWD_ONE_PER_SM_VECTOR_ELEMS = 12288
-BWD_RELOAD_MIN_TILES_PER_PROGRAM = 16
+BWD_RELOAD_MIN_TILES_PER_PROGRAM = 8
 # Issue the next tile's loads before the current tile's reductions (kernels/norm_bwd.py).
 BWD_PREFETCH = True
 # fp32 row vectors (weight, input bias, column-sum accumulators) times BLOCK_N the backward keeps in
@@ -92,8 +94,9 @@ def _rows_config(n: int, tile_elems: int, elems_per_thread: int) -> RowsConfig:
     return RowsConfig(block_m, block_n, num_warps)
 
 
-def fwd_config(n: int, is_rms: bool = True) -> RowsConfig:
-    return rows_config(n, TILE_ELEMS_FWD, None if is_rms else ELEMS_PER_THREAD_FWD_LN)
+def fwd_config(m: int, n: int, is_rms: bool) -> RowsConfig:
+    full = not is_rms and int(m) * int(n) >= FWD_LN_FULL_THREADS_MIN_ELEMS
+    return rows_config(n, TILE_ELEMS_FWD, ELEMS_PER_THREAD_FWD_LN if full else None)
 
 
 @dataclass(frozen=True)
@@ -103,10 +106,11 @@ class BwdPlan:
     reload_vecs: bool  # re-read weight / input bias per tile instead of keeping them in registers
 
 
-def bwd_plan(m: int, n: int, vectors: int, device: torch.device) -> BwdPlan:
+def bwd_plan(m: int, n: int, vectors: int, elem_size: int, device: torch.device) -> BwdPlan:
     """The one-pass backward's tile, persistent grid and register policy.
 
-    vectors: the fp32 row vectors its loop would keep (weight, input bias, one accumulator per column sum).
+    vectors: the fp32 row vectors its loop would keep (weight, input bias, one accumulator per column sum);
+    elem_size: bytes per element of h and dy.
     """
     block_n = next_pow2(max(int(n), 1))
     keep_all = vectors * block_n <= BWD_KEEP_VECTOR_ELEMS
@@ -117,10 +121,11 @@ def bwd_plan(m: int, n: int, vectors: int, device: torch.device) -> BwdPlan:
         rows, per_sm = rows_config(n, tile), BWD_PROGRAMS_PER_SM
     tiles = cdiv(int(m), rows.block_m)
     programs = bwd_programs(device, tiles, per_sm)
-    # Past the budget, re-reading pays only with many tiles per program (H200, bias-LN with three column
-    # sums, one program per SM: 8192x8192 2.96 TB/s re-reading vs 2.62 keeping; 512x8192, four tiles a
-    # program, 0.95 keeping vs under 0.44 re-reading).
-    reload = not keep_all and tiles >= BWD_RELOAD_MIN_TILES_PER_PROGRAM * programs
+    # Past the budget, re-reading pays except for 16-bit data with few tiles per program (H200, bias-LN
+    # with three column sums: bf16 8192x8192 2.96 TB/s re-reading vs 2.62 keeping, 4096x4096 49 vs 63 us;
+    # bf16 512x8192, four tiles a program, 0.95 TB/s keeping vs under 0.44; fp32 512x8192 45 us
+    # re-reading vs 133 keeping, whose prefetched fp32 tiles then spill).
+    reload = not keep_all and (elem_size > 2 or tiles >= BWD_RELOAD_MIN_TILES_PER_PROGRAM * programs)
     return BwdPlan(rows, programs, reload)
 
 
@@ -163,7 +168,7 @@ def norm_fwd_into(
              "HAS_IB": input_bias is not None, "HAS_RES": residual is not None}
     strides = (x.stride(0), x.stride(1), *_stride(residual))
     if N <= max_fused_n:
-        cfg = fwd_config(N, is_rms)
+        cfg = fwd_config(M, N, is_rms)
         launcher(kf.norm_fwd_rows)[(cdiv(M, cfg.block_m),)](
             *args, M, N, *strides, eps, **flags,
             BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, num_warps=cfg.num_warps,
@@ -197,7 +202,7 @@ def norm_bwd_into(
         return
     vectors = (weight is not None) + (input_bias is not None) + len(grads)
     if N <= max_fused_n:
-        plan = bwd_plan(M, N, vectors, src.device)
+        plan = bwd_plan(M, N, vectors, src.element_size(), src.device)
         cfg, programs = plan.rows, num_programs or plan.programs
     else:
         block_r = min(LOOP_BWD_BLOCK_R, next_pow2(int(M)))
