@@ -69,9 +69,9 @@ def dot_precision(dtype: torch.dtype) -> str:
 
 
 def fwd_config(head_dim: int, causal: bool, dtype: torch.dtype, seq_q: int) -> FwdConfig:
-    """Forward tiles. [unmeasured] starting points from the FA2/Triton-tutorial design space for Hopper:
-    128-row query blocks, K/V streamed 64 at a time, 3-4 stage cp.async pipelines; the lead's sweep
-    replaces these with measured values."""
+    """Forward tiles, from scripts/sweep_attention.py on the H200 (bf16, launcher level, TFLOP/s):
+    D=128 (128,128,w8,s3) 492 non-causal / 425 causal against 453 / 405 for (128,64,w8,s3);
+    D=64 (64,64,w4,s3) 408 / 349 against 396 / 320 for (128,64,w4,s4)."""
     preset = _preset_config("TRIFUSE_ATTN_FWD", FwdConfig, INTERP_FWD)
     if preset is not None:
         return preset
@@ -83,15 +83,15 @@ def fwd_config(head_dim: int, causal: bool, dtype: torch.dtype, seq_q: int) -> F
     if head_dim > 128:
         # D=256: a 64 x 256 fp32 accumulator is already 64 registers per thread at 8 warps (64 B spill).
         return FwdConfig(64, 64, 8, 2)
-    block_m = 128 if seq_q > 64 else 64  # short queries (decode-like): do not waste half the tile
     if head_dim <= 64:
-        return FwdConfig(block_m, 64, 4, 4)
-    return FwdConfig(block_m, 64, 8, 3)
+        return FwdConfig(64, 64, 4, 3)
+    block_m = 128 if seq_q > 64 else 64  # short queries (decode-like): do not waste half the tile
+    return FwdConfig(block_m, 128, 8, 3)
 
 
 def bwd_config(head_dim: int, causal: bool, dtype: torch.dtype, seq_q: int) -> BwdConfig:
-    """Backward tiles. [unmeasured] dK/dV programs hold 128 keys (dK, dV accumulators in registers) and
-    stream query blocks; dQ programs hold 128 query rows and stream key blocks."""
+    """Backward tiles: dK/dV programs hold block_n1 keys (dK, dV accumulators in registers) and stream
+    query blocks; dQ programs hold block_m2 query rows and stream key blocks."""
     preset = _preset_config("TRIFUSE_ATTN_BWD", BwdConfig, INTERP_BWD)
     if preset is not None:
         return preset
@@ -100,12 +100,16 @@ def bwd_config(head_dim: int, causal: bool, dtype: torch.dtype, seq_q: int) -> B
     # Register pressure decides here (ptxas -v on sm_90a, offline, bf16): the dK/dV program keeps two
     # fp32 [block_n1, D] accumulators. D=128: (64,128,w8) spills 380 B, (32,128,w8,s2) 96 B (292 B
     # causal), (16,128,w8,s3) 0 B (120 B causal); D<=64: (32,128,w8,s3) 0 B; the dQ kernel (128,64,w8)
-    # does not spill at s2/s3. Speed unmeasured: sweep block_m1 in {16, 32}, block_n1 in {64, 128}.
+    # does not spill at s2/s3. Measured (scripts/sweep_attention.py, H200, 4x16x4096x128 bf16, TFLOP/s):
+    # three stages beat two everywhere; dK/dV (64,128,w8) 402 non-causal despite its spill, (32,64,w4)
+    # 344 causal, against 304 / 286 for the former (32,128,w8,s2).
     if head_dim > 128:
         return BwdConfig(16, 64, 64, 32, 8, 8, 2)
     if head_dim <= 64:
         return BwdConfig(32, 128, 128, 64, 8, 8, 3)
-    return BwdConfig(32, 128, 128, 64, 8, 8, 2)
+    if causal:
+        return BwdConfig(32, 64, 128, 64, 4, 8, 3)
+    return BwdConfig(64, 128, 128, 64, 8, 8, 3)
 
 
 def _dims(q: torch.Tensor, k: torch.Tensor):
