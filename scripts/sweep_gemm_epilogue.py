@@ -1,0 +1,38 @@
+"""GPU sweep of the TMA GEMM's epilogue slice width with dropout (ops.gemm.EPI_NARROW_N), bf16, at the
+launcher level: ms of bias+SiLU with and without dropout, and the dropout's overhead.
+Run: python3 scripts/sweep_gemm_epilogue.py"""
+import sys
+
+import torch
+from triton.testing import do_bench
+
+sys.path.insert(0, "src")
+import trifuse.ops.gemm as og  # noqa: E402
+from trifuse.library.eager import direct_launch  # noqa: E402
+
+
+def ms(fn):
+    with direct_launch():
+        return do_bench(fn, warmup=10, rep=50, return_mode="median")
+
+
+def main():
+    for m, k, n in [(4096, 4096, 4096), (8192, 4096, 14336), (16384, 4096, 4096), (8192, 14336, 4096)]:
+        x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+        w = torch.randn(n, k, device="cuda", dtype=torch.bfloat16) / k ** 0.5
+        bias = torch.randn(n, device="cuda", dtype=torch.bfloat16)
+        out = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
+        seed = torch.tensor([7], device="cuda")
+        base = ms(lambda: og.gemm_into(x, w.t(), out, bias=bias, activation="silu"))
+        row = []
+        saved = og.EPI_NARROW_N
+        for width in (16, 32, 64, 128):
+            og.EPI_NARROW_N = width
+            t = ms(lambda: og.gemm_into(x, w.t(), out, bias=bias, seed=seed, activation="silu", dropout_p=0.1))
+            row.append(f"w{width}: {t:.4f} (+{(t / base - 1) * 100:.1f}%)")
+        og.EPI_NARROW_N = saved
+        print(f"{m}x{k}x{n} silu {base:.4f} ms | dropout " + ", ".join(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()
