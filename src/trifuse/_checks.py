@@ -16,13 +16,22 @@ def check_tensor(name: str, arg: str, t: object) -> torch.Tensor:
 
 def check_float(name: str, arg: str, t: torch.Tensor, dtypes: Iterable[torch.dtype] = FLOAT_DTYPES) -> None:
     check_tensor(name, arg, t)
-    dtypes = tuple(dtypes)
     if t.dtype not in dtypes:
+        dtypes = tuple(dtypes)
         names = ", ".join(str(d).replace("torch.", "") for d in dtypes)
         raise TypeError(f"trifuse.{name}: {arg} must have dtype in ({names}), got {t.dtype}")
 
 
 def check_same_dtype(name: str, **tensors: torch.Tensor | None) -> None:
+    dtype = None
+    for t in tensors.values():  # the common case, one dtype, without building the error's dicts
+        if t is not None:
+            if dtype is None:
+                dtype = t.dtype
+            elif t.dtype != dtype:
+                break
+    else:
+        return
     present = {k: v for k, v in tensors.items() if v is not None}
     dtypes = {v.dtype for v in present.values()}
     if len(dtypes) > 1:

@@ -35,13 +35,11 @@ def check_kernel_device(name: str, *tensors: torch.Tensor | None) -> None:
     present = [t for t in tensors if t is not None]
     if not present:
         return
-    first = present[0]
-    if not kernel_device_ok(first):
+    device = present[0].device
+    if device.type != ("cpu" if INTERPRET else "cuda"):
         want = "CPU tensors (TRITON_INTERPRET=1 is set)" if INTERPRET else "CUDA tensors"
         hint = "" if INTERPRET else "; set TRITON_INTERPRET=1 before importing trifuse to run on the CPU"
-        raise ValueError(f"trifuse.{name}: expected {want}, got a tensor on {first.device}{hint}")
+        raise ValueError(f"trifuse.{name}: expected {want}, got a tensor on {device}{hint}")
     for t in present[1:]:
-        if t.device != first.device:
-            raise ValueError(
-                f"trifuse.{name}: all tensors must be on one device, got {first.device} and {t.device}"
-            )
+        if t.device != device:
+            raise ValueError(f"trifuse.{name}: all tensors must be on one device, got {device} and {t.device}")

@@ -50,7 +50,8 @@ def _seed_tensor(seed, device: torch.device) -> torch.Tensor:
     return torch.full((1,), int(seed) % 2**63, dtype=torch.int64, device=device)
 
 
-def _gemm(name: str, a, b, bias, activation, dropout_p, seed, residual, out_dtype, recompute, b_name="b"):
+def _gemm(name: str, a, b, bias, activation, dropout_p, seed, residual, out_dtype, recompute, b_name="b",
+          training=True):
     check_tensor(name, "a" if b_name == "b" else "x", a)
     check_tensor(name, b_name, b)
     a_name = "a" if b_name == "b" else "x"
@@ -62,6 +63,8 @@ def _gemm(name: str, a, b, bias, activation, dropout_p, seed, residual, out_dtyp
             check_float(name, arg, t)
     check_same_dtype(name, **{a_name: a, b_name: b, "bias": bias})
     _check_args(name, activation, dropout_p, out_dtype)
+    if not training:
+        dropout_p = 0.0
     if b.dim() != 2:
         raise ValueError(f"trifuse.{name}: {b_name} must have 2 dims, got {b.dim()}")
     if a.dim() < 1:
@@ -121,6 +124,5 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     if weight.dim() != 2:
         raise ValueError(f"trifuse.linear: weight must have 2 dims (out_features, in_features), "
                          f"got {weight.dim()}")
-    _check_args("linear", activation, dropout_p, None)
-    p = dropout_p if training else 0.0
-    return _gemm("linear", x, weight.t(), bias, activation, p, seed, residual, None, recompute, "weight")
+    return _gemm("linear", x, weight.t(), bias, activation, dropout_p, seed, residual, None, recompute, "weight",
+                 training)

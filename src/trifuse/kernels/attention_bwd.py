@@ -11,6 +11,8 @@ blocks. Causal alignment is top-left (query i sees key j iff j <= i), as in the 
 import triton
 import triton.language as tl
 
+from .attention_fwd import query_block
+
 LOG2E = tl.constexpr(1.4426950408889634)
 
 
@@ -209,19 +211,7 @@ def attention_bwd_dq(
     HEAD_D: tl.constexpr, PREC: tl.constexpr, NUM_STAGES: tl.constexpr,
 ):
     # Same program order as the forward: a KV group's query heads side by side share K/V through L2.
-    G = Hq // Hkv
-    num_m = tl.cdiv(Sq, BLOCK_M)
-    pid = tl.program_id(0)
-    g = pid % G
-    rest = pid // G
-    mb = rest % num_m
-    bk = rest // num_m
-    b64 = (bk // Hkv).to(tl.int64)
-    hk64 = (bk % Hkv).to(tl.int64)
-    h64 = hk64 * G + g
-    if CAUSAL:
-        mb = num_m - 1 - mb
-    start_m = mb * BLOCK_M
+    b64, hk64, h64, start_m = query_block(Hq, Hkv, Sq, BLOCK_M, CAUSAL)
     sm_scale = tl.cast(sm_scale, tl.float32)
     qk_scale = sm_scale * LOG2E
 

@@ -69,6 +69,26 @@ def _fwd_range(
 
 
 @triton.jit
+def query_block(Hq, Hkv, Sq, BLOCK_M: tl.constexpr, CAUSAL: tl.constexpr):
+    """This program's (batch, KV head, query head) as int64 and its first query row.
+
+    Program order: the G query heads of one KV group fastest, then query blocks, then (batch, KV head):
+    programs running side by side read the same K/V tiles, which stay in L2. With causal, the longest
+    rows come first, so the tail of the grid is short programs."""
+    G = Hq // Hkv
+    num_m = tl.cdiv(Sq, BLOCK_M)
+    pid = tl.program_id(0)
+    g = pid % G
+    rest = pid // G
+    mb = rest % num_m
+    bk = rest // num_m
+    hk64 = (bk % Hkv).to(tl.int64)
+    if CAUSAL:
+        mb = num_m - 1 - mb
+    return (bk // Hkv).to(tl.int64), hk64, hk64 * G + g, mb * BLOCK_M
+
+
+@triton.jit
 def attention_fwd(
     Q, K, V, O, LSE,
     stride_qb, stride_qh, stride_qm, stride_qd,
@@ -79,28 +99,13 @@ def attention_fwd(
     CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     HEAD_D: tl.constexpr, PREC: tl.constexpr, NUM_STAGES: tl.constexpr,
 ):
-    # Program order: the G query heads of one KV group fastest, then query blocks, then (batch, KV head):
-    # programs running side by side read the same K/V tiles, which stay in L2.
-    G = Hq // Hkv
-    num_m = tl.cdiv(Sq, BLOCK_M)
-    pid = tl.program_id(0)
-    g = pid % G
-    rest = pid // G
-    mb = rest % num_m
-    bk = rest // num_m
-    b = bk // Hkv
-    hk = bk % Hkv
-    h = hk * G + g
-    if CAUSAL:
-        mb = num_m - 1 - mb  # the longest rows first: the tail of the grid is short programs
-    start_m = mb * BLOCK_M
+    b64, hk64, h64, start_m = query_block(Hq, Hkv, Sq, BLOCK_M, CAUSAL)
     qk_scale = tl.cast(sm_scale, tl.float32) * LOG2E
 
-    b64 = b.to(tl.int64)
-    q_base = Q + b64 * stride_qb + h.to(tl.int64) * stride_qh
-    k_base = K + b64 * stride_kb + hk.to(tl.int64) * stride_kh
-    v_base = V + b64 * stride_vb + hk.to(tl.int64) * stride_vh
-    o_base = O + b64 * stride_ob + h.to(tl.int64) * stride_oh
+    q_base = Q + b64 * stride_qb + h64 * stride_qh
+    k_base = K + b64 * stride_kb + hk64 * stride_kh
+    v_base = V + b64 * stride_vb + hk64 * stride_vh
+    o_base = O + b64 * stride_ob + h64 * stride_oh
 
     offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
@@ -134,5 +139,5 @@ def attention_fwd(
     tl.store(o_base + offs_m64[:, None] * stride_om + offs_d[None, :] * stride_od, out.to(O.dtype.element_ty),
              mask=row_ok[:, None] & d_ok[None, :])
     lse = (m_i + tl.log2(l_i)) * LN2
-    row0 = (b64 * Hq + h) * Sq
+    row0 = (b64 * Hq + h64) * Sq
     tl.store(LSE + row0 + offs_m, lse, mask=row_ok)

@@ -46,6 +46,19 @@ def mainloop(a_ptr, b_ptr, M, N, K, stride_am, stride_ak, stride_bk, stride_bn, 
 
 
 @triton.jit
+def program_tile(a_ptr, b_ptr, M, N, K, stride_am, stride_ak, stride_bk, stride_bn, PRECISION: tl.constexpr,
+                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
+    """This program's output tile of a @ b, in grouped order: (fp32 accumulator, its global rows and
+    columns, its row-tile index)."""
+    pid_m, pid_n = grouped_tile(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
+    acc = mainloop(a_ptr, b_ptr, M, N, K, stride_am, stride_ak, stride_bk, stride_bn, pid_m, pid_n,
+                   PRECISION, BLOCK_M, BLOCK_N, BLOCK_K)
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    return acc, rows, cols, pid_m
+
+
+@triton.jit
 def fwd_epilogue(acc, rows, cols, M, N, bias_ptr, res_ptr, stride_rm, stride_rn, pre_ptr, stride_pm,
                  seed_ptr, p,
                  ACT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr, DROPOUT: tl.constexpr,
@@ -81,11 +94,8 @@ def gemm_fwd_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
     """One program per output tile; out has unit column stride."""
-    pid_m, pid_n = grouped_tile(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
-    acc = mainloop(a_ptr, b_ptr, M, N, K, stride_am, stride_ak, stride_bk, stride_bn, pid_m, pid_n,
-                   PRECISION, BLOCK_M, BLOCK_N, BLOCK_K)
-    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    acc, rows, cols, _ = program_tile(a_ptr, b_ptr, M, N, K, stride_am, stride_ak, stride_bk, stride_bn,
+                                      PRECISION, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M)
     y = fwd_epilogue(acc, rows, cols, M, N, bias_ptr, res_ptr, stride_rm, stride_rn, pre_ptr, stride_pm,
                      seed_ptr, p, ACT, HAS_BIAS, HAS_RES, DROPOUT, STORE_PRE)
     mask = (rows[:, None] < M) & (cols[None, :] < N)

@@ -11,7 +11,7 @@ import triton
 import triton.language as tl
 
 from .activations import activation_grad, dropout_keep
-from .gemm import grouped_tile, mainloop
+from .gemm import program_tile
 
 
 @triton.jit
@@ -64,11 +64,8 @@ def gemm_dact_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
     """Recompute pre = a @ b + bias tile by tile; the epilogue reads dY and writes dpre (and partials)."""
-    pid_m, pid_n = grouped_tile(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
-    acc = mainloop(a_ptr, b_ptr, M, N, K, stride_am, stride_ak, stride_bk, stride_bn, pid_m, pid_n,
-                   PRECISION, BLOCK_M, BLOCK_N, BLOCK_K)
-    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    acc, rows, cols, pid_m = program_tile(a_ptr, b_ptr, M, N, K, stride_am, stride_ak, stride_bk, stride_bn,
+                                          PRECISION, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M)
     if HAS_BIAS:
         acc += tl.load(bias_ptr + cols, mask=cols < N, other=0.0).to(tl.float32)[None, :]
     # Round pre to the operand dtype as the saved-pre path does, so both paths give the same dpre.

@@ -19,22 +19,12 @@ from .gemm import fwd_epilogue, grouped_tile
 # an early `return` inside it leaves the code after it live, so two returns of different shapes (the
 # stored tile and its transpose) fail to compile ("Inconsistent return types").
 @triton.jit
-def _load_a(a_desc, om, ok, A_T: tl.constexpr):
-    """[BLOCK_M, BLOCK_K] tile of a at (om, ok)."""
-    if A_T:
-        t = a_desc.load([ok, om]).T
+def _load_tile(desc, r, c, TRANSPOSED: tl.constexpr):
+    """The operand's tile at logical (r, c); an operand stored transposed is read at (c, r) and flipped."""
+    if TRANSPOSED:
+        t = desc.load([c, r]).T
     else:
-        t = a_desc.load([om, ok])
-    return t
-
-
-@triton.jit
-def _load_b(b_desc, ok, on, B_T: tl.constexpr):
-    """[BLOCK_K, BLOCK_N] tile of b at (ok, on)."""
-    if B_T:
-        t = b_desc.load([on, ok]).T
-    else:
-        t = b_desc.load([ok, on])
+        t = desc.load([r, c])
     return t
 
 
@@ -57,6 +47,20 @@ def _epilogue_store(acc, rows, cols, out_desc, out_ptr, om, on, M, N, bias_ptr, 
 
 
 @triton.jit
+def _epilogue_pair(acc, rows, cols, out_desc, out_ptr, om, on, M, N, bias_ptr, res_ptr, stride_rm, stride_rn,
+                   pre_ptr, stride_pm, seed_ptr, p,
+                   ACT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr, DROPOUT: tl.constexpr,
+                   STORE_PRE: tl.constexpr, BLOCK_M: tl.constexpr, SUB_N: tl.constexpr):
+    """The epilogue on acc ([BLOCK_M, 2 * SUB_N]) as two SUB_N-wide slices, left then right."""
+    acc0, acc1 = _halves(acc, BLOCK_M, 2 * SUB_N)
+    _epilogue_store(acc0, rows, cols, out_desc, out_ptr, om, on, M, N, bias_ptr, res_ptr, stride_rm,
+                    stride_rn, pre_ptr, stride_pm, seed_ptr, p, ACT, HAS_BIAS, HAS_RES, DROPOUT, STORE_PRE)
+    _epilogue_store(acc1, rows, cols + SUB_N, out_desc, out_ptr, om, on + SUB_N, M, N, bias_ptr, res_ptr,
+                    stride_rm, stride_rn, pre_ptr, stride_pm, seed_ptr, p, ACT, HAS_BIAS, HAS_RES, DROPOUT,
+                    STORE_PRE)
+
+
+@triton.jit
 def _epilogue_slices(acc, rows, cols, out_desc, out_ptr, om, on, M, N, bias_ptr, res_ptr, stride_rm,
                      stride_rn, pre_ptr, stride_pm, seed_ptr, p,
                      ACT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr, DROPOUT: tl.constexpr,
@@ -69,30 +73,18 @@ def _epilogue_slices(acc, rows, cols, out_desc, out_ptr, om, on, M, N, bias_ptr,
                         stride_rn, pre_ptr, stride_pm, seed_ptr, p, ACT, HAS_BIAS, HAS_RES, DROPOUT,
                         STORE_PRE)
     elif SLICES == 2:
-        acc0, acc1 = _halves(acc, BLOCK_M, 2 * SUB_N)
-        _epilogue_store(acc0, rows, cols, out_desc, out_ptr, om, on, M, N, bias_ptr, res_ptr, stride_rm,
-                        stride_rn, pre_ptr, stride_pm, seed_ptr, p, ACT, HAS_BIAS, HAS_RES, DROPOUT,
-                        STORE_PRE)
-        _epilogue_store(acc1, rows, cols + SUB_N, out_desc, out_ptr, om, on + SUB_N, M, N, bias_ptr, res_ptr,
-                        stride_rm, stride_rn, pre_ptr, stride_pm, seed_ptr, p, ACT, HAS_BIAS, HAS_RES,
-                        DROPOUT, STORE_PRE)
+        _epilogue_pair(acc, rows, cols, out_desc, out_ptr, om, on, M, N, bias_ptr, res_ptr, stride_rm,
+                       stride_rn, pre_ptr, stride_pm, seed_ptr, p, ACT, HAS_BIAS, HAS_RES, DROPOUT,
+                       STORE_PRE, BLOCK_M, SUB_N)
     else:
         tl.static_assert(SLICES == 4, "1, 2 or 4 slices")
         left, right = _halves(acc, BLOCK_M, 4 * SUB_N)
-        acc0, acc1 = _halves(left, BLOCK_M, 2 * SUB_N)
-        _epilogue_store(acc0, rows, cols, out_desc, out_ptr, om, on, M, N, bias_ptr, res_ptr, stride_rm,
-                        stride_rn, pre_ptr, stride_pm, seed_ptr, p, ACT, HAS_BIAS, HAS_RES, DROPOUT,
-                        STORE_PRE)
-        _epilogue_store(acc1, rows, cols + SUB_N, out_desc, out_ptr, om, on + SUB_N, M, N, bias_ptr, res_ptr,
-                        stride_rm, stride_rn, pre_ptr, stride_pm, seed_ptr, p, ACT, HAS_BIAS, HAS_RES,
-                        DROPOUT, STORE_PRE)
-        acc2, acc3 = _halves(right, BLOCK_M, 2 * SUB_N)
-        _epilogue_store(acc2, rows, cols + 2 * SUB_N, out_desc, out_ptr, om, on + 2 * SUB_N, M, N, bias_ptr,
-                        res_ptr, stride_rm, stride_rn, pre_ptr, stride_pm, seed_ptr, p, ACT, HAS_BIAS,
-                        HAS_RES, DROPOUT, STORE_PRE)
-        _epilogue_store(acc3, rows, cols + 3 * SUB_N, out_desc, out_ptr, om, on + 3 * SUB_N, M, N, bias_ptr,
-                        res_ptr, stride_rm, stride_rn, pre_ptr, stride_pm, seed_ptr, p, ACT, HAS_BIAS,
-                        HAS_RES, DROPOUT, STORE_PRE)
+        _epilogue_pair(left, rows, cols, out_desc, out_ptr, om, on, M, N, bias_ptr, res_ptr, stride_rm,
+                       stride_rn, pre_ptr, stride_pm, seed_ptr, p, ACT, HAS_BIAS, HAS_RES, DROPOUT,
+                       STORE_PRE, BLOCK_M, SUB_N)
+        _epilogue_pair(right, rows, cols + 2 * SUB_N, out_desc, out_ptr, om, on + 2 * SUB_N, M, N, bias_ptr,
+                       res_ptr, stride_rm, stride_rn, pre_ptr, stride_pm, seed_ptr, p, ACT, HAS_BIAS, HAS_RES,
+                       DROPOUT, STORE_PRE, BLOCK_M, SUB_N)
 
 
 @triton.jit
@@ -133,7 +125,7 @@ def gemm_tma_kernel(
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         for ki in range(k_tiles):
             ok = ki * BLOCK_K
-            acc = tl.dot(_load_a(a_desc, om, ok, A_T), _load_b(b_desc, ok, on, B_T), acc,
+            acc = tl.dot(_load_tile(a_desc, om, ok, A_T), _load_tile(b_desc, ok, on, B_T), acc,
                          input_precision=PRECISION)
         # rows and the first slice's cols here, the other slices' as cols + k * SUB_N: computing each
         # slice's columns afresh (on + k * SUB_N + arange) took the sm_90 build from 173 registers to a spill.

@@ -21,16 +21,21 @@ def _wait_for_row(cnt_ptr, row, SPLITS: tl.constexpr):
 
 
 @triton.jit
+def _row_chunk(N, SPLITS: tl.constexpr, BLOCK_N: tl.constexpr):
+    """This program's row (also as int64), its chunk index, the chunk's columns and their bounds mask."""
+    pid = tl.program_id(0)
+    row = pid // SPLITS
+    split = pid % SPLITS
+    cols = split * BLOCK_N + tl.arange(0, BLOCK_N)
+    return row, row.to(tl.int64), split, cols, cols < N
+
+
+@triton.jit
 def softmax_fwd_split(
     x_ptr, y_ptr, ws_ptr, cnt_ptr, N, stride_xm, stride_xn, stride_ym,
     LOG: tl.constexpr, SPLITS: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    row = pid // SPLITS
-    split = pid % SPLITS
-    row64 = row.to(tl.int64)
-    cols = split * BLOCK_N + tl.arange(0, BLOCK_N)
-    mask = cols < N
+    row, row64, split, cols, mask = _row_chunk(N, SPLITS, BLOCK_N)
     x = tl.load(x_ptr + row64 * stride_xm + cols * stride_xn, mask=mask, other=-float("inf")).to(tl.float32)
     m = tl.max(x, axis=0)
     # A chunk of only -inf (or only padding) contributes nothing instead of exp2(nan).
@@ -57,12 +62,7 @@ def softmax_bwd_split(
     y_ptr, dy_ptr, dx_ptr, ws_ptr, cnt_ptr, N, stride_ym, stride_dym, stride_dyn, stride_dxm,
     LOG: tl.constexpr, SPLITS: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    row = pid // SPLITS
-    split = pid % SPLITS
-    row64 = row.to(tl.int64)
-    cols = split * BLOCK_N + tl.arange(0, BLOCK_N)
-    mask = cols < N
+    row, row64, split, cols, mask = _row_chunk(N, SPLITS, BLOCK_N)
     y = tl.load(y_ptr + row64 * stride_ym + cols, mask=mask, other=0.0).to(tl.float32)
     dy = tl.load(dy_ptr + row64 * stride_dym + cols * stride_dyn, mask=mask, other=0.0).to(tl.float32)
     partial = tl.sum(dy, axis=0) if LOG else tl.sum(y * dy, axis=0)

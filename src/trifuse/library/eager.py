@@ -20,14 +20,8 @@ try:  # the thread-local switch triton_op itself flips to launch kernels directl
 except ImportError:  # pragma: no cover - a torch without the switch: wrap_triton stays on
     wrap_triton_enabled = None
 
-_PLAIN = (torch.Tensor, torch.nn.Parameter)
-
-
-def use_eager(tensors: list[torch.Tensor]) -> bool:
-    """True when the op can skip the dispatcher: plain tensors, nothing tracing."""
-    if torch.compiler.is_compiling() or _get_current_dispatch_mode() is not None:
-        return False
-    return all(type(t) in _PLAIN for t in tensors)
+# Argument types that are never tensors: skipped without isinstance (Tensor's metaclass check costs ~1 us).
+_SCALARS = frozenset({type(None), bool, int, float, str, torch.dtype})
 
 
 class _DirectLaunch:
@@ -85,10 +79,18 @@ class FastOp:
         self.function = _eager_function(name, impl, setup_context, backward) if backward else None
 
     def __call__(self, *args):
-        tensors = [a for a in args if isinstance(a, torch.Tensor)]
-        if not use_eager(tensors):
+        # One pass over the arguments (this runs on every eager call): any tensor subclass, or anything
+        # tracing, goes through the dispatcher; plain tensors note whether autograd needs a graph.
+        if torch.compiler.is_compiling() or _get_current_dispatch_mode() is not None:
             return self.op(*args)
-        if self.function is not None and torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        needs_grad = False
+        for a in args:
+            kind = type(a)
+            if kind is torch.Tensor or kind is torch.nn.Parameter:
+                needs_grad = needs_grad or a.requires_grad
+            elif kind not in _SCALARS and isinstance(a, torch.Tensor):  # isinstance on Tensor is slow
+                return self.op(*args)
+        if needs_grad and self.function is not None and torch.is_grad_enabled():
             return self.function.apply(*args)
         return run_direct(self.impl, *args)
 

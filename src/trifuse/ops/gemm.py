@@ -75,12 +75,16 @@ def tma_layout(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> tuple[boo
     return a_ok and b_ok and o_ok and not o_t, a_t, b_t
 
 
-def choose_config(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, run=None) -> GemmConfig:
+def choose_config(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, run=None, layout=None) -> GemmConfig:
+    """layout: tma_layout(a, b, out) when the caller has it (it costs a few us of host time a call)."""
     # SymInts under torch.compile: the config (tile sizes become constexprs) needs concrete sizes.
     M, K = int(a.shape[0]), int(a.shape[1])
     N = int(b.shape[1])
     cap, sms = device_info(a)
-    tma_ok = cap is not None and cap[0] == 9 and tma_layout(a, b, out)[0] and min(M, N, K) > 0
+    sm90 = cap is not None and cap[0] == 9
+    if sm90 and layout is None:
+        layout = tma_layout(a, b, out)
+    tma_ok = sm90 and layout[0] and min(M, N, K) > 0
     if cap is not None and run is not None and gc.autotune_enabled():
         key = gc.table_key(cap, M, N, K, str(a.dtype).replace("torch.", ""))
         return gc.autotune(key + f"/tma{int(tma_ok)}", gc.candidates(M, N, K, a.element_size(), tma_ok), run)
@@ -125,12 +129,14 @@ def gemm_into(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, *, bias=None,
     if M == 0 or N == 0:
         return
     dropout = dropout_p > 0.0
+    cap, sms = device_info(a)
+    layout = tma_layout(a, b, out) if cap is not None and cap[0] == 9 else None
     if config is None:
         def run(cfg):
             return gemm_into(a, b, out, bias=bias, residual=residual, pre=pre, seed=seed,
                              activation=activation, dropout_p=dropout_p, tf32=tf32, config=cfg)
 
-        config = choose_config(a, b, out, run)
+        config = choose_config(a, b, out, run, layout)
     dummy = out  # never read: the constexpr flags switch the loads off
     res = residual if residual is not None else dummy
     flags = {"ACT": activation, "HAS_BIAS": bias is not None, "HAS_RES": residual is not None,
@@ -140,10 +146,9 @@ def gemm_into(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, *, bias=None,
     res_strides = (res.stride(0), res.stride(1))
     pre_stride = pre.stride(0) if pre is not None else 0
     if config.kernel == "tma":
-        ok, a_t, b_t = tma_layout(a, b, out)
+        ok, a_t, b_t = layout if layout is not None else tma_layout(a, b, out)
         if not ok:
             raise ValueError("gemm_into: the tma config needs descriptor-compatible a, b and out")
-        _, sms = device_info(a)
         tiles = cdiv(int(M), config.block_m) * cdiv(int(N), config.block_n)
         split = epi_split(config, dropout or pre is not None or residual is not None)
         triton.set_allocator(_alloc)  # descriptor workspace; a ContextVar, so set it in this thread
