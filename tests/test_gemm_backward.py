@@ -9,6 +9,7 @@ from helpers import assert_close_to_ref
 from test_gemm import ACT_FNS
 from trifuse.ops.gemm import ACTIVATIONS
 from trifuse.reference.dropout import keep_mask as dropout_oracle
+from trifuse.runtime import INTERPRET
 
 FLOOR = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1e-2}
 
@@ -266,3 +267,44 @@ def test_mlp_training_bf16_gpu(device):
     assert ours[-30:].mean() < 0.7 * ours[:10].mean()
     assert abs(ours[-30:].mean() - ref[-30:].mean()) < 0.05 * ref[-30:].mean() + 1e-3
 
+
+
+def test_autograd_saved_bytes_counts_each_storage_once():
+    from trifuse.analysis.memory import autograd_saved_bytes
+
+    x = torch.randn(6, 10, requires_grad=True)
+    nbytes, y = autograd_saved_bytes(lambda: torch.sin(x))
+    assert nbytes == x.nbytes and torch.equal(y, torch.sin(x))
+    assert autograd_saved_bytes(lambda: x * x)[0] == x.nbytes  # saved twice, one storage
+    assert autograd_saved_bytes(lambda: x.detach() + 1)[0] == 0
+
+
+@pytest.mark.parametrize("recompute", [False, True])
+def test_activation_memory_of_fused_linear(device, recompute):
+    # What the graph keeps per layer: x, the weight, the bias and the (M, N) pre-activation; recompute=True
+    # keeps no (M, N) tensor at all. Eager silu(linear) keeps x, the weight and silu's (M, N) input.
+    from trifuse.analysis.memory import autograd_saved_bytes
+
+    m, k, n = 24, 16, 40
+    x = torch.randn(m, k, device=device, requires_grad=True)
+    w = torch.randn(n, k, device=device, requires_grad=True)
+    b = torch.randn(n, device=device, requires_grad=True)
+    ours, _ = autograd_saved_bytes(lambda: trifuse.linear(x, w, b, activation="silu", recompute=recompute))
+    eager, _ = autograd_saved_bytes(lambda: F.silu(F.linear(x, w, b)))
+    inputs = x.nbytes + w.nbytes + b.nbytes
+    assert ours == inputs + (0 if recompute else m * n * 4)
+    assert eager == x.nbytes + w.nbytes + m * n * 4
+
+
+@pytest.mark.skipif(not INTERPRET, reason="the CPU-mode bench; the GPU bench runs in make gpu-check")
+def test_bench_reports_graph_memory():
+    from trifuse.bench import harness, report, suites
+
+    suite = suites.load("gemm")
+    result = harness.run_suite(suite, suite.cases(scale="cpu", shapes=[(8, 16, 24)], directions=["bwd"]),
+                               progress=False, only=frozenset({"eager"}))
+    mine = [r for r in result["rows"] if r["provider"] == "trifuse"]
+    # bias+silu: x (8x16), w (24x16), b (24) and pre (8x24) in fp32; eager: x, w and silu's input.
+    assert mine[0]["graph_mb"] * 2**20 == 4 * (8 * 16 + 24 * 16 + 24 + 8 * 24)
+    assert mine[0]["graph_mb_eager"] * 2**20 == 4 * (8 * 16 + 24 * 16 + 8 * 24)
+    assert "graph MB (eager)" in report.markdown(result)

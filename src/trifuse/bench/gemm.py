@@ -13,6 +13,7 @@ import torch.nn.functional as F
 import trifuse
 
 from ..ops.gemm import gemm_flops, intermediate_bytes
+from ..analysis.memory import autograd_saved_bytes
 from ..reference.dropout import keep_mask
 from ..reference.gemm import ACTIVATION_FNS, linear_ref
 from .providers import backward_fn, compiled, fwd_bwd_fn, leaf
@@ -86,8 +87,7 @@ def providers(case: Case) -> dict:
         return trifuse.linear(x, w, b, activation=act, dropout_p=p, seed=DROPOUT_SEED if p > 0 else None)
 
     def eager(x, w, b):
-        y = ACTIVATION_FNS[act](F.linear(x, w, b))
-        return F.dropout(y, p, training=True) if p > 0 else y
+        return _eager_dropout(ACTIVATION_FNS[act](F.linear(x, w, b)), p)
 
     def bare():
         return lambda x, w, b: x @ w.t()  # backward: its two GEMMs (grads of x and w only)
@@ -132,6 +132,31 @@ def providers(case: Case) -> dict:
     return out
 
 
+def measured(case: Case, inp: dict) -> dict:
+    """Activation memory per layer for the backward directions: the bytes the autograd graph keeps after
+    trifuse's forward and after eager's (x and w included in both)."""
+    if case.direction == "fwd":
+        return {}
+    _, act, p = _epi(case)
+    seed = DROPOUT_SEED if p > 0 else None
+    graphs = {
+        "graph_mb": lambda x, w, b: trifuse.linear(x, w, b, activation=act, dropout_p=p, seed=seed),
+        "graph_mb_eager": lambda x, w, b: _eager_dropout(ACTIVATION_FNS[act](F.linear(x, w, b)), p),
+    }
+    out = {}
+    for name, forward in graphs.items():
+        leaves = _grad_leaves(inp)
+        b = leaves[2] if len(leaves) > 2 else None
+        nbytes, y = autograd_saved_bytes(lambda: forward(leaves[0], leaves[1], b))  # noqa: B023
+        out[name] = nbytes / 2**20
+        del y, leaves
+    return out
+
+
+def _eager_dropout(y: torch.Tensor, p: float) -> torch.Tensor:
+    return F.dropout(y, p, training=True) if p > 0 else y
+
+
 def work(case: Case) -> Work:
     m, k, n = case.shape
     return Work(flops=gemm_flops(m, n, k, case.direction))
@@ -146,11 +171,13 @@ def extras(case: Case) -> dict:
 
 SUITE = Suite(
     name="gemm", bound="compute", cases=cases, inputs=inputs, providers=providers, reference=reference,
-    work=work, extras=extras,
+    work=work, extras=extras, measured=measured,
     notes=[("Shapes are M x K x N: x (M, K) @ w (N, K).T + b (N). TFLOP/s counts 2*M*N*K per GEMM "
             "(fwd 1, bwd 2, fwd+bwd 3 GEMMs); cublas_bare is x @ w.T with no epilogue (the time to beat)."),
            ("Dropout cases: the reference applies trifuse's mask (reference.dropout.keep_mask, a fixed "
             "seed); eager and torch.compile draw torch's own mask, so their max err there is large by design."),
+           ("graph MB (backward directions): bytes the autograd graph keeps after one forward (x and w "
+            "included), trifuse's and, in brackets, eager's: the activation memory of one layer."),
            ("intermediate_bytes_saved: (M, N) tensors the eager composition allocates that the fused "
             "forward never writes (plus dropout's 1-byte mask).")],
 )

@@ -96,6 +96,7 @@ def run_case(suite: Suite, case: Case, ceil: dict[str, float], *, hide_host: boo
     ref = suite.reference(case, inputs)
     work = suite.work(case)
     naive = suite.naive_bytes(case) if suite.naive_bytes else None
+    measured = suite.measured(case, inputs) if suite.measured else {}
     rows = []
     builders = suite.providers(case)
     first = next(iter(builders))
@@ -139,6 +140,7 @@ def run_case(suite: Suite, case: Case, ceil: dict[str, float], *, hide_host: boo
             row["bytes_saved_vs_naive"] = naive - work.bytes
         if suite.extras:
             row.update(suite.extras(case))
+        row.update(measured)
         rows.append(row)
     timed = {r["provider"]: r["ms"] for r in rows if "ms" in r}
     ours = timed.get(rows[0]["provider"]) if rows else None

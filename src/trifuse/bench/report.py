@@ -26,6 +26,8 @@ def summary_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     header = ["case", "dtype", "dir", f"{ours} ms", rate_col, "% ceiling", "max err",
               "model GFLOP" if compute else "model MB"]
     header += ["MB saved vs naive"] if saved else []
+    graph = any(r.get("graph_mb") is not None for r in rows)
+    header += ["graph MB (eager)"] if graph else []
     header += [f"{p} ms (x)" for p in others]
     table = []
     for (_, case, dtype, direction), group in by_case.items():
@@ -42,6 +44,9 @@ def summary_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         if saved:
             b = me.get("bytes_saved_vs_naive")
             line.append(_fmt(None if b is None else b / 2**20, ".3g"))
+        if graph:
+            g, ge = me.get("graph_mb"), me.get("graph_mb_eager")
+            line.append("-" if g is None else f"{g:.3g} ({_fmt(ge, '.3g')})")
         for p in others:
             r = named.get(p)
             if r is None or "ms" not in r:

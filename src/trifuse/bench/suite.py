@@ -61,6 +61,7 @@ class Suite:
     work: Callable[[Case], Work]
     naive_bytes: Callable[[Case], float] | None = None  # traffic of the unfused composition
     extras: Callable[[Case], dict] | None = None  # more per-case columns (e.g. intermediate bytes saved)
+    measured: Callable[[Case, dict], dict] | None = None  # per-case columns measured once on the inputs, untimed
     notes: list[str] = field(default_factory=list)
 
 
