@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime
 import gc
 import platform
+import sys
 from typing import Any
 
 import torch
@@ -88,6 +89,18 @@ def _peak_memory_mb(fn) -> float | None:
     return peak / 2**20
 
 
+def _measure(suite: Suite, case: Case, inputs: dict) -> dict[str, Any]:
+    """The suite's untimed per-case measurements; a failure is recorded in the rows, not fatal to the run."""
+    if suite.measured is None:
+        return {}
+    try:
+        return suite.measured(case, inputs)
+    except Exception as e:  # e.g. out of memory at the largest shapes
+        print(f"warning: {suite.name} {case.label}: measured columns failed: {type(e).__name__}: {e}",
+              file=sys.stderr)
+        return {"measured_error": f"{type(e).__name__}: {str(e)[:120]}"}
+
+
 def run_case(suite: Suite, case: Case, ceil: dict[str, float], *, hide_host: bool = False,
              only: frozenset[str] | None = None) -> list[dict[str, Any]]:
     """Every provider's row for one case; `only` keeps those providers (trifuse's always runs)."""
@@ -96,7 +109,7 @@ def run_case(suite: Suite, case: Case, ceil: dict[str, float], *, hide_host: boo
     ref = suite.reference(case, inputs)
     work = suite.work(case)
     naive = suite.naive_bytes(case) if suite.naive_bytes else None
-    measured = suite.measured(case, inputs) if suite.measured else {}
+    measured = _measure(suite, case, inputs)
     rows = []
     builders = suite.providers(case)
     first = next(iter(builders))
