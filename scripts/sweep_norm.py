@@ -1,5 +1,5 @@
-"""GPU sweep of the norm launch configs (rows per program, threads, backward programs per SM, paired
-row sums), timed at the launcher level so host overhead stays out. Prints GB/s per config.
+"""GPU sweep of the norm launch configs (rows per program, threads, persistent forward, backward programs
+per SM, paired row sums), timed at the launcher level so host overhead stays out. Prints GB/s per config.
 Run: python3 scripts/sweep_norm.py [bwd | wide]  (bwd: backward only; wide: all three column sums)"""
 import itertools
 import sys
@@ -34,19 +34,31 @@ def main():
         saved_fwd = on.TILE_ELEMS_FWD, on.ELEMS_PER_THREAD, on.ELEMS_PER_THREAD_FWD_LN
         for is_rms in (False, True):
             res = []
-            for tile, ept in itertools.product((2048, 4096, 8192, 16384), (8, 16, 32)) if not bwd_only else ():
+
+            def fwd():
+                on.norm_fwd_into(x, w, None if is_rms else b, None, None, 1e-5, is_rms, y, None,
+                                 None if is_rms else mean, rstd)
+
+            # (tile, values a thread, persistent programs per SM or 0 for the one-shot grid)
+            grid = list(itertools.product((2048, 4096, 8192, 16384), (8, 16, 32), (0,)))
+            grid += list(itertools.product((2048, 4096, 8192), (16, 32), (2, 4, 8)))
+            for tile, ept, per_sm in grid if not bwd_only else ():
                 on.TILE_ELEMS_FWD, on.ELEMS_PER_THREAD, on.ELEMS_PER_THREAD_FWD_LN = tile, ept, ept
-                fn = lambda: on.norm_fwd_into(x, w, None if is_rms else b, None, None, 1e-5, is_rms,  # noqa
-                                              y, None, None if is_rms else mean, rstd)
-                res.append((gbps(fn, 4 * m * n), tile, ept))
+                on.FWD_PERSISTENT, on.FWD_PROGRAMS_PER_SM = per_sm > 0, max(per_sm, 1)
+                try:
+                    res.append((gbps(fwd, 4 * m * n), tile, ept, per_sm))
+                except Exception as e:
+                    print("  fail", tile, ept, per_sm, type(e).__name__)
+            on.FWD_PERSISTENT = False
             res.sort(reverse=True)
-            top = ", ".join(f"t{r[1]} e{r[2]}:{r[0]:.0f}" for r in res[:5])
+            top = ", ".join(f"t{r[1]} e{r[2]}{f' p{r[3]}' if r[3] else ''}:{r[0]:.0f}" for r in res[:6])
             if not bwd_only:
                 print(f"fwd {'rms' if is_rms else 'ln '} {m}x{n}: {top}")
             res = []
             on.TILE_ELEMS_FWD, on.ELEMS_PER_THREAD, on.ELEMS_PER_THREAD_FWD_LN = saved_fwd
-            on.norm_fwd_into(x, w, None if is_rms else b, None, None, 1e-5, is_rms, y, None,
-                             None if is_rms else mean, rstd)
+            if not bwd_only:
+                print(f"    fwd current default {gbps(fwd, 4 * m * n):.0f}", flush=True)
+            fwd()
 
             def bwd():
                 on.norm_bwd_into(dy, None, x, None, w, None if is_rms else mean, rstd, is_rms, dx, dw,

@@ -26,6 +26,19 @@ def test_optional_arguments(device, kind, weight, bias, input_bias):
                             input_bias=input_bias))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("kind", KINDS)
+def test_persistent_forward(device, monkeypatch, kind, dtype):
+    # The persistent forward (an experiment, off by default): 2 programs stride over the row tiles, the
+    # last tile ragged and the prefetch past the end masked off; every output against fp64.
+    import trifuse.ops.norm as on
+
+    monkeypatch.setattr(on, "FWD_PERSISTENT", True)
+    monkeypatch.setattr(on, "INTERPRET_PROGRAMS", 2)
+    monkeypatch.setattr(on, "FWD_PROGRAMS_PER_SM", 1)
+    check(kind, make_inputs(kind, (70, 200), device, dtype), grads=False)
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_fp32_weights_with_fp16_input(device, kind):
     check(kind, make_inputs(kind, (23, 300), device, torch.float16, w_dtype=torch.float32))

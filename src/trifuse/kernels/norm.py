@@ -3,7 +3,8 @@
 h = x + input_bias + residual (each optional) is normalized over the last dim: LayerNorm subtracts
 the mean, RMSNorm does not; then y = h_hat * weight + bias. Statistics are fp32.
 
-`norm_fwd_rows` keeps BLOCK_M whole rows in registers and makes one pass; `norm_fwd_looped` streams
+`norm_fwd_rows` keeps BLOCK_M whole rows in registers and makes one pass (`norm_fwd_persistent`: the same
+over a persistent grid, prefetching the next tile; an experiment, off by default); `norm_fwd_looped` streams
 one wide row in chunks: a stats pass (Chan's merge of per-chunk mean and M2, stable where sum and
 sum of squares would cancel), then an output pass in reverse chunk order so the most recently read
 chunks are still in L2. `colsum` is the deterministic second stage of the backward's dweight/dbias
@@ -21,6 +22,27 @@ def row_mean(total, n):
     """total / n rounded as IEEE does: Triton's `/` is div.full.f32 (up to 2 ulp off), so x / 1 need
     not be x and an N = 1 row would not give the exact zero gradient torch gives."""
     return tl.math.div_rn(total, tl.cast(n, tl.float32))
+
+
+@triton.jit
+def _normalize_store(h, rows, row_ok, cols, col_ok, mask, w_ptr, b_ptr, y_ptr, mean_ptr, rstd_ptr, N, eps,
+                     IS_RMS: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr):
+    """Rows of fp32 h (masked elements 0) -> mean (LayerNorm), rstd and y = h_hat * weight + bias, stored."""
+    if IS_RMS:
+        rstd = tl.math.rsqrt(row_mean(tl.sum(h * h, axis=1), N) + eps)
+        y = h * rstd[:, None]
+    else:
+        mean = row_mean(tl.sum(h, axis=1), N)
+        d = tl.where(mask, h - mean[:, None], 0.0)
+        rstd = tl.math.rsqrt(row_mean(tl.sum(d * d, axis=1), N) + eps)
+        y = d * rstd[:, None]
+        tl.store(mean_ptr + rows, mean, mask=row_ok)
+    tl.store(rstd_ptr + rows, rstd, mask=row_ok)
+    if HAS_W:
+        y *= tl.load(w_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+    if HAS_B:
+        y += tl.load(b_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+    tl.store(y_ptr + rows[:, None] * N + cols[None, :], y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -48,21 +70,56 @@ def norm_fwd_rows(
         h = h.to(h_ptr.dtype.element_ty)
         tl.store(h_ptr + rows[:, None] * N + cols[None, :], h, mask=mask)
         h = h.to(tl.float32)
-    if IS_RMS:
-        rstd = tl.math.rsqrt(row_mean(tl.sum(h * h, axis=1), N) + eps)
-        y = h * rstd[:, None]
-    else:
-        mean = row_mean(tl.sum(h, axis=1), N)
-        d = tl.where(mask, h - mean[:, None], 0.0)
-        rstd = tl.math.rsqrt(row_mean(tl.sum(d * d, axis=1), N) + eps)
-        y = d * rstd[:, None]
-        tl.store(mean_ptr + rows, mean, mask=row_ok)
-    tl.store(rstd_ptr + rows, rstd, mask=row_ok)
-    if HAS_W:
-        y *= tl.load(w_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
-    if HAS_B:
-        y += tl.load(b_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
-    tl.store(y_ptr + rows[:, None] * N + cols[None, :], y.to(y_ptr.dtype.element_ty), mask=mask)
+    _normalize_store(h, rows, row_ok, cols, col_ok, mask, w_ptr, b_ptr, y_ptr, mean_ptr, rstd_ptr, N, eps,
+                     IS_RMS, HAS_W, HAS_B)
+
+
+@triton.jit
+def _tile_rows(tile, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """A tile's rows (int64), columns and bounds masks; a tile past the last row is all masked off."""
+    rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = tl.arange(0, BLOCK_N)
+    row_ok = rows < M
+    col_ok = cols < N
+    return rows.to(tl.int64), row_ok, cols, col_ok, row_ok[:, None] & col_ok[None, :]
+
+
+@triton.jit
+def norm_fwd_persistent(
+    x_ptr, ib_ptr, res_ptr, w_ptr, b_ptr, y_ptr, h_ptr, mean_ptr, rstd_ptr,
+    M, N, stride_xm, stride_xn, stride_rm, stride_rn, eps,
+    IS_RMS: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_IB: tl.constexpr,
+    HAS_RES: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """norm_fwd_rows over tiles program_id, program_id + P, ... (P programs): each tile's x (and residual)
+    loads are issued before the previous tile's reductions, and weight / bias stay warm in the SM's cache.
+    [experiment, ops.norm.FWD_PERSISTENT; not yet measured on a GPU]"""
+    step = tl.num_programs(0)
+    tile = tl.program_id(0)
+    eps = tl.cast(eps, tl.float32)
+    rows, row_ok, cols, col_ok, mask = _tile_rows(tile, M, N, BLOCK_M, BLOCK_N)
+    x_next = tl.load(x_ptr + rows[:, None] * stride_xm + cols[None, :] * stride_xn, mask=mask, other=0.0)
+    r_next = x_next
+    if HAS_RES:
+        r_next = tl.load(res_ptr + rows[:, None] * stride_rm + cols[None, :] * stride_rn, mask=mask, other=0.0)
+    for _ in range(tl.program_id(0), tl.cdiv(M, BLOCK_M), step):
+        rows, row_ok, cols, col_ok, mask = _tile_rows(tile, M, N, BLOCK_M, BLOCK_N)
+        x_cur, r_cur = x_next, r_next
+        tile += step
+        nrows, _, _, _, nmask = _tile_rows(tile, M, N, BLOCK_M, BLOCK_N)
+        x_next = tl.load(x_ptr + nrows[:, None] * stride_xm + cols[None, :] * stride_xn, mask=nmask, other=0.0)
+        if HAS_RES:
+            r_next = tl.load(res_ptr + nrows[:, None] * stride_rm + cols[None, :] * stride_rn, mask=nmask,
+                             other=0.0)
+        h = x_cur.to(tl.float32)
+        if HAS_IB:
+            h += tl.load(ib_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+        if HAS_RES:
+            h = (h + r_cur.to(tl.float32)).to(h_ptr.dtype.element_ty)
+            tl.store(h_ptr + rows[:, None] * N + cols[None, :], h, mask=mask)
+            h = h.to(tl.float32)
+        _normalize_store(h, rows, row_ok, cols, col_ok, mask, w_ptr, b_ptr, y_ptr, mean_ptr, rstd_ptr, N, eps,
+                         IS_RMS, HAS_W, HAS_B)
 
 
 @triton.jit

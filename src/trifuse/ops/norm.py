@@ -42,6 +42,11 @@ ELEMS_PER_THREAD = 16
 # the grid is a wave or two. RMSNorm's single reduction is 0.3-0.6% faster at 16 everywhere.
 ELEMS_PER_THREAD_FWD_LN = 32
 FWD_LN_FULL_THREADS_MIN_ELEMS = 1 << 25
+# Forward over a persistent grid (kernels norm_fwd_persistent: next-tile prefetch, weight / bias read
+# once per program's SM cache rather than per tile from L2), FWD_PROGRAMS_PER_SM programs per SM. Off: not
+# yet measured on a GPU (scripts/sweep_norm.py fwd compares it with the one-shot grid).
+FWD_PERSISTENT = False
+FWD_PROGRAMS_PER_SM = 4
 # Backward programs per SM (persistent grid). The partial buffer has one row per program, so this
 # also sizes the second-stage reduction: small enough that narrow shapes pay no latency floor.
 BWD_PROGRAMS_PER_SM = 2
@@ -120,7 +125,7 @@ def bwd_plan(m: int, n: int, vectors: int, elem_size: int, device: torch.device)
         tile = TILE_ELEMS_BWD_NARROW if block_n <= BWD_NARROW_N else TILE_ELEMS_BWD
         rows, per_sm = rows_config(n, tile), BWD_PROGRAMS_PER_SM
     tiles = cdiv(int(m), rows.block_m)
-    programs = bwd_programs(device, tiles, per_sm)
+    programs = persistent_programs(device, tiles, per_sm)
     # Past the budget, re-reading pays except for 16-bit data with few tiles per program (H200, bias-LN
     # with three column sums: bf16 8192x8192 2.96 TB/s re-reading vs 2.62 keeping, 4096x4096 49 vs 63 us;
     # bf16 512x8192, four tiles a program, 0.95 TB/s keeping vs under 0.44; fp32 512x8192 45 us
@@ -134,8 +139,8 @@ def _sm_count(index: int) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
 
 
-def bwd_programs(device: torch.device, tiles: int, per_sm: int) -> int:
-    """Persistent backward grid: per_sm programs per SM, never more programs than tiles."""
+def persistent_programs(device: torch.device, tiles: int, per_sm: int) -> int:
+    """A persistent grid: per_sm programs per SM, never more programs than tiles."""
     if INTERPRET or device.type != "cuda":
         cap = INTERPRET_PROGRAMS
     else:
@@ -169,7 +174,12 @@ def norm_fwd_into(
     strides = (x.stride(0), x.stride(1), *_stride(residual))
     if N <= max_fused_n:
         cfg = fwd_config(M, N, is_rms)
-        launcher(kf.norm_fwd_rows)[(cdiv(M, cfg.block_m),)](
+        tiles = cdiv(M, cfg.block_m)
+        if FWD_PERSISTENT:
+            kernel, grid = kf.norm_fwd_persistent, persistent_programs(x.device, tiles, FWD_PROGRAMS_PER_SM)
+        else:
+            kernel, grid = kf.norm_fwd_rows, tiles
+        launcher(kernel)[(grid,)](
             *args, M, N, *strides, eps, **flags,
             BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, num_warps=cfg.num_warps,
         )
