@@ -1,6 +1,8 @@
 """GPU sweep of the norm launch configs (rows per program, threads, persistent forward, backward programs
 per SM, paired row sums), timed at the launcher level so host overhead stays out. Prints GB/s per config.
 Run: python3 scripts/sweep_norm.py [bwd | wide]  (bwd: backward only; wide: all three column sums)"""
+# ruff: noqa: B023, BLE001 - timing lambdas run before the loop moves on; a failing config is reported
+
 import itertools
 import sys
 

@@ -7,8 +7,8 @@ from typing import Any
 import torch
 
 
-def autograd_saved_bytes(forward: Callable[[], Any]) -> tuple[int, Any]:
-    """(bytes, forward()'s result): the distinct storages autograd saves for the backward during forward().
+def autograd_saved_bytes(forward: Callable[..., Any], *args: Any) -> tuple[int, Any]:
+    """(bytes, forward(*args)): the distinct storages autograd saves for the backward while forward runs.
 
     Each storage counts once, whoever saved it and however many views of it were saved; inputs and
     weights the graph keeps count too, so two implementations of one layer compare as a whole.
@@ -21,5 +21,5 @@ def autograd_saved_bytes(forward: Callable[[], Any]) -> tuple[int, Any]:
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = forward()
+        out = forward(*args)
     return sum(storages.values()), out

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 
 import trifuse
 
-from ..ops.gemm import gemm_flops, intermediate_bytes
 from ..analysis.memory import autograd_saved_bytes
+from ..ops.gemm import gemm_flops, intermediate_bytes
 from ..reference.dropout import keep_mask
 from ..reference.gemm import ACTIVATION_FNS, linear_ref
 from .providers import backward_fn, compiled, fwd_bwd_fn, leaf
@@ -147,7 +147,7 @@ def measured(case: Case, inp: dict) -> dict:
     for name, forward in graphs.items():
         leaves = _grad_leaves(inp)
         b = leaves[2] if len(leaves) > 2 else None
-        nbytes, y = autograd_saved_bytes(lambda: forward(leaves[0], leaves[1], b))  # noqa: B023
+        nbytes, y = autograd_saved_bytes(forward, leaves[0], leaves[1], b)
         out[name] = nbytes / 2**20
         del y, leaves
     return out

@@ -107,9 +107,10 @@ def gemm(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None, *, 
     """dropout(act(a @ b + bias)) + residual; a (..., M, K), b (K, N), bias (N,), residual (..., M, N).
 
     Dropout (dropout_p > 0) keeps an element with probability 1 - dropout_p and scales it by
-    1/(1 - dropout_p) (dropout_p resolved to 1/65536); its mask is a function of (seed, row, col) only
-    (`trifuse.reference.dropout.keep_mask`), the seed drawn from torch's generator when None, and regenerated (never stored) by the backward. recompute=True saves memory in training: the
-    backward recomputes a @ b + bias in a GEMM instead of keeping it.
+    1/(1 - dropout_p); the drop probability is resolved to 1/65536 (below 2**-17 nothing drops). The mask
+    is a function of (seed, row, col) only (`trifuse.reference.dropout.keep_mask`), the seed drawn from
+    torch's generator when None, and the backward regenerates it (it is never stored). recompute=True
+    saves memory in training: the backward recomputes a @ b + bias in a GEMM instead of keeping it.
     """
     return _gemm("gemm", a, b, bias, activation, dropout_p, seed, residual, out_dtype, recompute)
 
