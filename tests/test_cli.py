@@ -76,3 +76,20 @@ def test_bench_providers_filter(tmp_path):
                   tmp_path=tmp_path)
     assert out.returncode == 0, out.stderr
     assert {r["provider"] for r in json.loads(json_path.read_text())["rows"]} == {"trifuse", "torch"}
+
+
+@pytest.mark.skipif(not INTERPRET, reason="the CPU-mode bench")
+def test_failing_measurement_is_recorded_not_fatal(capsys):
+    import dataclasses
+
+    from trifuse.bench import harness, suites
+
+    def broken(case, inputs):
+        raise RuntimeError("probe failed")
+
+    suite = dataclasses.replace(suites.load("softmax"), measured=broken)
+    cases = suite.cases(scale="cpu", shapes=[(4, 40)], directions=["fwd"])
+    result = harness.run_suite(suite, cases, progress=False, only=frozenset({"torch"}))
+    assert {r["provider"] for r in result["rows"]} == {"trifuse", "torch"}
+    assert all(r["measured_error"] == "RuntimeError: probe failed" and "ms" in r for r in result["rows"])
+    assert "measured columns failed" in capsys.readouterr().err
