@@ -16,5 +16,5 @@ tail -1 "$OUT/tests.log"; grep -E "^(FAILED|ERROR)" "$OUT/tests.log" | head -20
 # fp32 attention compiles slowly (D = 128/256 took over 300 s beside the rest of the suite): its own budget.
 timeout 200 python3 -m pytest -q -p no:warnings -n 16 tests/test_attention.py -k fp32 >"$OUT/tests_attn_fp32.log" 2>&1
 tail -1 "$OUT/tests_attn_fp32.log"; grep -E "^(FAILED|ERROR)" "$OUT/tests_attn_fp32.log" | head -20
-timeout 240 python3 scripts/sweep_norm.py >"$OUT/sweep_norm.log" 2>&1
+timeout 220 python3 scripts/sweep_norm.py >"$OUT/sweep_norm.log" 2>&1
 grep -E "^fwd|current default" "$OUT/sweep_norm.log"
