@@ -75,13 +75,21 @@ def norm_fwd_rows(
 
 
 @triton.jit
-def _tile_rows(tile, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """A tile's rows (int64), columns and bounds masks; a tile past the last row is all masked off."""
+def _tile_rows(tile, M, BLOCK_M: tl.constexpr):
+    """A tile's rows (int64) and their bounds mask; a tile past the last row is all masked off."""
     rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-    cols = tl.arange(0, BLOCK_N)
-    row_ok = rows < M
-    col_ok = cols < N
-    return rows.to(tl.int64), row_ok, cols, col_ok, row_ok[:, None] & col_ok[None, :]
+    return rows.to(tl.int64), rows < M
+
+
+@triton.jit
+def _load_x_res(x_ptr, res_ptr, rows, cols, mask, stride_xm, stride_xn, stride_rm, stride_rn,
+                HAS_RES: tl.constexpr):
+    """A tile of x and of the residual (x again without one), in their own dtypes."""
+    x = tl.load(x_ptr + rows[:, None] * stride_xm + cols[None, :] * stride_xn, mask=mask, other=0.0)
+    r = x
+    if HAS_RES:
+        r = tl.load(res_ptr + rows[:, None] * stride_rm + cols[None, :] * stride_rn, mask=mask, other=0.0)
+    return x, r
 
 
 @triton.jit
@@ -97,29 +105,28 @@ def norm_fwd_persistent(
     step = tl.num_programs(0)
     tile = tl.program_id(0)
     eps = tl.cast(eps, tl.float32)
-    rows, row_ok, cols, col_ok, mask = _tile_rows(tile, M, N, BLOCK_M, BLOCK_N)
-    x_next = tl.load(x_ptr + rows[:, None] * stride_xm + cols[None, :] * stride_xn, mask=mask, other=0.0)
-    r_next = x_next
-    if HAS_RES:
-        r_next = tl.load(res_ptr + rows[:, None] * stride_rm + cols[None, :] * stride_rn, mask=mask, other=0.0)
+    cols = tl.arange(0, BLOCK_N)
+    col_ok = cols < N
+    rows, row_ok = _tile_rows(tile, M, BLOCK_M)
+    mask = row_ok[:, None] & col_ok[None, :]
+    x_next, r_next = _load_x_res(x_ptr, res_ptr, rows, cols, mask, stride_xm, stride_xn, stride_rm, stride_rn,
+                                 HAS_RES)
     for _ in range(tl.program_id(0), tl.cdiv(M, BLOCK_M), step):
-        rows, row_ok, cols, col_ok, mask = _tile_rows(tile, M, N, BLOCK_M, BLOCK_N)
-        x_cur, r_cur = x_next, r_next
+        cur_rows, cur_row_ok, cur_mask, x_cur, r_cur = rows, row_ok, mask, x_next, r_next
         tile += step
-        nrows, _, _, _, nmask = _tile_rows(tile, M, N, BLOCK_M, BLOCK_N)
-        x_next = tl.load(x_ptr + nrows[:, None] * stride_xm + cols[None, :] * stride_xn, mask=nmask, other=0.0)
-        if HAS_RES:
-            r_next = tl.load(res_ptr + nrows[:, None] * stride_rm + cols[None, :] * stride_rn, mask=nmask,
-                             other=0.0)
+        rows, row_ok = _tile_rows(tile, M, BLOCK_M)
+        mask = row_ok[:, None] & col_ok[None, :]
+        x_next, r_next = _load_x_res(x_ptr, res_ptr, rows, cols, mask, stride_xm, stride_xn, stride_rm,
+                                     stride_rn, HAS_RES)
         h = x_cur.to(tl.float32)
         if HAS_IB:
             h += tl.load(ib_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
         if HAS_RES:
             h = (h + r_cur.to(tl.float32)).to(h_ptr.dtype.element_ty)
-            tl.store(h_ptr + rows[:, None] * N + cols[None, :], h, mask=mask)
+            tl.store(h_ptr + cur_rows[:, None] * N + cols[None, :], h, mask=cur_mask)
             h = h.to(tl.float32)
-        _normalize_store(h, rows, row_ok, cols, col_ok, mask, w_ptr, b_ptr, y_ptr, mean_ptr, rstd_ptr, N, eps,
-                         IS_RMS, HAS_W, HAS_B)
+        _normalize_store(h, cur_rows, cur_row_ok, cols, col_ok, cur_mask, w_ptr, b_ptr, y_ptr, mean_ptr,
+                         rstd_ptr, N, eps, IS_RMS, HAS_W, HAS_B)
 
 
 @triton.jit
