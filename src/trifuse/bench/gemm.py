@@ -80,14 +80,23 @@ def reference(case: Case, inp: dict):
     return torch.autograd.grad(y, leaves, inp["dy"].float())
 
 
-def providers(case: Case) -> dict:
+def _forwards(case: Case):
+    """(trifuse's, eager's) forward x, w, b -> y for the case's epilogue."""
     _, act, p = _epi(case)
 
     def ours(x, w, b):
         return trifuse.linear(x, w, b, activation=act, dropout_p=p, seed=DROPOUT_SEED if p > 0 else None)
 
     def eager(x, w, b):
-        return _eager_dropout(ACTIVATION_FNS[act](F.linear(x, w, b)), p)
+        y = ACTIVATION_FNS[act](F.linear(x, w, b))
+        return F.dropout(y, p, training=True) if p > 0 else y
+
+    return ours, eager
+
+
+def providers(case: Case) -> dict:
+    _, act, p = _epi(case)
+    ours, eager = _forwards(case)
 
     def bare():
         return lambda x, w, b: x @ w.t()  # backward: its two GEMMs (grads of x and w only)
@@ -137,24 +146,14 @@ def measured(case: Case, inp: dict) -> dict:
     trifuse's forward and after eager's (x and w included in both)."""
     if case.direction == "fwd":
         return {}
-    _, act, p = _epi(case)
-    seed = DROPOUT_SEED if p > 0 else None
-    graphs = {
-        "graph_mb": lambda x, w, b: trifuse.linear(x, w, b, activation=act, dropout_p=p, seed=seed),
-        "graph_mb_eager": lambda x, w, b: _eager_dropout(ACTIVATION_FNS[act](F.linear(x, w, b)), p),
-    }
     out = {}
-    for name, forward in graphs.items():
+    for name, forward in zip(("graph_mb", "graph_mb_eager"), _forwards(case)):
         leaves = _grad_leaves(inp)
         b = leaves[2] if len(leaves) > 2 else None
         nbytes, y = autograd_saved_bytes(forward, leaves[0], leaves[1], b)
         out[name] = nbytes / 2**20
         del y, leaves
     return out
-
-
-def _eager_dropout(y: torch.Tensor, p: float) -> torch.Tensor:
-    return F.dropout(y, p, training=True) if p > 0 else y
 
 
 def work(case: Case) -> Work:
