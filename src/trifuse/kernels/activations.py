@@ -74,15 +74,15 @@ def activation_grad(x, ACT: tl.constexpr):
 
 
 @triton.jit
-def dropout_keep(seed_ptr, rows, cols, N, p):
-    """Keep mask for rows ([BM]) x cols ([BN]: consecutive, starting at a multiple of 8) of an (M, N) output.
+def dropout_keep(seed_ptr, rows, cols, p):
+    """Keep mask for global rows ([BM]) x cols ([BN]: consecutive, starting at a multiple of 8) of an output.
 
     A function of (seed, global row, global column) only, so the forward and backward may tile differently
     and still agree: Philox4x32-10 keyed by the seed, counter (col // 8, row, 0, 0), gives 128 bits read as
     eight little-endian uint16 draws, draw col % 8 for that column; drop where draw < round(p * 65536).
     One Philox call serves 8 columns (tl.rand would spend one call per element), the cost that made the
     dropout epilogue slow; p is resolved to 1/65536 (FlashAttention's dropout uses 1/256).
-    `trifuse.reference.dropout.keep_mask` is the same function in numpy.
+    `trifuse.reference.dropout.keep_mask` is the same function in plain torch ops.
     """
     BN: tl.constexpr = cols.shape[0]
     tl.static_assert(BN % 8 == 0, "dropout tiles must be a multiple of 8 columns wide")

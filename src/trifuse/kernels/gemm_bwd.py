@@ -25,7 +25,7 @@ def _dpre_tile(pre, rows, cols, M, N, dy_ptr, stride_dym, stride_dyn, dpre_ptr, 
                  mask=mask, other=0.0).to(tl.float32)
     g = dy * activation_grad(pre, ACT)
     if DROPOUT:
-        keep = dropout_keep(seed_ptr, rows64, cols, N, p)
+        keep = dropout_keep(seed_ptr, rows64, cols, p)
         g = tl.where(keep, g * (1.0 / (1.0 - tl.full((), p, tl.float32))), 0.0)
     g = tl.where(mask, g, 0.0)
     tl.store(dpre_ptr + rows64[:, None] * stride_dpm + cols[None, :], g.to(dpre_ptr.dtype.element_ty),
