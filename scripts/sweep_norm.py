@@ -1,6 +1,7 @@
 """GPU sweep of the norm launch configs (rows per program, threads, persistent forward, backward programs
 per SM, paired row sums), timed at the launcher level so host overhead stays out. Prints GB/s per config.
-Run: python3 scripts/sweep_norm.py [bwd | wide]  (bwd: backward only; wide: all three column sums)"""
+Run: python3 scripts/sweep_norm.py [bwd | wide | small]  (bwd: backward only; wide: all three column sums;
+small: the forward where it trailed a peer, beside Liger's kernels when installed)"""
 # ruff: noqa: B023, BLE001 - timing lambdas run before the loop moves on; a failing config is reported
 
 import itertools
@@ -14,10 +15,10 @@ import trifuse.ops.norm as on  # noqa: E402
 from trifuse.library.eager import direct_launch  # noqa: E402
 
 
-def gbps(fn, nbytes):
+def gbps(fn, nbytes, rep=40):
     # Launchers go through wrap_triton; outside direct_launch that is torch's slow tracing path.
     with direct_launch():
-        return nbytes / (do_bench(fn, warmup=10, rep=40, return_mode="median") * 1e-3) / 1e9
+        return nbytes / (do_bench(fn, warmup=10, rep=rep, return_mode="median") * 1e-3) / 1e9
 
 
 def main():
@@ -121,5 +122,55 @@ def wide():
               + f" | current default {default:.0f}", flush=True)
 
 
+def _liger_fwd(kind, x, w, b, r):
+    """Liger's forward for kind (ln / rms / add_rms), or None when Liger is not installed."""
+    try:
+        from liger_kernel.ops.fused_add_rms_norm import LigerFusedAddRMSNormFunction
+        from liger_kernel.ops.layer_norm import LigerLayerNormFunction
+        from liger_kernel.ops.rms_norm import LigerRMSNormFunction
+    except ImportError:
+        return None
+    return {"ln": lambda: LigerLayerNormFunction.apply(x, w, b, 1e-5),
+            "rms": lambda: LigerRMSNormFunction.apply(x, w, 1e-6),
+            "add_rms": lambda: LigerFusedAddRMSNormFunction.apply(x, r, w, 1e-6)}[kind]
+
+
+def small():
+    """The forward at the suite's shapes where it trailed Liger or torch.compile: rows per program x values
+    per thread, median of 200 repetitions (these inputs move 8-32 MB in a few microseconds)."""
+    for m, n, dt in [(512, 8192, torch.float32), (8192, 512, torch.float16), (8192, 512, torch.bfloat16),
+                     (4096, 4096, torch.bfloat16), (16384, 4096, torch.bfloat16)]:
+        x, r = torch.randn(m, n, device="cuda", dtype=dt), torch.randn(m, n, device="cuda", dtype=dt)
+        w, b = torch.randn(n, device="cuda", dtype=dt), torch.randn(n, device="cuda", dtype=dt)
+        y, h = torch.empty_like(x), torch.empty_like(x)
+        mean, rstd = torch.empty(m, device="cuda"), torch.empty(m, device="cuda")
+        saved = on.TILE_ELEMS_FWD, on.ELEMS_PER_THREAD, on.ELEMS_PER_THREAD_FWD_LN
+        for kind in ("ln", "rms", "add_rms"):
+            rms, res_ = kind != "ln", kind == "add_rms"
+            nbytes = (4 if res_ else 2) * m * n * x.element_size()
+
+            def fwd():
+                on.norm_fwd_into(x, w, None if rms else b, None, r if res_ else None, 1e-5, rms, y,
+                                 h if res_ else None, None if rms else mean, rstd)
+
+            res = []
+            for tile, ept in itertools.product((1024, 2048, 4096, 8192, 16384), (4, 8, 16, 32)):
+                on.TILE_ELEMS_FWD, on.ELEMS_PER_THREAD, on.ELEMS_PER_THREAD_FWD_LN = tile, ept, ept
+                cfg = on.fwd_config(m, n, rms)
+                label = f"t{tile} e{ept} ({cfg.block_m}x{cfg.block_n} w{cfg.num_warps})"
+                try:
+                    res.append((gbps(fwd, nbytes, 200), label))
+                except Exception as e:
+                    print("  fail", tile, ept, type(e).__name__)
+            on.TILE_ELEMS_FWD, on.ELEMS_PER_THREAD, on.ELEMS_PER_THREAD_FWD_LN = saved
+            res.sort(reverse=True)
+            liger = _liger_fwd(kind, x, w, b, r)
+            peer = f" | liger {nbytes / (do_bench(liger, warmup=10, rep=200, return_mode='median') * 1e-3) / 1e9:.0f}" \
+                if liger else ""
+            print(f"fwd {kind} {m}x{n} {str(dt)[6:]}: " + ", ".join(f"{c}:{g:.0f}" for g, c in res[:5])
+                  + f" | default {gbps(fwd, nbytes, 200):.0f}{peer}", flush=True)
+
+
 if __name__ == "__main__":
-    wide() if "wide" in sys.argv[1:] else main()
+    modes = {"wide": wide, "small": small}
+    next((f for k, f in modes.items() if k in sys.argv[1:]), main)()
