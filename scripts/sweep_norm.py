@@ -1,4 +1,4 @@
-"""GPU sweep of the norm launch configs (rows per program, threads, persistent forward, backward programs
+"""GPU sweep of the norm launch configs (rows per program, threads, early weight loads, backward programs
 per SM, paired row sums), timed at the launcher level so host overhead stays out. Prints GB/s per config.
 Run: python3 scripts/sweep_norm.py [bwd | wide | small]  (bwd: backward only; wide: all three column sums;
 small: the forward where it trailed a peer, beside Liger's kernels when installed)"""
@@ -42,19 +42,14 @@ def main():
                 on.norm_fwd_into(x, w, None if is_rms else b, None, None, 1e-5, is_rms, y, None,
                                  None if is_rms else mean, rstd)
 
-            # (tile, values a thread, persistent programs per SM or 0 for the one-shot grid)
-            grid = list(itertools.product((2048, 4096, 8192, 16384), (8, 16, 32), (0,)))
-            grid += list(itertools.product((2048, 4096, 8192), (16, 32), (2, 4, 8)))
-            for tile, ept, per_sm in grid if not bwd_only else ():
+            for tile, ept in itertools.product((2048, 4096, 8192, 16384), (8, 16, 32)) if not bwd_only else ():
                 on.TILE_ELEMS_FWD, on.ELEMS_PER_THREAD, on.ELEMS_PER_THREAD_FWD_LN = tile, ept, ept
-                on.FWD_PERSISTENT, on.FWD_PROGRAMS_PER_SM = per_sm > 0, max(per_sm, 1)
                 try:
-                    res.append((gbps(fwd, 4 * m * n), tile, ept, per_sm))
+                    res.append((gbps(fwd, 4 * m * n), tile, ept))
                 except Exception as e:
-                    print("  fail", tile, ept, per_sm, type(e).__name__)
-            on.FWD_PERSISTENT = False
+                    print("  fail", tile, ept, type(e).__name__)
             res.sort(reverse=True)
-            top = ", ".join(f"t{r[1]} e{r[2]}{f' p{r[3]}' if r[3] else ''}:{r[0]:.0f}" for r in res[:6])
+            top = ", ".join(f"t{r[1]} e{r[2]}:{r[0]:.0f}" for r in res[:6])
             if not bwd_only:
                 print(f"fwd {'rms' if is_rms else 'ln '} {m}x{n}: {top}")
             res = []
@@ -136,15 +131,16 @@ def _liger_fwd(kind, x, w, b, r):
 
 
 def small():
-    """The forward at the suite's shapes where it trailed Liger or torch.compile: rows per program x values
-    per thread, median of 200 repetitions (these inputs move 8-32 MB in a few microseconds)."""
+    """The forward where it trailed a peer or the bandwidth target: rows per program x values per thread,
+    and weight / bias loaded early or late, medians over 100 ms (8-128 MB in a few microseconds)."""
+    default_config = on.fwd_config
     for m, n, dt in [(512, 8192, torch.float32), (8192, 512, torch.float16), (8192, 512, torch.bfloat16),
-                     (4096, 4096, torch.bfloat16), (16384, 4096, torch.bfloat16)]:
+                     (4096, 4096, torch.bfloat16), (16384, 4096, torch.bfloat16), (8192, 8192, torch.bfloat16),
+                     (32768, 2048, torch.bfloat16)]:
         x, r = torch.randn(m, n, device="cuda", dtype=dt), torch.randn(m, n, device="cuda", dtype=dt)
         w, b = torch.randn(n, device="cuda", dtype=dt), torch.randn(n, device="cuda", dtype=dt)
         y, h = torch.empty_like(x), torch.empty_like(x)
         mean, rstd = torch.empty(m, device="cuda"), torch.empty(m, device="cuda")
-        saved = on.TILE_ELEMS_FWD, on.ELEMS_PER_THREAD, on.ELEMS_PER_THREAD_FWD_LN
         for kind in ("ln", "rms", "add_rms"):
             rms, res_ = kind != "ln", kind == "add_rms"
             nbytes = (4 if res_ else 2) * m * n * x.element_size()
@@ -154,21 +150,27 @@ def small():
                                  h if res_ else None, None if rms else mean, rstd)
 
             res = []
-            for tile, ept in itertools.product((1024, 2048, 4096, 8192, 16384), (4, 8, 16, 32)):
-                on.TILE_ELEMS_FWD, on.ELEMS_PER_THREAD, on.ELEMS_PER_THREAD_FWD_LN = tile, ept, ept
+            for tile, ept in itertools.product((2048, 4096, 8192, 16384), (4, 8, 16, 32)):
+                on.fwd_config = lambda m_, n_, rms_, res_=False: on.rows_config(n_, tile, ept)
                 cfg = on.fwd_config(m, n, rms)
                 label = f"t{tile} e{ept} ({cfg.block_m}x{cfg.block_n} w{cfg.num_warps})"
                 try:
-                    res.append((gbps(fwd, nbytes, 200), label))
+                    res.append((gbps(fwd, nbytes, 100), label))
                 except Exception as e:
-                    print("  fail", tile, ept, type(e).__name__)
-            on.TILE_ELEMS_FWD, on.ELEMS_PER_THREAD, on.ELEMS_PER_THREAD_FWD_LN = saved
+                    print("  fail", label, type(e).__name__)
+            on.fwd_config = default_config
             res.sort(reverse=True)
+            cfg = on.fwd_config(m, n, rms, res_)
+            on.FWD_EARLY_VECS = False
+            late = gbps(fwd, nbytes, 100)
+            on.FWD_EARLY_VECS = True
             liger = _liger_fwd(kind, x, w, b, r)
-            peer = f" | liger {nbytes / (do_bench(liger, warmup=10, rep=200, return_mode='median') * 1e-3) / 1e9:.0f}" \
+            peer = f" | liger {nbytes / (do_bench(liger, warmup=10, rep=100, return_mode='median') * 1e-3) / 1e9:.0f}" \
                 if liger else ""
             print(f"fwd {kind} {m}x{n} {str(dt)[6:]}: " + ", ".join(f"{c}:{g:.0f}" for g, c in res[:5])
-                  + f" | default {gbps(fwd, nbytes, 200):.0f}{peer}", flush=True)
+                  + f" | default ({cfg.block_m}x{cfg.block_n} w{cfg.num_warps}) {gbps(fwd, nbytes, 100):.0f}"
+                  f" (weight late {late:.0f}){peer}",
+                  flush=True)
 
 
 if __name__ == "__main__":

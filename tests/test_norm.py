@@ -28,14 +28,11 @@ def test_optional_arguments(device, kind, weight, bias, input_bias):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("kind", KINDS)
-def test_persistent_forward(device, monkeypatch, kind, dtype):
-    # The persistent forward (an experiment, off by default): 2 programs stride over the row tiles, the
-    # last tile ragged and the prefetch past the end masked off; every output against fp64.
+def test_weight_loaded_after_the_reductions(device, monkeypatch, kind, dtype):
+    # The forward's other weight / bias load order (ops.norm.FWD_EARLY_VECS off), several tiles, the last ragged.
     import trifuse.ops.norm as on
 
-    monkeypatch.setattr(on, "FWD_PERSISTENT", True)
-    monkeypatch.setattr(on, "INTERPRET_PROGRAMS", 2)
-    monkeypatch.setattr(on, "FWD_PROGRAMS_PER_SM", 1)
+    monkeypatch.setattr(on, "FWD_EARLY_VECS", False)
     check(kind, make_inputs(kind, (70, 200), device, dtype), grads=False)
 
 

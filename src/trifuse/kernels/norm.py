@@ -3,8 +3,7 @@
 h = x + input_bias + residual (each optional) is normalized over the last dim: LayerNorm subtracts
 the mean, RMSNorm does not; then y = h_hat * weight + bias. Statistics are fp32.
 
-`norm_fwd_rows` keeps BLOCK_M whole rows in registers and makes one pass (`norm_fwd_persistent`: the same
-over a persistent grid, prefetching the next tile; an experiment, off by default); `norm_fwd_looped` streams
+`norm_fwd_rows` keeps BLOCK_M whole rows in registers and makes one pass; `norm_fwd_looped` streams
 one wide row in chunks: a stats pass (Chan's merge of per-chunk mean and M2, stable where sum and
 sum of squares would cancel), then an output pass in reverse chunk order so the most recently read
 chunks are still in L2. `colsum` is the deterministic second stage of the backward's dweight/dbias
@@ -25,9 +24,18 @@ def row_mean(total, n):
 
 
 @triton.jit
-def _normalize_store(h, rows, row_ok, cols, col_ok, mask, w_ptr, b_ptr, y_ptr, mean_ptr, rstd_ptr, N, eps,
+def _row_vector(ptr, cols, col_ok, PRESENT: tl.constexpr):
+    """An fp32 [BLOCK_N] vector (weight or bias), or a 0 stand-in never used when absent."""
+    v = 0.0
+    if PRESENT:
+        v = tl.load(ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
+    return v
+
+
+@triton.jit
+def _normalize_store(h, w, b, rows, row_ok, cols, mask, y_ptr, mean_ptr, rstd_ptr, N, eps,
                      IS_RMS: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr):
-    """Rows of fp32 h (masked elements 0) -> mean (LayerNorm), rstd and y = h_hat * weight + bias, stored."""
+    """Rows of fp32 h (masked elements 0) -> mean (LayerNorm), rstd and y = h_hat * w + b, stored."""
     if IS_RMS:
         rstd = tl.math.rsqrt(row_mean(tl.sum(h * h, axis=1), N) + eps)
         y = h * rstd[:, None]
@@ -39,9 +47,9 @@ def _normalize_store(h, rows, row_ok, cols, col_ok, mask, w_ptr, b_ptr, y_ptr, m
         tl.store(mean_ptr + rows, mean, mask=row_ok)
     tl.store(rstd_ptr + rows, rstd, mask=row_ok)
     if HAS_W:
-        y *= tl.load(w_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+        y *= w[None, :]
     if HAS_B:
-        y += tl.load(b_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+        y += b[None, :]
     tl.store(y_ptr + rows[:, None] * N + cols[None, :], y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
@@ -50,8 +58,10 @@ def norm_fwd_rows(
     x_ptr, ib_ptr, res_ptr, w_ptr, b_ptr, y_ptr, h_ptr, mean_ptr, rstd_ptr,
     M, N, stride_xm, stride_xn, stride_rm, stride_rn, eps,
     IS_RMS: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_IB: tl.constexpr,
-    HAS_RES: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    HAS_RES: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EARLY_VECS: tl.constexpr,
 ):
+    """EARLY_VECS: issue the weight / bias loads before x's, so their latency is not added after the
+    reductions (Liger's forward does so); otherwise they are loaded last, holding fewer registers."""
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.arange(0, BLOCK_N)
     row_ok = rows < M
@@ -60,6 +70,9 @@ def norm_fwd_rows(
     rows = rows.to(tl.int64)
     # Inductor passes Python floats as fp64: keep the arithmetic in fp32.
     eps = tl.cast(eps, tl.float32)
+    if EARLY_VECS:
+        w = _row_vector(w_ptr, cols, col_ok, HAS_W)
+        b = _row_vector(b_ptr, cols, col_ok, HAS_B)
     h = tl.load(x_ptr + rows[:, None] * stride_xm + cols[None, :] * stride_xn, mask=mask,
                 other=0.0).to(tl.float32)
     if HAS_IB:
@@ -70,63 +83,10 @@ def norm_fwd_rows(
         h = h.to(h_ptr.dtype.element_ty)
         tl.store(h_ptr + rows[:, None] * N + cols[None, :], h, mask=mask)
         h = h.to(tl.float32)
-    _normalize_store(h, rows, row_ok, cols, col_ok, mask, w_ptr, b_ptr, y_ptr, mean_ptr, rstd_ptr, N, eps,
-                     IS_RMS, HAS_W, HAS_B)
-
-
-@triton.jit
-def _tile_rows(tile, M, BLOCK_M: tl.constexpr):
-    """A tile's rows (int64) and their bounds mask; a tile past the last row is all masked off."""
-    rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-    return rows.to(tl.int64), rows < M
-
-
-@triton.jit
-def _load_x_res(x_ptr, res_ptr, rows, cols, mask, stride_xm, stride_xn, stride_rm, stride_rn,
-                HAS_RES: tl.constexpr):
-    """A tile of x and of the residual (x again without one), in their own dtypes."""
-    x = tl.load(x_ptr + rows[:, None] * stride_xm + cols[None, :] * stride_xn, mask=mask, other=0.0)
-    r = x
-    if HAS_RES:
-        r = tl.load(res_ptr + rows[:, None] * stride_rm + cols[None, :] * stride_rn, mask=mask, other=0.0)
-    return x, r
-
-
-@triton.jit
-def norm_fwd_persistent(
-    x_ptr, ib_ptr, res_ptr, w_ptr, b_ptr, y_ptr, h_ptr, mean_ptr, rstd_ptr,
-    M, N, stride_xm, stride_xn, stride_rm, stride_rn, eps,
-    IS_RMS: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_IB: tl.constexpr,
-    HAS_RES: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-):
-    """norm_fwd_rows over tiles program_id, program_id + P, ... (P programs): each tile's x (and residual)
-    loads are issued before the previous tile's reductions, and weight / bias stay warm in the SM's cache.
-    [experiment, ops.norm.FWD_PERSISTENT; not yet measured on a GPU]"""
-    step = tl.num_programs(0)
-    tile = tl.program_id(0)
-    eps = tl.cast(eps, tl.float32)
-    cols = tl.arange(0, BLOCK_N)
-    col_ok = cols < N
-    rows, row_ok = _tile_rows(tile, M, BLOCK_M)
-    mask = row_ok[:, None] & col_ok[None, :]
-    x_next, r_next = _load_x_res(x_ptr, res_ptr, rows, cols, mask, stride_xm, stride_xn, stride_rm, stride_rn,
-                                 HAS_RES)
-    for _ in range(tl.program_id(0), tl.cdiv(M, BLOCK_M), step):
-        cur_rows, cur_row_ok, cur_mask, x_cur, r_cur = rows, row_ok, mask, x_next, r_next
-        tile += step
-        rows, row_ok = _tile_rows(tile, M, BLOCK_M)
-        mask = row_ok[:, None] & col_ok[None, :]
-        x_next, r_next = _load_x_res(x_ptr, res_ptr, rows, cols, mask, stride_xm, stride_xn, stride_rm,
-                                     stride_rn, HAS_RES)
-        h = x_cur.to(tl.float32)
-        if HAS_IB:
-            h += tl.load(ib_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
-        if HAS_RES:
-            h = (h + r_cur.to(tl.float32)).to(h_ptr.dtype.element_ty)
-            tl.store(h_ptr + cur_rows[:, None] * N + cols[None, :], h, mask=cur_mask)
-            h = h.to(tl.float32)
-        _normalize_store(h, cur_rows, cur_row_ok, cols, col_ok, cur_mask, w_ptr, b_ptr, y_ptr, mean_ptr,
-                         rstd_ptr, N, eps, IS_RMS, HAS_W, HAS_B)
+    if not EARLY_VECS:
+        w = _row_vector(w_ptr, cols, col_ok, HAS_W)
+        b = _row_vector(b_ptr, cols, col_ok, HAS_B)
+    _normalize_store(h, w, b, rows, row_ok, cols, mask, y_ptr, mean_ptr, rstd_ptr, N, eps, IS_RMS, HAS_W, HAS_B)
 
 
 @triton.jit
