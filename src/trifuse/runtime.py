@@ -30,6 +30,22 @@ def kernel_device_ok(t: torch.Tensor) -> bool:
     return t.device.type == "cpu" if INTERPRET else t.device.type == "cuda"
 
 
+def kernel_devices_ok(*tensors: torch.Tensor | None) -> bool:
+    """check_kernel_device's condition without building device objects (t.device.type costs ~1 us a
+    tensor): every tensor given is of the mode's device type, with one device index. Eager tensors only
+    (a tracer need not model is_cpu/get_device); False leaves the error message to check_kernel_device."""
+    index = None
+    for t in tensors:
+        if t is not None:
+            if not (t.is_cpu if INTERPRET else t.is_cuda):
+                return False
+            if index is None:
+                index = t.get_device()
+            elif t.get_device() != index:
+                return False
+    return True
+
+
 def check_kernel_device(name: str, *tensors: torch.Tensor | None) -> None:
     """Reject tensors the current mode cannot run, and tensors on different devices, before launch."""
     present = [t for t in tensors if t is not None]

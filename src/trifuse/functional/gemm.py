@@ -14,8 +14,11 @@ import torch
 from .._checks import FLOAT_DTYPES, check_float, check_same_dtype, check_tensor
 from ..library.gemm import gemm_fwd
 from ..ops.gemm import ACTIVATIONS
-from ..runtime import check_kernel_device
+from ..runtime import check_kernel_device, kernel_devices_ok
 from ._rows import as_rows, from_rows
+
+_PLAIN = frozenset({torch.Tensor, torch.nn.Parameter})  # exact types: a subclass takes the full checks
+_ACTS = frozenset(ACTIVATIONS)
 
 
 def _tf32(dtype: torch.dtype) -> bool:
@@ -50,11 +53,10 @@ def _seed_tensor(seed, device: torch.device) -> torch.Tensor:
     return torch.full((1,), int(seed) % 2**63, dtype=torch.int64, device=device)
 
 
-def _gemm(name: str, a, b, bias, activation, dropout_p, seed, residual, out_dtype, recompute, b_name="b",
-          training=True):
-    check_tensor(name, "a" if b_name == "b" else "x", a)
+def _check(name: str, a_name: str, b_name: str, a, b, bias, residual, activation, dropout_p, out_dtype) -> None:
+    """Every check of the user's input, each raising its typed error."""
+    check_tensor(name, a_name, a)
     check_tensor(name, b_name, b)
-    a_name = "a" if b_name == "b" else "x"
     check_float(name, a_name, a)
     check_float(name, b_name, b)
     for arg, t in (("bias", bias), ("residual", residual)):
@@ -63,8 +65,6 @@ def _gemm(name: str, a, b, bias, activation, dropout_p, seed, residual, out_dtyp
             check_float(name, arg, t)
     check_same_dtype(name, **{a_name: a, b_name: b, "bias": bias})
     _check_args(name, activation, dropout_p, out_dtype)
-    if not training:
-        dropout_p = 0.0
     if b.dim() != 2:
         raise ValueError(f"trifuse.{name}: {b_name} must have 2 dims, got {b.dim()}")
     if a.dim() < 1:
@@ -87,12 +87,42 @@ def _gemm(name: str, a, b, bias, activation, dropout_p, seed, residual, out_dtyp
             raise TypeError(f"trifuse.{name}: residual must have the output dtype {final_dtype}, "
                             f"got {residual.dtype}")
     check_kernel_device(name, a, b, bias, residual)
-    p = float(dropout_p)
+
+
+def _valid(a, b, bias, residual, activation, dropout_p, out_dtype) -> bool:
+    """True only when every check of _check passes: the common eager call (plain tensors, a float
+    dropout_p) in one pass, without _check's per-check calls (~25 us a call). False sends the call
+    through _check, which raises the typed error or passes (tensor subclasses, an int dropout_p...)."""
+    if type(a) not in _PLAIN or type(b) not in _PLAIN or type(activation) is not str or activation not in _ACTS:
+        return False
+    if type(dropout_p) is not float or not 0.0 <= dropout_p < 1.0:
+        return False
+    dtype = a.dtype
+    if dtype not in FLOAT_DTYPES or b.dtype is not dtype or (out_dtype is not None and out_dtype not in FLOAT_DTYPES):
+        return False
+    a_shape, b_shape = a.shape, b.shape
+    if len(b_shape) != 2 or not a_shape or b_shape[0] != a_shape[-1]:
+        return False
+    if bias is not None and (type(bias) not in _PLAIN or bias.dtype is not dtype or bias.shape != b_shape[1:]):
+        return False
+    if residual is not None and (type(residual) not in _PLAIN or residual.dtype is not (out_dtype or dtype)
+                                 or residual.shape != (*a_shape[:-1], b_shape[1])):
+        return False
+    return kernel_devices_ok(a, b, bias, residual)
+
+
+def _gemm(name: str, a, b, bias, activation, dropout_p, seed, residual, out_dtype, recompute, b_name="b",
+          training=True):
+    if torch.compiler.is_compiling() or not _valid(a, b, bias, residual, activation, dropout_p, out_dtype):
+        _check(name, "a" if b_name == "b" else "x", b_name, a, b, bias, residual, activation, dropout_p, out_dtype)
+    p = float(dropout_p) if training else 0.0
+    K, N = a.shape[-1], b.shape[1]
+    out_shape = (*a.shape[:-1], N)
     seed_t = _seed_tensor(seed, a.device) if p > 0.0 else None
     a2 = as_rows(a, K)
     res2 = as_rows(residual, N) if residual is not None else None
-    needs_grad = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (a, b, bias, residual))
+    needs_grad = torch.is_grad_enabled() and (a.requires_grad or b.requires_grad or (
+        bias is not None and bias.requires_grad) or (residual is not None and residual.requires_grad))
     if bias is not None:
         bias = bias.contiguous()  # N elements; the kernels read it with unit stride
     save_pre = needs_grad and activation != "none" and not recompute

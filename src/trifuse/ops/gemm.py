@@ -40,10 +40,11 @@ def _device_info(index: int) -> tuple[tuple[int, int], int]:
 
 
 def device_info(t: torch.Tensor) -> tuple[tuple[int, int] | None, int]:
-    """(capability, SM count); capability None in the interpreter."""
-    if INTERPRET or t.device.type != "cuda":
+    """(capability, SM count); capability None in the interpreter. is_cuda/get_device, not t.device:
+    building the device object costs ~1 us a call."""
+    if INTERPRET or not t.is_cuda:
         return None, 1
-    return _device_info(t.device.index if t.device.index is not None else torch.cuda.current_device())
+    return _device_info(t.get_device())
 
 
 def _alloc(size: int, alignment: int, stream):
@@ -65,9 +66,12 @@ def _desc_ok(t: torch.Tensor) -> tuple[bool, bool]:
     return False, False
 
 
+_TMA_DTYPES = (torch.float16, torch.bfloat16)
+
+
 def tma_layout(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> tuple[bool, bool, bool]:
     """(tma possible, a transposed, b transposed)."""
-    if a.dtype not in (torch.float16, torch.bfloat16):  # tf32 wgmma wants K-major operands: keep fp32 portable
+    if a.dtype not in _TMA_DTYPES:  # tf32 wgmma wants K-major operands: keep fp32 portable
         return False, False, False
     a_ok, a_t = _desc_ok(a)
     b_ok, b_t = _desc_ok(b)
@@ -75,20 +79,33 @@ def tma_layout(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> tuple[boo
     return a_ok and b_ok and o_ok and not o_t, a_t, b_t
 
 
-def choose_config(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, run=None, layout=None) -> GemmConfig:
-    """layout: tma_layout(a, b, out) when the caller has it (it costs a few us of host time a call)."""
+def choose_config(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, run=None) -> GemmConfig:
+    return _choose(a, b, out, run, *device_info(a))[0]
+
+
+def _choose(a, b, out, run, cap, sms) -> tuple[GemmConfig, tuple[bool, bool, bool] | None]:
+    """(config, tma_layout or None). The layout (a few us of host time) is worked out only where it can
+    change the answer: a TMA config from the table or the heuristic, which falls back to the portable
+    one when the operands' layout rules TMA out (with tma_ok False neither source can give anything
+    else), or the autotuner."""
     # SymInts under torch.compile: the config (tile sizes become constexprs) needs concrete sizes.
     M, K = int(a.shape[0]), int(a.shape[1])
     N = int(b.shape[1])
-    cap, sms = device_info(a)
-    sm90 = cap is not None and cap[0] == 9
-    if sm90 and layout is None:
-        layout = tma_layout(a, b, out)
-    tma_ok = sm90 and layout[0] and min(M, N, K) > 0
+    # tma_layout is never ok for other dtypes
+    tma_maybe = cap is not None and cap[0] == 9 and a.dtype in _TMA_DTYPES and min(M, N, K) > 0
     if cap is not None and run is not None and gc.autotune_enabled():
+        layout = tma_layout(a, b, out) if tma_maybe else None
+        tma_ok = layout is not None and layout[0]
         key = gc.table_key(cap, M, N, K, str(a.dtype).replace("torch.", ""))
-        return gc.autotune(key + f"/tma{int(tma_ok)}", gc.candidates(M, N, K, a.element_size(), tma_ok), run)
-    return _table_or_heuristic(cap, sms, M, N, K, a.dtype, a.element_size(), tma_ok)
+        cfg = gc.autotune(key + f"/tma{int(tma_ok)}", gc.candidates(M, N, K, a.element_size(), tma_ok), run)
+        return cfg, layout
+    cfg = _table_or_heuristic(cap, sms, M, N, K, a.dtype, a.element_size(), tma_maybe)
+    if cfg.kernel != "tma":
+        return cfg, None
+    layout = tma_layout(a, b, out)
+    if not layout[0]:
+        cfg = _table_or_heuristic(cap, sms, M, N, K, a.dtype, a.element_size(), False)
+    return cfg, layout
 
 
 @functools.lru_cache(maxsize=4096)
@@ -130,21 +147,23 @@ def gemm_into(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, *, bias=None,
         return
     dropout = dropout_p > 0.0
     cap, sms = device_info(a)
-    layout = tma_layout(a, b, out) if cap is not None and cap[0] == 9 else None
+    layout = None
     if config is None:
-        def run(cfg):
-            return gemm_into(a, b, out, bias=bias, residual=residual, pre=pre, seed=seed,
-                             activation=activation, dropout_p=dropout_p, tf32=tf32, config=cfg)
+        run = None
+        if cap is not None and gc.autotune_enabled():
+            def run(cfg):
+                return gemm_into(a, b, out, bias=bias, residual=residual, pre=pre, seed=seed,
+                                 activation=activation, dropout_p=dropout_p, tf32=tf32, config=cfg)
 
-        config = choose_config(a, b, out, run, layout)
+        config, layout = _choose(a, b, out, run, cap, sms)
     dummy = out  # never read: the constexpr flags switch the loads off
     res = residual if residual is not None else dummy
-    flags = {"ACT": activation, "HAS_BIAS": bias is not None, "HAS_RES": residual is not None,
-             "DROPOUT": dropout, "STORE_PRE": pre is not None, "PRECISION": _precision(a, tf32)}
+    meta = _meta(config, activation, bias is not None, residual is not None, dropout, pre is not None,
+                 _precision(a, tf32))
     ptrs = (bias if bias is not None else dummy, res, pre if pre is not None else dummy,
             seed if seed is not None else dummy)
-    res_strides = (res.stride(0), res.stride(1))
-    pre_stride = pre.stride(0) if pre is not None else 0
+    res_strides = res.stride()
+    pre_stride = pre.stride()[0] if pre is not None else 0
     if config.kernel == "tma":
         ok, a_t, b_t = layout if layout is not None else tma_layout(a, b, out)
         if not ok:
@@ -152,21 +171,29 @@ def gemm_into(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, *, bias=None,
         tiles = cdiv(int(M), config.block_m) * cdiv(int(N), config.block_n)
         split = epi_split(config, dropout or pre is not None or residual is not None)
         triton.set_allocator(_alloc)  # descriptor workspace; a ContextVar, so set it in this thread
+        a_s, b_s = a.stride(), b.stride()
         launcher(kt.gemm_tma_kernel)[(min(sms, tiles),)](
-            a, b, out, *ptrs, M, N, K, a.stride(1) if a_t else a.stride(0), b.stride(1) if b_t else b.stride(0),
-            out.stride(0), *res_strides, pre_stride, dropout_p, **flags, A_T=a_t, B_T=b_t,
-            BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k, GROUP_M=config.group_m,
+            a, b, out, *ptrs, M, N, K, a_s[1] if a_t else a_s[0], b_s[1] if b_t else b_s[0],
+            out.stride()[0], *res_strides, pre_stride, dropout_p, **meta, A_T=a_t, B_T=b_t,
             NUM_SMS=sms, EPI_SPLIT=split, FLATTEN=config.flatten,
-            num_warps=config.num_warps, num_stages=config.num_stages,
         )
         return
     grid = (cdiv(M, config.block_m) * cdiv(N, config.block_n),)
     launcher(k.gemm_fwd_kernel)[grid](
-        a, b, out, *ptrs, M, N, K, a.stride(0), a.stride(1), b.stride(0), b.stride(1), out.stride(0),
-        *res_strides, pre_stride, dropout_p, **flags,
-        BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k, GROUP_M=config.group_m,
-        num_warps=config.num_warps, num_stages=config.num_stages,
+        a, b, out, *ptrs, M, N, K, *a.stride(), *b.stride(), out.stride()[0], *res_strides, pre_stride,
+        dropout_p, **meta,
     )
+
+
+@functools.lru_cache(maxsize=1024)
+def _meta(config: GemmConfig, activation: str, has_bias: bool, has_res: bool, dropout: bool, store_pre: bool,
+          precision: str) -> dict:
+    """gemm_into's constexpr keywords for one config and epilogue, built once (a dict literal of twelve
+    costs ~1.5 us a call). Callers unpack it, never mutate it."""
+    return {"ACT": activation, "HAS_BIAS": has_bias, "HAS_RES": has_res, "DROPOUT": dropout,
+            "STORE_PRE": store_pre, "PRECISION": precision, "BLOCK_M": config.block_m,
+            "BLOCK_N": config.block_n, "BLOCK_K": config.block_k, "GROUP_M": config.group_m,
+            "num_warps": config.num_warps, "num_stages": config.num_stages}
 
 
 def dact_into(dy: torch.Tensor, pre: torch.Tensor | None, dpre: torch.Tensor, dbias: torch.Tensor | None,
