@@ -20,8 +20,9 @@ def _gemm_fwd(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None, resid
     """Returns (out, pre): pre = a @ b + bias in a's dtype when save_pre, else an empty tensor.
     `recompute` only tells the backward how to get pre back."""
     M, N = a.shape[0], b.shape[1]
-    out = torch.empty((M, N), dtype=out_dtype if out_dtype is not None else a.dtype, device=a.device)
-    pre = torch.empty((M, N) if save_pre else (0,), dtype=a.dtype, device=a.device)
+    # Sizes as separate arguments: torch.empty((M, N), ...) parses ~2 us slower a call.
+    out = torch.empty(M, N, dtype=out_dtype if out_dtype is not None else a.dtype, device=a.device)
+    pre = torch.empty(*((M, N) if save_pre else (0,)), dtype=a.dtype, device=a.device)
     gemm_into(a, b, out, bias=bias, residual=residual, pre=pre if save_pre else None, seed=seed,
               activation=activation, dropout_p=dropout_p, tf32=tf32)
     return out, pre
@@ -32,8 +33,8 @@ def _gemm_dact(dy: torch.Tensor, pre: torch.Tensor | None, seed: torch.Tensor | 
               ) -> tuple[torch.Tensor, torch.Tensor]:
     """(dpre in `dtype`, dbias in bias_dtype or an empty tensor when bias_dtype is None)."""
     M, N = dy.shape
-    dpre = torch.empty((M, N), dtype=dtype, device=dy.device)
-    dbias = torch.empty((N,) if bias_dtype is not None else (0,), dtype=bias_dtype or dtype, device=dy.device)
+    dpre = torch.empty(M, N, dtype=dtype, device=dy.device)
+    dbias = torch.empty(N if bias_dtype is not None else 0, dtype=bias_dtype or dtype, device=dy.device)
     dact_into(dy, pre, dpre, dbias if bias_dtype is not None else None, seed, activation, dropout_p)
     return dpre, dbias
 
@@ -42,8 +43,8 @@ def _gemm_dact_recompute(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | 
                         seed: torch.Tensor | None, activation: str, dropout_p: float, tf32: bool
                         ) -> tuple[torch.Tensor, torch.Tensor]:
     M, N = a.shape[0], b.shape[1]
-    dpre = torch.empty((M, N), dtype=a.dtype, device=a.device)
-    dbias = torch.empty((N,) if bias is not None else (0,), dtype=a.dtype if bias is None else bias.dtype,
+    dpre = torch.empty(M, N, dtype=a.dtype, device=a.device)
+    dbias = torch.empty(N if bias is not None else 0, dtype=a.dtype if bias is None else bias.dtype,
                         device=a.device)
     gemm_dact_into(a, b, bias, dy, dpre, dbias if bias is not None else None, seed, activation, dropout_p,
                    tf32)

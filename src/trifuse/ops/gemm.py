@@ -206,7 +206,7 @@ def dact_into(dy: torch.Tensor, pre: torch.Tensor | None, dpre: torch.Tensor, db
     if M == 0 or N == 0:
         return
     tiles_m = cdiv(M, block_m)
-    part = torch.empty((tiles_m, N) if dbias is not None else (1,), dtype=torch.float32, device=dy.device)
+    part = torch.empty(*((tiles_m, N) if dbias is not None else (1,)), dtype=torch.float32, device=dy.device)
     src = pre if pre is not None else dy
     block_n = min(DACT_BLOCK_N, max(16, next_pow2(int(N))))  # a constexpr: concrete N
     launcher(kb.dact_kernel)[(tiles_m, cdiv(N, block_n))](
@@ -233,7 +233,7 @@ def gemm_dact_into(a: torch.Tensor, b: torch.Tensor, bias, dy: torch.Tensor, dpr
         cap, sms = device_info(a)
         config = gc.heuristic_config(int(M), int(N), int(K), a.element_size(), cap, sms, tma_ok=False)
     tiles_m = cdiv(M, config.block_m)
-    part = torch.empty((tiles_m, N) if dbias is not None else (1,), dtype=torch.float32, device=a.device)
+    part = torch.empty(*((tiles_m, N) if dbias is not None else (1,)), dtype=torch.float32, device=a.device)
     grid = (tiles_m * cdiv(N, config.block_n),)
     launcher(kb.gemm_dact_kernel)[grid](
         a, b, bias if bias is not None else part, dy, dpre, part, seed if seed is not None else part,
