@@ -8,17 +8,19 @@ import itertools
 import sys
 
 import torch
-from triton.testing import do_bench
 
 sys.path.insert(0, "src")
-import trifuse.ops.norm as on  # noqa: E402
-from trifuse.library.eager import direct_launch  # noqa: E402
+import trifuse.ops.norm as on
+from trifuse.bench.timing import time_ms
+from trifuse.library.eager import direct_launch
 
 
 def gbps(fn, nbytes, rep=40):
-    # Launchers go through wrap_triton; outside direct_launch that is torch's slow tracing path.
+    # Launchers go through wrap_triton; outside direct_launch that is torch's slow tracing path. Host time
+    # hidden (a GPU sleep before each repetition): at 8-32 MB a launch's ~11 us of host work exceeds the
+    # kernel's few microseconds and would otherwise be timed.
     with direct_launch():
-        return nbytes / (do_bench(fn, warmup=10, rep=rep, return_mode="median") * 1e-3) / 1e9
+        return nbytes / (time_ms(fn, warmup_ms=10, rep_ms=rep, hide_host=True) * 1e-3) / 1e9
 
 
 def main():
@@ -150,8 +152,8 @@ def small():
                                  h if res_ else None, None if rms else mean, rstd)
 
             res = []
-            for tile, ept in itertools.product((2048, 4096, 8192, 16384), (4, 8, 16, 32)):
-                on.fwd_config = lambda m_, n_, rms_, res_=False: on.rows_config(n_, tile, ept)
+            for tile, ept in itertools.product((2048, 4096, 8192, 16384), (8, 16, 32)):
+                on.fwd_config = lambda m_, n_, rms_: on.rows_config(n_, tile, ept)
                 cfg = on.fwd_config(m, n, rms)
                 label = f"t{tile} e{ept} ({cfg.block_m}x{cfg.block_n} w{cfg.num_warps})"
                 try:
@@ -160,16 +162,15 @@ def small():
                     print("  fail", label, type(e).__name__)
             on.fwd_config = default_config
             res.sort(reverse=True)
-            cfg = on.fwd_config(m, n, rms, res_)
-            on.FWD_EARLY_VECS = False
-            late = gbps(fwd, nbytes, 100)
+            cfg = on.fwd_config(m, n, rms)
             on.FWD_EARLY_VECS = True
+            early = gbps(fwd, nbytes, 100)
+            on.FWD_EARLY_VECS = False
             liger = _liger_fwd(kind, x, w, b, r)
-            peer = f" | liger {nbytes / (do_bench(liger, warmup=10, rep=100, return_mode='median') * 1e-3) / 1e9:.0f}" \
-                if liger else ""
+            peer = f" | liger {gbps(liger, nbytes, 100):.0f}" if liger else ""
             print(f"fwd {kind} {m}x{n} {str(dt)[6:]}: " + ", ".join(f"{c}:{g:.0f}" for g, c in res[:5])
                   + f" | default ({cfg.block_m}x{cfg.block_n} w{cfg.num_warps}) {gbps(fwd, nbytes, 100):.0f}"
-                  f" (weight late {late:.0f}){peer}",
+                  f" (weight early {early:.0f}){peer}",
                   flush=True)
 
 

@@ -28,11 +28,11 @@ def test_optional_arguments(device, kind, weight, bias, input_bias):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("kind", KINDS)
-def test_weight_loaded_after_the_reductions(device, monkeypatch, kind, dtype):
-    # The forward's other weight / bias load order (ops.norm.FWD_EARLY_VECS off), several tiles, the last ragged.
+def test_weight_loaded_early(device, monkeypatch, kind, dtype):
+    # The forward's other weight / bias load order (ops.norm.FWD_EARLY_VECS), several tiles, the last ragged.
     import trifuse.ops.norm as on
 
-    monkeypatch.setattr(on, "FWD_EARLY_VECS", False)
+    monkeypatch.setattr(on, "FWD_EARLY_VECS", True)
     check(kind, make_inputs(kind, (70, 200), device, dtype), grads=False)
 
 

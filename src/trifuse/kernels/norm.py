@@ -33,9 +33,12 @@ def _row_vector(ptr, cols, col_ok, PRESENT: tl.constexpr):
 
 
 @triton.jit
-def _normalize_store(h, w, b, rows, row_ok, cols, mask, y_ptr, mean_ptr, rstd_ptr, N, eps,
-                     IS_RMS: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr):
-    """Rows of fp32 h (masked elements 0) -> mean (LayerNorm), rstd and y = h_hat * w + b, stored."""
+def _normalize_store(h, w, b, rows, row_ok, cols, col_ok, mask, w_ptr, b_ptr, y_ptr, mean_ptr, rstd_ptr, N, eps,
+                     IS_RMS: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr, EARLY_VECS: tl.constexpr):
+    """Rows of fp32 h (masked elements 0) -> mean (LayerNorm), rstd and y = h_hat * weight + bias, stored.
+
+    w and b: the fp32 weight and bias when loaded early (EARLY_VECS), else read here, after the reductions,
+    so they hold no registers while h and the reductions' temporaries do."""
     if IS_RMS:
         rstd = tl.math.rsqrt(row_mean(tl.sum(h * h, axis=1), N) + eps)
         y = h * rstd[:, None]
@@ -46,6 +49,9 @@ def _normalize_store(h, w, b, rows, row_ok, cols, mask, y_ptr, mean_ptr, rstd_pt
         y = d * rstd[:, None]
         tl.store(mean_ptr + rows, mean, mask=row_ok)
     tl.store(rstd_ptr + rows, rstd, mask=row_ok)
+    if not EARLY_VECS:
+        w = _row_vector(w_ptr, cols, col_ok, HAS_W)
+        b = _row_vector(b_ptr, cols, col_ok, HAS_B)
     if HAS_W:
         y *= w[None, :]
     if HAS_B:
@@ -60,8 +66,9 @@ def norm_fwd_rows(
     IS_RMS: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_IB: tl.constexpr,
     HAS_RES: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EARLY_VECS: tl.constexpr,
 ):
-    """EARLY_VECS: issue the weight / bias loads before x's, so their latency is not added after the
-    reductions (Liger's forward does so); otherwise they are loaded last, holding fewer registers."""
+    """EARLY_VECS: issue the weight / bias loads before x's (as Liger's forward does), so their latency is
+    not added after the reductions; otherwise they are loaded after the reductions, holding no registers
+    meanwhile."""
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.arange(0, BLOCK_N)
     row_ok = rows < M
@@ -70,6 +77,8 @@ def norm_fwd_rows(
     rows = rows.to(tl.int64)
     # Inductor passes Python floats as fp64: keep the arithmetic in fp32.
     eps = tl.cast(eps, tl.float32)
+    w = 0.0
+    b = 0.0
     if EARLY_VECS:
         w = _row_vector(w_ptr, cols, col_ok, HAS_W)
         b = _row_vector(b_ptr, cols, col_ok, HAS_B)
@@ -83,10 +92,8 @@ def norm_fwd_rows(
         h = h.to(h_ptr.dtype.element_ty)
         tl.store(h_ptr + rows[:, None] * N + cols[None, :], h, mask=mask)
         h = h.to(tl.float32)
-    if not EARLY_VECS:
-        w = _row_vector(w_ptr, cols, col_ok, HAS_W)
-        b = _row_vector(b_ptr, cols, col_ok, HAS_B)
-    _normalize_store(h, w, b, rows, row_ok, cols, mask, y_ptr, mean_ptr, rstd_ptr, N, eps, IS_RMS, HAS_W, HAS_B)
+    _normalize_store(h, w, b, rows, row_ok, cols, col_ok, mask, w_ptr, b_ptr, y_ptr, mean_ptr, rstd_ptr, N, eps,
+                     IS_RMS, HAS_W, HAS_B, EARLY_VECS)
 
 
 @triton.jit

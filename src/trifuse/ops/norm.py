@@ -42,19 +42,9 @@ ELEMS_PER_THREAD = 16
 # the grid is a wave or two. RMSNorm's single reduction is 0.3-0.6% faster at 16 everywhere.
 ELEMS_PER_THREAD_FWD_LN = 32
 FWD_LN_FULL_THREADS_MIN_ELEMS = 1 << 25
-# Narrow rows (BLOCK_N <= FWD_NARROW_N): a program takes FWD_NARROW_INPUT_ELEMS input elements (x and the
-# residual) at FWD_NARROW_ELEMS_PER_THREAD a thread. H200 (scripts/sweep_norm.py small, 8192x512): LN fp16
-# 1.69 vs 1.47 TB/s, RMS bf16 1.86 vs 1.73, add_rms 2.64 vs 2.37-2.38 against 2048-element tiles.
-FWD_NARROW_N = 1024
-FWD_NARROW_INPUT_ELEMS = 8192
-FWD_NARROW_ELEMS_PER_THREAD = 32
-# With a residual each thread loads two inputs per element: more threads (fewer values each) keep more
-# loads in flight. H200, add_rms: 512x8192 fp32 3.08 vs 2.88 TB/s, 16384x4096 bf16 3.98 vs 3.91 (two rows
-# a program).
-FWD_RES_TILE_ELEMS = 8192
-FWD_RES_ELEMS_PER_THREAD = 8
-# Load weight and bias before x (kernels norm_fwd_rows EARLY_VECS).
-FWD_EARLY_VECS = True
+# Load weight and bias before x instead of after the reductions (kernels norm_fwd_rows EARLY_VECS). Off:
+# a launcher-level sweep without hidden host time showed no consistent gain (scripts/sweep_norm.py small).
+FWD_EARLY_VECS = False
 # Backward programs per SM (persistent grid). The partial buffer has one row per program, so this
 # also sizes the second-stage reduction: small enough that narrow shapes pay no latency floor.
 BWD_PROGRAMS_PER_SM = 2
@@ -99,7 +89,7 @@ def rows_config(n: int, tile_elems: int, elems_per_thread: int | None = None) ->
     return _rows_config(int(n), tile_elems, elems_per_thread or ELEMS_PER_THREAD)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _rows_config(n: int, tile_elems: int, elems_per_thread: int) -> RowsConfig:
     block_n = next_pow2(max(n, 1))
     block_m = max(1, min(64, tile_elems // block_n))
@@ -107,12 +97,7 @@ def _rows_config(n: int, tile_elems: int, elems_per_thread: int) -> RowsConfig:
     return RowsConfig(block_m, block_n, num_warps)
 
 
-def fwd_config(m: int, n: int, is_rms: bool, has_residual: bool = False) -> RowsConfig:
-    if next_pow2(max(int(n), 1)) <= FWD_NARROW_N:
-        inputs = 2 if has_residual else 1
-        return rows_config(n, FWD_NARROW_INPUT_ELEMS // inputs, FWD_NARROW_ELEMS_PER_THREAD)
-    if has_residual:
-        return rows_config(n, FWD_RES_TILE_ELEMS, FWD_RES_ELEMS_PER_THREAD)
+def fwd_config(m: int, n: int, is_rms: bool) -> RowsConfig:
     full = not is_rms and int(m) * int(n) >= FWD_LN_FULL_THREADS_MIN_ELEMS
     return rows_config(n, TILE_ELEMS_FWD, ELEMS_PER_THREAD_FWD_LN if full else None)
 
@@ -186,7 +171,7 @@ def norm_fwd_into(
              "HAS_IB": input_bias is not None, "HAS_RES": residual is not None}
     strides = (x.stride(0), x.stride(1), *_stride(residual))
     if N <= max_fused_n:
-        cfg = fwd_config(M, N, is_rms, residual is not None)
+        cfg = fwd_config(M, N, is_rms)
         launcher(kf.norm_fwd_rows)[(cdiv(M, cfg.block_m),)](
             *args, M, N, *strides, eps, **flags,
             BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, EARLY_VECS=FWD_EARLY_VECS, num_warps=cfg.num_warps,
