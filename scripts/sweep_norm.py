@@ -1,4 +1,4 @@
-"""GPU sweep of the norm launch configs (rows per program, threads, early weight loads, backward programs
+"""GPU sweep of the norm launch configs (rows per program, threads, backward programs
 per SM, paired row sums), timed at the launcher level so host overhead stays out. Prints GB/s per config.
 Run: python3 scripts/sweep_norm.py [bwd | wide | small]  (bwd: backward only; wide: all three column sums;
 small: the forward where it trailed a peer, beside Liger's kernels when installed)"""
@@ -134,7 +134,7 @@ def _liger_fwd(kind, x, w, b, r):
 
 def small():
     """The forward where it trailed a peer or the bandwidth target: rows per program x values per thread,
-    and weight / bias loaded early or late, medians over 100 ms (8-128 MB in a few microseconds)."""
+    medians over 100 ms (8-128 MB in a few microseconds)."""
     default_config = on.fwd_config
     for m, n, dt in [(512, 8192, torch.float32), (8192, 512, torch.float16), (8192, 512, torch.bfloat16),
                      (4096, 4096, torch.bfloat16), (16384, 4096, torch.bfloat16), (8192, 8192, torch.bfloat16),
@@ -153,8 +153,8 @@ def small():
 
             res = []
             for tile, ept in itertools.product((2048, 4096, 8192, 16384), (8, 16, 32)):
-                on.fwd_config = lambda m_, n_, rms_: on.rows_config(n_, tile, ept)
-                cfg = on.fwd_config(m, n, rms)
+                on.fwd_config = lambda m_, n_, rms_, res__: on.rows_config(n_, tile, ept)
+                cfg = on.fwd_config(m, n, rms, res_)
                 label = f"t{tile} e{ept} ({cfg.block_m}x{cfg.block_n} w{cfg.num_warps})"
                 try:
                     res.append((gbps(fwd, nbytes, 100), label))
@@ -162,15 +162,12 @@ def small():
                     print("  fail", label, type(e).__name__)
             on.fwd_config = default_config
             res.sort(reverse=True)
-            cfg = on.fwd_config(m, n, rms)
-            on.FWD_EARLY_VECS = True
-            early = gbps(fwd, nbytes, 100)
-            on.FWD_EARLY_VECS = False
+            cfg = on.fwd_config(m, n, rms, res_)
             liger = _liger_fwd(kind, x, w, b, r)
             peer = f" | liger {gbps(liger, nbytes, 100):.0f}" if liger else ""
             print(f"fwd {kind} {m}x{n} {str(dt)[6:]}: " + ", ".join(f"{c}:{g:.0f}" for g, c in res[:5])
                   + f" | default ({cfg.block_m}x{cfg.block_n} w{cfg.num_warps}) {gbps(fwd, nbytes, 100):.0f}"
-                  f" (weight early {early:.0f}){peer}",
+                  f"{peer}",
                   flush=True)
 
 

@@ -26,16 +26,6 @@ def test_optional_arguments(device, kind, weight, bias, input_bias):
                             input_bias=input_bias))
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-@pytest.mark.parametrize("kind", KINDS)
-def test_weight_loaded_early(device, monkeypatch, kind, dtype):
-    # The forward's other weight / bias load order (ops.norm.FWD_EARLY_VECS), several tiles, the last ragged.
-    import trifuse.ops.norm as on
-
-    monkeypatch.setattr(on, "FWD_EARLY_VECS", True)
-    check(kind, make_inputs(kind, (70, 200), device, dtype), grads=False)
-
-
 @pytest.mark.parametrize("kind", KINDS)
 def test_fp32_weights_with_fp16_input(device, kind):
     check(kind, make_inputs(kind, (23, 300), device, torch.float16, w_dtype=torch.float32))

@@ -42,9 +42,15 @@ ELEMS_PER_THREAD = 16
 # the grid is a wave or two. RMSNorm's single reduction is 0.3-0.6% faster at 16 everywhere.
 ELEMS_PER_THREAD_FWD_LN = 32
 FWD_LN_FULL_THREADS_MIN_ELEMS = 1 << 25
-# Load weight and bias before x instead of after the reductions (kernels norm_fwd_rows EARLY_VECS). Off:
-# a launcher-level sweep without hidden host time showed no consistent gain (scripts/sweep_norm.py small).
-FWD_EARLY_VECS = False
+# Narrow rows (BLOCK_N <= FWD_NARROW_N): more rows per program, 32 values a thread. H200, scripts/
+# sweep_norm.py small (device time), 8192x512 fp16 / bf16: LN 1.64 / 1.62 TB/s vs 1.52 / 1.53 with the
+# 2048-element tiles, RMS 1.82 / 1.81 vs 1.67 / 1.69, add_rms 2.58 / 2.61 vs 2.46 / 2.45.
+FWD_NARROW_N = 1024
+FWD_NARROW_TILE_ELEMS = 8192
+FWD_NARROW_ELEMS_PER_THREAD = 32
+# With a residual each thread loads two inputs per element: more threads, fewer values each (H200, add_rms:
+# 512x8192 fp32 3.08 vs 2.96 TB/s, 16384x4096 3.97 vs 3.95, 8192^2 3.99 vs 3.95, 32768x2048 4.10 vs 4.08).
+FWD_RES_ELEMS_PER_THREAD = 8
 # Backward programs per SM (persistent grid). The partial buffer has one row per program, so this
 # also sizes the second-stage reduction: small enough that narrow shapes pay no latency floor.
 BWD_PROGRAMS_PER_SM = 2
@@ -97,7 +103,11 @@ def _rows_config(n: int, tile_elems: int, elems_per_thread: int) -> RowsConfig:
     return RowsConfig(block_m, block_n, num_warps)
 
 
-def fwd_config(m: int, n: int, is_rms: bool) -> RowsConfig:
+def fwd_config(m: int, n: int, is_rms: bool, has_residual: bool) -> RowsConfig:
+    if next_pow2(max(int(n), 1)) <= FWD_NARROW_N:
+        return rows_config(n, FWD_NARROW_TILE_ELEMS, FWD_NARROW_ELEMS_PER_THREAD)
+    if has_residual:
+        return rows_config(n, TILE_ELEMS_FWD, FWD_RES_ELEMS_PER_THREAD)
     full = not is_rms and int(m) * int(n) >= FWD_LN_FULL_THREADS_MIN_ELEMS
     return rows_config(n, TILE_ELEMS_FWD, ELEMS_PER_THREAD_FWD_LN if full else None)
 
@@ -171,10 +181,10 @@ def norm_fwd_into(
              "HAS_IB": input_bias is not None, "HAS_RES": residual is not None}
     strides = (x.stride(0), x.stride(1), *_stride(residual))
     if N <= max_fused_n:
-        cfg = fwd_config(M, N, is_rms)
+        cfg = fwd_config(M, N, is_rms, residual is not None)
         launcher(kf.norm_fwd_rows)[(cdiv(M, cfg.block_m),)](
             *args, M, N, *strides, eps, **flags,
-            BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, EARLY_VECS=FWD_EARLY_VECS, num_warps=cfg.num_warps,
+            BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, num_warps=cfg.num_warps,
         )
     else:
         block_n = min(LOOP_BLOCK_N, next_pow2(max_fused_n))
