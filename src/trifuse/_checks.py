@@ -6,6 +6,8 @@ from collections.abc import Iterable
 import torch
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+# Exact types the one-pass eager checks (functional `_valid`s) accept: a subclass takes the full checks.
+PLAIN_TENSORS = frozenset({torch.Tensor, torch.nn.Parameter})
 
 
 def check_tensor(name: str, arg: str, t: object) -> torch.Tensor:

@@ -5,9 +5,9 @@ import math
 
 import torch
 
-from .._checks import check_float, check_shape, check_tensor
+from .._checks import FLOAT_DTYPES, PLAIN_TENSORS, check_float, check_shape, check_tensor
 from ..library.norm import norm_fwd
-from ..runtime import check_kernel_device
+from ..runtime import check_kernel_device, kernel_devices_ok
 from ._rows import as_rows, from_rows
 
 
@@ -21,7 +21,8 @@ def _check_eps(name: str, eps, dtype: torch.dtype) -> float:
     return float(eps)
 
 
-def _norm(name, x, residual, weight, bias, input_bias, eps, is_rms):
+def _check(name, x, residual, weight, bias, input_bias, eps) -> float:
+    """Every check of the user's input, each raising its typed error; returns eps as a float."""
     check_tensor(name, "x", x)
     check_float(name, "x", x)
     if x.dim() == 0:
@@ -36,6 +37,33 @@ def _norm(name, x, residual, weight, bias, input_bias, eps, is_rms):
         check_shape(name, "residual", residual, tuple(x.shape))
     eps = _check_eps(name, eps, x.dtype)
     check_kernel_device(name, x, weight, bias, input_bias, residual)
+    return eps
+
+
+def _valid(x, residual, weight, bias, input_bias, eps) -> bool:
+    """True only when every check of _check passes and eps is already a float: the common eager call in
+    one pass. False sends the call through _check, which raises the typed error or passes."""
+    if type(x) not in PLAIN_TENSORS or x.dtype not in FLOAT_DTYPES or type(eps) is not float:
+        return False
+    if not 0.0 <= eps < math.inf:  # NaN fails too
+        return False
+    shape = x.shape
+    if not shape:
+        return False
+    n = shape[-1]
+    for t in (weight, bias, input_bias):
+        if t is not None and (type(t) not in PLAIN_TENSORS or t.dtype not in FLOAT_DTYPES or t.shape != (n,)):
+            return False
+    if residual is not None and (type(residual) not in PLAIN_TENSORS or residual.dtype not in FLOAT_DTYPES
+                                 or residual.shape != shape):
+        return False
+    return kernel_devices_ok(x, weight, bias, input_bias, residual)
+
+
+def _norm(name, x, residual, weight, bias, input_bias, eps, is_rms):
+    if torch.compiler.is_compiling() or not _valid(x, residual, weight, bias, input_bias, eps):
+        eps = _check(name, x, residual, weight, bias, input_bias, eps)
+    n = x.shape[-1]
     weight = weight.contiguous() if weight is not None else None
     bias = bias.contiguous() if bias is not None else None
     input_bias = input_bias.contiguous() if input_bias is not None else None

@@ -6,6 +6,9 @@ launch, scripts/host_breakdown.py), longer than many of these kernels run. `regi
 (what torch.compile, export and opcheck see) and returns a FastOp: when nothing traces (no
 torch.compile, no fake or functional tensors, no dispatch mode) it runs the same implementation
 directly, under a plain autograd.Function built from the same setup_context and backward.
+That direct path may run a `direct` variant of the implementation which returns None where the
+registered op returns an empty (0,) stand-in (a registered op's outputs are all tensors, freshly
+allocated, ~2 us each on the host).
 """
 from __future__ import annotations
 
@@ -75,7 +78,7 @@ class FastOp:
 
     def __init__(self, name: str, op, impl: Callable, setup_context: Callable | None,
                  backward: Callable | None):
-        self.op, self.impl = op, impl
+        self.op, self.impl = op, impl  # impl: what the eager path runs (register's `direct`)
         self.function = _eager_function(name, impl, setup_context, backward) if backward else None
 
     def __call__(self, *args):
@@ -96,9 +99,11 @@ class FastOp:
 
 
 def register(name: str, impl: Callable, *, setup_context: Callable | None = None,
-             backward: Callable | None = None) -> FastOp:
-    """triton_op(name) over impl (+ register_autograd), wrapped in a FastOp."""
+             backward: Callable | None = None, direct: Callable | None = None) -> FastOp:
+    """triton_op(name) over impl (+ register_autograd), wrapped in a FastOp that runs `direct` (default
+    impl) when nothing traces. direct returns what impl returns, None in place of impl's (0,) stand-ins;
+    setup_context and backward take either."""
     op = triton_op(name, impl, mutates_args={})
     if backward is not None:
         op.register_autograd(backward, setup_context=setup_context)
-    return FastOp(name, op, impl, setup_context, backward)
+    return FastOp(name, op, direct or impl, setup_context, backward)

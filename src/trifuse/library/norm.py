@@ -2,7 +2,8 @@
 
 One op pair serves layer_norm, rms_norm, add_layer_norm and add_rms_norm. Outputs have a fixed
 arity: absent ones (h without a residual, mean for RMSNorm, gradients of absent parameters) are
-empty (0,) tensors, which the autograd glue maps to None.
+empty (0,) tensors, which the autograd glue maps to None. The eager path's direct implementations
+return None for them instead (no allocation).
 """
 from __future__ import annotations
 
@@ -12,23 +13,52 @@ from ..ops.norm import norm_bwd_into, norm_fwd_into
 from .eager import register
 
 
-def _empty(like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
-    return like.new_empty((0,), dtype=dtype or like.dtype)
+def _or_empty(t: torch.Tensor | None, like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    return t if t is not None else like.new_empty(0, dtype=dtype or like.dtype)
+
+
+def _norm_fwd_direct(
+    x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
+    input_bias: torch.Tensor | None, residual: torch.Tensor | None, eps: float, is_rms: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
+    """(y, h, mean, rstd) for x (M, N): h = x + input_bias + residual (None without a residual),
+    mean None for RMSNorm."""
+    M, N = x.shape
+    y = x.new_empty(M, N)  # contiguous; sizes as separate ints (a size tuple parses slower)
+    h = x.new_empty(M, N) if residual is not None else None
+    mean = None if is_rms else x.new_empty(M, dtype=torch.float32)
+    rstd = x.new_empty(M, dtype=torch.float32)
+    norm_fwd_into(x, weight, bias, input_bias, residual, eps, is_rms, y, h, mean, rstd)
+    return y, h, mean, rstd
 
 
 def _norm_fwd(
     x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
     input_bias: torch.Tensor | None, residual: torch.Tensor | None, eps: float, is_rms: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(y, h, mean, rstd) for x (M, N): h = x + input_bias + residual (only with a residual)."""
-    M = x.shape[0]
-    y = torch.empty_like(x, memory_format=torch.contiguous_format)
-    h = torch.empty_like(x, memory_format=torch.contiguous_format) if residual is not None else _empty(x)
-    mean = _empty(x, torch.float32) if is_rms else x.new_empty((M,), dtype=torch.float32)
-    rstd = x.new_empty((M,), dtype=torch.float32)
-    norm_fwd_into(x, weight, bias, input_bias, residual, eps, is_rms, y,
-                  h if residual is not None else None, None if is_rms else mean, rstd)
-    return y, h, mean, rstd
+    """The registered op: _norm_fwd_direct with (0,) tensors for its Nones."""
+    y, h, mean, rstd = _norm_fwd_direct(x, weight, bias, input_bias, residual, eps, is_rms)
+    return y, _or_empty(h, x), _or_empty(mean, x, torch.float32), rstd
+
+
+def _norm_bwd_direct(
+    dy: torch.Tensor, dh_out: torch.Tensor | None, src: torch.Tensor,
+    input_bias: torch.Tensor | None, weight: torch.Tensor | None, bias: torch.Tensor | None,
+    mean: torch.Tensor, rstd: torch.Tensor, is_rms: bool, recompute_h: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """(dx, dweight, dbias, dinput_bias), None for an absent parameter's gradient; src is h, or x
+    when recompute_h (h = x + input_bias). mean is not read for RMSNorm (any tensor stands in).
+
+    bias is read for its dtype only (dbias = colsum(dy) does not depend on it).
+    """
+    M, N = src.shape
+    dx = src.new_empty(M, N)
+    dw = weight.new_empty(N) if weight is not None else None
+    db = bias.new_empty(N) if bias is not None else None
+    dib = input_bias.new_empty(N) if input_bias is not None else None
+    norm_bwd_into(dy, dh_out, src, input_bias if recompute_h else None, weight,
+                  None if is_rms else mean, rstd, is_rms, dx, dw, db, dib)
+    return dx, dw, db, dib
 
 
 def _norm_bwd(
@@ -36,22 +66,13 @@ def _norm_bwd(
     input_bias: torch.Tensor | None, weight: torch.Tensor | None, bias: torch.Tensor | None,
     mean: torch.Tensor, rstd: torch.Tensor, is_rms: bool, recompute_h: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(dx, dweight, dbias, dinput_bias); src is h, or x when recompute_h (h = x + input_bias).
-
-    bias is read for its dtype only (dbias = colsum(dy) does not depend on it).
-    """
-    dx = torch.empty_like(src, memory_format=torch.contiguous_format)
-
-    def grad_for(t):
-        return torch.empty_like(t) if t is not None else None
-
-    dw, db, dib = grad_for(weight), grad_for(bias), grad_for(input_bias)
-    norm_bwd_into(dy, dh_out, src, input_bias if recompute_h else None, weight,
-                  None if is_rms else mean, rstd, is_rms, dx, dw, db, dib)
-    return tuple(g if g is not None else _empty(dx) for g in (dx, dw, db, dib))
+    """The registered op: _norm_bwd_direct with (0,) tensors for its Nones."""
+    dx, dw, db, dib = _norm_bwd_direct(dy, dh_out, src, input_bias, weight, bias, mean, rstd, is_rms,
+                                       recompute_h)
+    return dx, _or_empty(dw, dx), _or_empty(db, dx), _or_empty(dib, dx)
 
 
-norm_bwd = register("trifuse::norm_bwd", _norm_bwd)
+norm_bwd = register("trifuse::norm_bwd", _norm_bwd, direct=_norm_bwd_direct)
 
 
 def _setup_context(ctx, inputs, output):
@@ -62,15 +83,16 @@ def _setup_context(ctx, inputs, output):
     ctx.res_dtype = residual.dtype if residual is not None else None
     # Without a residual, h = x + input_bias is recomputed in the backward instead of being stored.
     ctx.recompute_h = residual is None and input_bias is not None
-    ctx.save_for_backward(h if ctx.has_res else x, input_bias, weight, bias, mean, rstd)
+    ctx.save_for_backward(h if ctx.has_res else x, input_bias, weight, bias, None if is_rms else mean, rstd)
 
 
 def _backward(ctx, dy, dh, _dmean, _drstd):
     src, input_bias, weight, bias, mean, rstd = ctx.saved_tensors
     if dy is None:  # only h was used downstream
         dy = torch.zeros(src.shape, dtype=src.dtype, device=src.device)
-    dx, dw, db, dib = norm_bwd(dy, dh if ctx.has_res else None, src, input_bias, weight, bias, mean,
-                               rstd, ctx.is_rms, ctx.recompute_h)
+    # RMSNorm saves no mean and its backward reads none: rstd stands in for the op's mean argument.
+    dx, dw, db, dib = norm_bwd(dy, dh if ctx.has_res else None, src, input_bias, weight, bias,
+                               mean if mean is not None else rstd, rstd, ctx.is_rms, ctx.recompute_h)
     dres = None
     if ctx.has_res:
         # h = x + input_bias + residual: the residual's gradient is dh itself.
@@ -79,4 +101,5 @@ def _backward(ctx, dy, dh, _dmean, _drstd):
             dib if input_bias is not None else None, dres, None, None)
 
 
-norm_fwd = register("trifuse::norm_fwd", _norm_fwd, setup_context=_setup_context, backward=_backward)
+norm_fwd = register("trifuse::norm_fwd", _norm_fwd, setup_context=_setup_context, backward=_backward,
+                    direct=_norm_fwd_direct)

@@ -157,7 +157,8 @@ def persistent_programs(device: torch.device, tiles: int, per_sm: int) -> int:
 
 
 def _stride(t: torch.Tensor | None) -> tuple[int, int]:
-    return (t.stride(0), t.stride(1)) if t is not None else (0, 0)
+    """A 2-D tensor's strides, (0, 0) when absent: stride() once, not stride(0), stride(1) (~0.5 us each)."""
+    return t.stride() if t is not None else (0, 0)
 
 
 def norm_fwd_into(
@@ -179,7 +180,7 @@ def norm_fwd_into(
             h if h is not None else y, mean if mean is not None else rstd, rstd)
     flags = {"IS_RMS": is_rms, "HAS_W": weight is not None, "HAS_B": bias is not None,
              "HAS_IB": input_bias is not None, "HAS_RES": residual is not None}
-    strides = (x.stride(0), x.stride(1), *_stride(residual))
+    strides = (*_stride(x), *_stride(residual))
     if N <= max_fused_n:
         cfg = fwd_config(M, N, is_rms, residual is not None)
         launcher(kf.norm_fwd_rows)[(cdiv(M, cfg.block_m),)](
@@ -222,7 +223,8 @@ def norm_bwd_into(
         programs = cdiv(M, block_r)
     # One fp32 partial row per program and per gradient, in separate tensors (see kernels colsum);
     # colsum adds them in a fixed order. Absent gradients' buffers are never written (flags off).
-    parts = [torch.empty((programs, N), dtype=torch.float32, device=src.device) for _ in grads]
+    # Sizes as separate ints: a size tuple parses ~2 us slower.
+    parts = [torch.empty(programs, N, dtype=torch.float32, device=src.device) for _ in grads]
     it = iter(parts)
     pdw, pdb, pdib = (next(it) if g is not None else dx for g in (dweight, dbias, dinput_bias))
     args = (dy, dh_out if dh_out is not None else dy, src,
