@@ -3,20 +3,36 @@ from __future__ import annotations
 
 import torch
 
-from .._checks import check_float, check_tensor, normalize_dim
+from .._checks import FLOAT_DTYPES, PLAIN_TENSORS, check_float, check_tensor, normalize_dim
 from ..library.softmax import softmax_rows
-from ..runtime import check_kernel_device
+from ..runtime import check_kernel_device, kernel_devices_ok
 from ._rows import as_rows, from_rows
 
 
-def _softmax(name: str, x: torch.Tensor, dim: int, log: bool) -> torch.Tensor:
+def _check(name: str, x, dim) -> None:
+    """Every check of the user's input, each raising its typed error."""
     check_tensor(name, "x", x)
     check_float(name, "x", x)
-    dim = normalize_dim(name, dim, x.dim())
+    normalize_dim(name, dim, x.dim())
     check_kernel_device(name, x)
-    if x.dim() == 0:
+
+
+def _valid(x, dim) -> bool:
+    """True only when every check of _check passes: the common eager call in one pass."""
+    if type(x) not in PLAIN_TENSORS or x.dtype not in FLOAT_DTYPES or type(dim) is not int:
+        return False
+    rank = max(x.dim(), 1)
+    return -rank <= dim < rank and kernel_devices_ok(x)
+
+
+def _softmax(name: str, x: torch.Tensor, dim: int, log: bool) -> torch.Tensor:
+    if torch.compiler.is_compiling() or not _valid(x, dim):
+        _check(name, x, dim)
+    ndim = x.dim()
+    if ndim == 0:
         return softmax_rows(x.reshape(1, 1), log).reshape(())
-    last = dim == x.dim() - 1
+    dim %= ndim
+    last = dim == ndim - 1
     moved = x if last else x.movedim(dim, -1)
     y = from_rows(softmax_rows(as_rows(moved, moved.shape[-1]), log), moved.shape)
     return y if last else y.movedim(-1, dim)

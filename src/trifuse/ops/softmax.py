@@ -77,19 +77,19 @@ def softmax_fwd_into(x: torch.Tensor, out: torch.Tensor, log: bool, max_fused_n:
     if path == "rows":
         cfg = rows_config(N)
         launcher(k.softmax_fwd_rows)[(cdiv(M, cfg.block_m),)](
-            x, out, M, N, x.stride(0), x.stride(1), out.stride(0),
+            x, out, M, N, *x.stride(), out.stride()[0],
             LOG=log, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, num_warps=cfg.num_warps,
         )
     elif path == "split":
         splits, ws, cnt = _split_workspace(M, int(N), 2, x)
         launcher(ks.softmax_fwd_split)[(M * splits,)](
-            x, out, ws, cnt, N, x.stride(0), x.stride(1), out.stride(0),
+            x, out, ws, cnt, N, *x.stride(), out.stride()[0],
             LOG=log, SPLITS=splits, BLOCK_N=SPLIT_BLOCK_N, num_warps=SPLIT_WARPS,
         )
     else:
         block_n = min(LOOP_BLOCK_N, next_pow2(max_fused_n))
         launcher(k.softmax_fwd_looped)[(M,)](
-            x, out, N, x.stride(0), x.stride(1), out.stride(0),
+            x, out, N, *x.stride(), out.stride()[0],
             LOG=log, BLOCK_N=block_n, num_warps=LOOP_WARPS,
         )
 
@@ -101,7 +101,7 @@ def softmax_bwd_into(
     M, N = y.shape
     if M == 0 or N == 0:
         return
-    strides = (y.stride(0), dy.stride(0), dy.stride(1), dx.stride(0))
+    strides = (y.stride()[0], *dy.stride(), dx.stride()[0])  # stride() once: stride(i) costs ~0.5 us
     path = _path(int(N), max_fused_n)
     if path == "rows":
         cfg = rows_config(N)
