@@ -6,15 +6,20 @@ import numbers
 
 import torch
 
-from .._checks import check_float, check_ndim, check_same_dtype, check_tensor
+from .._checks import PLAIN_TENSORS, check_float, check_ndim, check_same_dtype, check_tensor
 from ..library.attention import attention_fwd
 from ..ops.attention import SUPPORTED_DTYPES, SUPPORTED_HEAD_DIMS
-from ..runtime import check_kernel_device
+from ..runtime import check_kernel_device, kernel_devices_ok
 
 NAME = "attention"
 
 
-def _validate(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal, scale) -> float:
+def _default_scale(head_dim) -> float:
+    return 1.0 / math.sqrt(head_dim)
+
+
+def _check(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal, scale) -> float:
+    """Every check of the user's input, each raising its typed error; returns the softmax scale."""
     for arg, t in (("q", q), ("k", k), ("v", v)):
         check_tensor(NAME, arg, t)
         check_ndim(NAME, arg, t, 4)
@@ -36,13 +41,45 @@ def _validate(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal, scale) 
     if not isinstance(causal, bool):
         raise TypeError(f"trifuse.{NAME}: causal must be a bool, got {type(causal).__name__}")
     if scale is None:
-        return 1.0 / math.sqrt(D)
-    if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
-        raise TypeError(f"trifuse.{NAME}: scale must be a float or None, got {type(scale).__name__}")
-    scale = float(scale)
-    if not math.isfinite(scale):
-        raise ValueError(f"trifuse.{NAME}: scale must be finite, got {scale}")
+        scale = _default_scale(D)
+    else:
+        if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
+            raise TypeError(f"trifuse.{NAME}: scale must be a float or None, got {type(scale).__name__}")
+        scale = float(scale)
+        if not math.isfinite(scale):
+            raise ValueError(f"trifuse.{NAME}: scale must be finite, got {scale}")
+    check_kernel_device(NAME, q, k, v)
     return scale
+
+
+def _valid(q, k, v, causal, scale) -> bool:
+    """True only when every check of _check passes and scale is None or a finite float: the common eager
+    call in one pass. False sends the call through _check, which raises the typed error or passes."""
+    if type(q) not in PLAIN_TENSORS or type(k) not in PLAIN_TENSORS or type(v) not in PLAIN_TENSORS:
+        return False
+    dtype = q.dtype
+    if dtype not in SUPPORTED_DTYPES or k.dtype is not dtype or v.dtype is not dtype:
+        return False
+    if type(causal) is not bool:
+        return False
+    if scale is not None and (type(scale) is not float or not math.isfinite(scale)):
+        return False
+    q_shape, k_shape = q.shape, k.shape
+    if len(q_shape) != 4 or len(k_shape) != 4 or v.shape != k_shape:
+        return False
+    B, Hq, _Sq, D = q_shape
+    Bk, Hkv, _Skv, Dk = k_shape
+    if Bk != B or Dk != D or D not in SUPPORTED_HEAD_DIMS or Hkv == 0 or Hq % Hkv != 0:
+        return False
+    return kernel_devices_ok(q, k, v)
+
+
+def _scale(q, k, v, causal, scale) -> float:
+    """The softmax scale, once every check passed: the one-pass _valid for the common eager call, the
+    full checks (typed errors) when it fails or under torch.compile."""
+    if torch.compiler.is_compiling() or not _valid(q, k, v, causal, scale):
+        return _check(q, k, v, causal, scale)
+    return scale if scale is not None else _default_scale(q.shape[3])
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = False,
@@ -57,15 +94,11 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool
     Any strides with no copy, e.g. q, k, v = qkv.view(B, S, 3, H, D).permute(2, 0, 3, 1, 4).
     The backward is deterministic (no atomics).
     """
-    scale = _validate(q, k, v, causal, scale)
-    check_kernel_device(NAME, q, k, v)
-    out, _ = attention_fwd(q, k, v, causal, scale)
+    out, _ = attention_fwd(q, k, v, causal, _scale(q, k, v, causal, scale))
     return out
 
 
 def attention_with_lse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = False,
                        scale: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """attention() and the natural-log LSE per query row, (B, Hq, Sq) fp32 (not differentiable)."""
-    scale = _validate(q, k, v, causal, scale)
-    check_kernel_device(NAME, q, k, v)
-    return attention_fwd(q, k, v, causal, scale)
+    return attention_fwd(q, k, v, causal, _scale(q, k, v, causal, scale))

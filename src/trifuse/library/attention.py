@@ -11,17 +11,18 @@ def _attention_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bo
                   scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Returns (out (B, Hq, Sq, D) in q's dtype, lse (B, Hq, Sq) fp32, natural log)."""
     B, Hq, Sq, D = q.shape
-    out = torch.empty((B, Hq, Sq, D), dtype=q.dtype, device=q.device)
-    lse = torch.empty((B, Hq, Sq), dtype=torch.float32, device=q.device)
+    # new_empty with sizes as separate ints: a size tuple and a device object cost ~2 us a call more.
+    out = q.new_empty(B, Hq, Sq, D)
+    lse = q.new_empty(B, Hq, Sq, dtype=torch.float32)
     attention_fwd_into(q, k, v, out, lse, causal, scale)
     return out, lse
 
 
 def _attention_bwd(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
                   lse: torch.Tensor, causal: bool, scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    dq = torch.empty(q.shape, dtype=q.dtype, device=q.device)
-    dk = torch.empty(k.shape, dtype=k.dtype, device=k.device)
-    dv = torch.empty(v.shape, dtype=v.dtype, device=v.device)
+    dq = q.new_empty(*q.shape)  # contiguous, whatever q's strides
+    dk = k.new_empty(*k.shape)
+    dv = v.new_empty(*v.shape)
     attention_bwd_into(do, q, k, v, out, lse, dq, dk, dv, causal, scale)
     return dq, dk, dv
 

@@ -156,7 +156,7 @@ def attention_bwd_into(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
     cfg = config or bwd_config(D, causal, q.dtype, int(Sq))
     bd = block_d(D)
     prec = dot_precision(q.dtype)
-    delta = torch.empty((B, Hq, Sq), dtype=torch.float32, device=q.device)
+    delta = q.new_empty(B, Hq, Sq, dtype=torch.float32)  # sizes as ints: a size tuple parses slower
     delta_bm = 16 if INTERPRET else min(128, 8192 // bd)  # about 64 fp32 values per thread at 4 warps
     launcher(kb.attention_bwd_delta)[(cdiv(Sq, delta_bm), B * Hq)](
         out, do, delta, *out.stride(), *do.stride(), Hq, Sq,
