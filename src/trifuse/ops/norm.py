@@ -215,8 +215,9 @@ def norm_bwd_into(
             g.zero_()
         return
     vectors = (weight is not None) + (input_bias is not None) + len(grads)
+    device = src.device
     if N <= max_fused_n:
-        plan = bwd_plan(M, N, vectors, src.element_size(), src.device)
+        plan = bwd_plan(M, N, vectors, src.element_size(), device)
         cfg, programs = plan.rows, num_programs or plan.programs
     else:
         block_r = min(LOOP_BWD_BLOCK_R, next_pow2(int(M)))
@@ -224,9 +225,9 @@ def norm_bwd_into(
     # One fp32 partial row per program and per gradient, in separate tensors (see kernels colsum);
     # colsum adds them in a fixed order. Absent gradients' buffers are never written (flags off).
     # Sizes as separate ints: a size tuple parses ~2 us slower.
-    parts = [torch.empty(programs, N, dtype=torch.float32, device=src.device) for _ in grads]
+    parts = [torch.empty(programs, N, dtype=torch.float32, device=device) for _ in grads]
     it = iter(parts)
-    pdw, pdb, pdib = (next(it) if g is not None else dx for g in (dweight, dbias, dinput_bias))
+    pdw, pdb, pdib = [next(it) if g is not None else dx for g in (dweight, dbias, dinput_bias)]
     args = (dy, dh_out if dh_out is not None else dy, src,
             input_bias if input_bias is not None else src, weight if weight is not None else src,
             mean if mean is not None else rstd, rstd, dx, pdw, pdb, pdib,
