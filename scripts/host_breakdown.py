@@ -46,6 +46,7 @@ def main():
     xg, wg = x.clone().requires_grad_(), w.clone().requires_grad_()
     wl = torch.randn(256, 512, device="cuda", dtype=torch.bfloat16)
     q = torch.randn(1, 2, 64, 64, device="cuda", dtype=torch.bfloat16)
+    xs, ws, bs = (torch.randn(*s, device="cuda", dtype=torch.bfloat16) for s in ((64, 128), (256, 128), (256,)))
     y, rstd, dx, dw = torch.empty_like(x), torch.empty(8, device="cuda"), torch.empty_like(x), torch.empty_like(w)
 
     def direct(fn):
@@ -83,6 +84,10 @@ def main():
         "norm bwd impl (direct)": direct(lambda: ln._norm_bwd(x, None, x, None, w, None, rstd, rstd, True, False)),
         "trifuse.linear silu": lambda: trifuse.linear(x, wl, activation="silu"),
         "torch silu(linear)": lambda: torch.nn.functional.silu(torch.nn.functional.linear(x, wl)),
+        # the bench's 64x256x128 epilogues (x (64, 128), w (256, 128), bias)
+        **{f"trifuse.linear {act}{' dropout' if p else ''} 64x256x128":
+           (lambda act=act, p=p: trifuse.linear(xs, ws, bs, activation=act, dropout_p=p, seed=1 if p else None))
+           for act, p in (("none", 0.0), ("silu", 0.0), ("gelu", 0.0), ("silu", 0.1))},
         "trifuse.attention": lambda: trifuse.attention(q, q, q),
         "torch sdpa": lambda: torch.nn.functional.scaled_dot_product_attention(q, q, q),
         "grad: null Function": lambda: torch.autograd.grad([y_null], [xg], [x], retain_graph=True),

@@ -1,8 +1,11 @@
 """GPU sweep of the TMA GEMM's epilogue slice width with dropout (ops.gemm.EPI_NARROW_N), bf16, at the
-launcher level: ms of bias+SiLU with and without dropout, and the dropout's overhead.
-Run: python3 scripts/sweep_gemm_epilogue.py"""
+launcher level: ms of bias+SiLU with and without dropout, and the dropout's overhead. `dact`: the
+backward's elementwise pass (dpre and the dbias partials, ops.gemm.dact_into) per tile and warps, in
+TB/s of its byte model (reads dy and pre, writes dpre).
+Run: python3 scripts/sweep_gemm_epilogue.py [dact]"""
 # ruff: noqa: B023, BLE001 - timing lambdas run before the loop moves on; a failing config is reported
 
+import itertools
 import sys
 
 import torch
@@ -36,5 +39,25 @@ def main():
         print(f"{m}x{k}x{n} silu {base:.4f} ms | dropout " + ", ".join(row), flush=True)
 
 
+def dact():
+    for m, n in [(8192, 14336), (16384, 4096), (8192, 4096)]:
+        dy, pre = (torch.randn(m, n, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+        dpre = torch.empty_like(dy)
+        dbias = torch.empty(n, device="cuda", dtype=torch.bfloat16)
+        res = []
+        saved = og.DACT_BLOCK_N, og.DACT_WARPS
+        for bm, bn, warps in itertools.product((16, 32, 64, 128), (64, 128, 256, 512), (4, 8)):
+            if bm * bn // (32 * warps) > 64:
+                continue  # over 64 fp32 values a thread per operand: spills
+            og.DACT_BLOCK_N, og.DACT_WARPS = bn, warps
+            t = ms(lambda: og.dact_into(dy, pre, dpre, dbias, None, "silu", 0.0, block_m=bm))
+            res.append((3 * m * n * 2 / t / 1e9, f"{bm}x{bn} w{warps}"))
+        og.DACT_BLOCK_N, og.DACT_WARPS = saved
+        res.sort(reverse=True)
+        default = 3 * m * n * 2 / ms(lambda: og.dact_into(dy, pre, dpre, dbias, None, "silu", 0.0)) / 1e9
+        print(f"dact silu+dbias {m}x{n} TB/s: " + ", ".join(f"{c}:{g:.2f}" for g, c in res[:6])
+              + f" | default {default:.2f}", flush=True)
+
+
 if __name__ == "__main__":
-    main()
+    dact() if "dact" in sys.argv[1:] else main()
