@@ -40,23 +40,20 @@ def main():
 
 
 def dact():
-    for m, n in [(8192, 14336), (16384, 4096), (8192, 4096)]:
+    for m, n in [(8192, 14336), (16384, 4096)]:
         dy, pre = (torch.randn(m, n, device="cuda", dtype=torch.bfloat16) for _ in range(2))
         dpre = torch.empty_like(dy)
         dbias = torch.empty(n, device="cuda", dtype=torch.bfloat16)
-        res = []
-        saved = og.DACT_BLOCK_N, og.DACT_WARPS
-        for bm, bn, warps in itertools.product((16, 32, 64, 128), (64, 128, 256, 512), (4, 8)):
-            if bm * bn // (32 * warps) > 64:
-                continue  # over 64 fp32 values a thread per operand: spills
-            og.DACT_BLOCK_N, og.DACT_WARPS = bn, warps
-            t = ms(lambda: og.dact_into(dy, pre, dpre, dbias, None, "silu", 0.0, block_m=bm))
-            res.append((3 * m * n * 2 / t / 1e9, f"{bm}x{bn} w{warps}"))
-        og.DACT_BLOCK_N, og.DACT_WARPS = saved
-        res.sort(reverse=True)
-        default = 3 * m * n * 2 / ms(lambda: og.dact_into(dy, pre, dpre, dbias, None, "silu", 0.0)) / 1e9
-        print(f"dact silu+dbias {m}x{n} TB/s: " + ", ".join(f"{c}:{g:.2f}" for g, c in res[:6])
-              + f" | default {default:.2f}", flush=True)
+        seed = torch.tensor([7], device="cuda")
+        for act, p in (("silu", 0.0), ("silu", 0.1), ("gelu", 0.0)):
+            res = []
+            for tile in itertools.product((32, 64, 128), (64, 128), (4, 8)):
+                t = ms(lambda: og.dact_into(dy, pre, dpre, dbias, seed, act, p, tile))
+                res.append((3 * m * n * 2 / t / 1e9, "{}x{} w{}".format(*tile)))
+            res.sort(reverse=True)
+            default = 3 * m * n * 2 / ms(lambda: og.dact_into(dy, pre, dpre, dbias, seed, act, p)) / 1e9
+            print(f"dact {act} p={p} +dbias {m}x{n} TB/s: " + ", ".join(f"{c}:{g:.2f}" for g, c in res[:5])
+                  + f" | default {og.dact_tile(act, p > 0)} {default:.2f}", flush=True)
 
 
 if __name__ == "__main__":
