@@ -22,11 +22,12 @@ from .gemm_configs import GemmConfig
 
 ACTIVATIONS = ("none", "relu", "silu", "gelu", "gelu_tanh", "relu2", "leaky_relu")
 # Elementwise dact pass: (rows, columns) of the saved pre-activation per program (the rows are also the
-# dbias partial height) and warps. H200 (scripts/sweep_gemm_epilogue.py dact, SiLU + dbias): 128x64 at 8
-# warps 3.52 TB/s at 8192x14336 against 2.17 for 32x128, 3.18 vs 1.99 at 16384x4096. The heavier epilogues
-# keep 32x128 (16 values a thread): at 64x128 the sm_90 build spilled with gelu + Philox dropout.
+# dbias partial height) and warps. H200 (scripts/sweep_gemm_epilogue.py dact, with dbias), TB/s at
+# 8192x14336 / 16384x4096 against the former (32, 128, 8): SiLU (128, 64, 8) 3.49 / 3.17 vs 2.17 / 1.99;
+# the heavier epilogues (64, 64, 4): SiLU + dropout 3.09 / 2.77 vs 2.02 / 1.86, GELU 2.53 / 2.36 vs 2.01 /
+# 1.84 (at 64x128 the sm_90 build spilled with gelu + Philox dropout).
 DACT_TILE = (128, 64, 8)
-DACT_TILE_HEAVY = (32, 128, 8)
+DACT_TILE_HEAVY = (64, 64, 4)
 # Interpreter: small tiles, so test shapes span several row tiles (several dbias partial rows).
 DACT_TILE_INTERPRET = (16, 32, 4)
 # Widest epilogue slice of the TMA kernel with dropout, a stored pre-activation or a residual: 32 columns
