@@ -23,7 +23,7 @@ from trifuse.patch import PatchedLayerNorm, PatchedRMSNorm, patch_model
 FLOOR = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1e-2}
 
 
-EXPECTED = {"rms_norm": 5, "rms_norm_skipped": 1, "layer_norm": 2, "layer_norm_skipped": 0, "mlp": 2,
+EXPECTED = {"rms_norm": 6, "rms_norm_skipped": 0, "layer_norm": 2, "layer_norm_skipped": 0, "mlp": 2,
             "mlp_skipped": 0}
 
 
@@ -81,7 +81,8 @@ def test_tiny_decoder_matches_unpatched(device):
         assert type(layer.out_ln) is PatchedLayerNorm
         assert type(layer.mlp) is LlamaMLP  # the MLP object stays; only its forward is rebound
         assert type(layer.self_attn) is nn.Linear
-    assert type(patched.gemma_norm) is GemmaRMSNorm
+    assert type(patched.gemma_norm) is PatchedRMSNorm and patched.gemma_norm.weight_offset == 1.0
+    assert patched.norm.weight_offset == 0.0
 
 
 def test_kernel_paths_are_taken(device, monkeypatch):
@@ -104,7 +105,7 @@ def test_kernel_paths_are_taken(device, monkeypatch):
     model = tiny(device)
     patch_model(model)
     model(torch.randn(3, HIDDEN, device=device))
-    assert calls == {"rms_norm": 5, "layer_norm": 2, "linear": 2}
+    assert calls == {"rms_norm": 6, "layer_norm": 2, "linear": 2}
 
 
 def test_mlp_with_biases_matches(device):
@@ -124,6 +125,21 @@ def test_half_precision_rms_norm(device, dtype):
     patched, counts = check_matches(model, x)
     assert counts["rms_norm"] == 1 and counts["layer_norm"] == 1
     assert patched(x).dtype == dtype
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("cls", [GemmaRMSNorm, ZeroCenteredRMSNorm])
+def test_zero_centered_rms_norm(device, cls, dtype):
+    # rms_norm(x) * (1 + weight) in fp32, one rounding: Gemma by name and probe, Qwen3-Next's by probe alone.
+    norm = cls(HIDDEN, eps=1e-6)
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(HIDDEN) * 0.3)  # around 0: the scale is 1 + weight
+    model = nn.Sequential(norm.to(device, dtype))
+    x = (torch.randn(9, HIDDEN, device=device) * 2 + 0.5).to(dtype)
+    patched, counts = check_matches(model, x)
+    assert counts["rms_norm"] == 1 and counts["rms_norm_skipped"] == 0
+    assert type(patched[0]) is PatchedRMSNorm and patched[0].weight_offset == 1.0
+    assert patched[0].weight is not None and patched(x).dtype == dtype
 
 
 def test_torch_norm_modules(device):
@@ -148,10 +164,13 @@ def test_variants_are_skipped(device):
         def forward(self, x, gate):
             return super().forward(x) * F.silu(gate)
 
+    class HalfScaledRMSNorm(LlamaRMSNorm):
+        def forward(self, x):
+            return super().forward(x) * 0.5
+
     model = nn.ModuleDict({
         "gated": GatedRMSNorm(HIDDEN),
-        "gemma": GemmaRMSNorm(HIDDEN),
-        "zero_centered": ZeroCenteredRMSNorm(HIDDEN),
+        "half_scaled": HalfScaledRMSNorm(HIDDEN),
         "gelu_mlp": LlamaMLP(HIDDEN, INTER, act_fn=nn.GELU(approximate="tanh")),
         "swapped_mlp": SwappedMLP(HIDDEN, INTER),
         "sub_ln": SubLayerNorm(HIDDEN),
@@ -160,9 +179,9 @@ def test_variants_are_skipped(device):
     }).to(device)
     randomize(model)
     counts = patch_model(model)
-    assert counts == {"rms_norm": 1, "rms_norm_skipped": 3, "layer_norm": 0, "layer_norm_skipped": 1,
+    assert counts == {"rms_norm": 1, "rms_norm_skipped": 2, "layer_norm": 0, "layer_norm_skipped": 1,
                       "mlp": 1, "mlp_skipped": 2}
-    assert type(model["zero_centered"]) is ZeroCenteredRMSNorm and type(model["sub_ln"]) is SubLayerNorm
+    assert type(model["half_scaled"]) is HalfScaledRMSNorm and type(model["sub_ln"]) is SubLayerNorm
     assert "forward" not in vars(model["swapped_mlp"]) and "forward" in vars(model["mlp"])
 
 
@@ -212,8 +231,8 @@ def test_flags_and_idempotence(device):
     assert type(model.norm) is LlamaRMSNorm and "forward" not in vars(model.layers[0].mlp)
     counts = patch_model(model)
     assert counts == {**EXPECTED, "layer_norm": 0}
-    counts = patch_model(model)  # already patched: nothing new, the Gemma norm still skipped
-    assert counts == {**dict.fromkeys(EXPECTED, 0), "rms_norm_skipped": 1}
+    counts = patch_model(model)  # already patched: nothing new
+    assert counts == dict.fromkeys(EXPECTED, 0)
 
 
 def test_root_norm_is_skipped(device):

@@ -9,7 +9,9 @@ What is patched
   MistralRMSNorm, Qwen2RMSNorm, ..., and torch.nn.RMSNorm), with a 1-D `weight` Parameter and a float
   epsilon in `variance_epsilon` (HF) or `eps` (torch; None = finfo(dtype).eps). It is replaced on its
   parent by a `PatchedRMSNorm` (a `trifuse.nn.RMSNorm`) that holds the *same* weight Parameter object,
-  so optimizers, tied references and state_dict keys are unchanged.
+  so optimizers, tied references and state_dict keys are unchanged. Zero-centred norms that scale by
+  `1 + weight` in fp32 (HF GemmaRMSNorm, Gemma2/3, Qwen3-Next's) are patched too (`weight_offset` 1.0):
+  the kernel then takes the fp32 weight `1 + weight` and rounds the output once, as their formula does.
 - LayerNorm (`layer_norm=True`): an exact `torch.nn.LayerNorm` (any normalized_shape, with or without
   weight/bias) is replaced by a `PatchedLayerNorm` (a `trifuse.nn.LayerNorm`) holding the same
   weight and bias Parameters.
@@ -20,16 +22,16 @@ What is patched
   i.e. the gate GEMM, its bias and the SiLU run in one kernel.
 
 What is skipped (counted in `*_skipped`, reason logged on the "trifuse.patch" logger at INFO)
-- RMSNorm-named modules whose class name contains "Gemma" (they scale by `1 + weight`), that have no
-  1-D weight Parameter or no float epsilon, or whose forward, run once on a small probe input, does not
-  compute rms_norm(x) * weight (e.g. other `1 + weight` variants).
+- RMSNorm-named modules that have no 1-D weight Parameter or no float epsilon, or whose forward, run
+  once on a small probe input, computes neither rms_norm(x) * weight nor rms_norm(x) * (1 + weight).
 - Subclasses of nn.LayerNorm (they may override forward; trifuse's own modules are not counted).
 - Modules with gate_proj/up_proj/down_proj Linear children whose `act_fn` is missing or not SiLU, whose
   gate_proj is a subclass of nn.Linear (quantized or LoRA layers: their weight is not the plain
   weight), or whose forward, run on a probe input, is not down(silu(gate(x)) * up(x)).
 - The root module itself when it is a norm (there is no parent to replace it on).
 Probes run eager PyTorch (no trifuse kernel) under no_grad on a 2-row input from a private generator
-(the global RNG is untouched); on the meta device they are skipped and the name/structure rules decide.
+(the global RNG is untouched); on the meta device they are skipped and the name/structure rules decide
+(there a `1 + weight` norm is recognised only by "Gemma" in its class name).
 
 Numerics and fallbacks. The patched modules run a kernel only when it computes what the original
 module would; otherwise they call the original forward (the same Parameters, so the same result):
@@ -86,11 +88,20 @@ def _norm_kernel_ok(x, weight) -> bool:
 
 class PatchedRMSNorm(_tnn.RMSNorm):
     """trifuse.nn.RMSNorm standing in for an RMSNorm-like module; falls back to the original forward
-    (kept as `_orig_forward`, run on this module) whenever the kernel would change its numerics."""
+    (kept as `_orig_forward`, run on this module) whenever the kernel would change its numerics.
+
+    weight_offset 1.0: a zero-centred norm, y = rms_norm(x) * (1 + weight) computed in fp32 and rounded
+    once (HF Gemma's formula), so any input dtype the kernels take keeps its numerics."""
+
+    weight_offset = 0.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.weight
-        if _norm_kernel_ok(x, w) and (w is None or w.dtype == x.dtype):
+        if self.weight_offset and _norm_kernel_ok(x, w):
+            from .functional.norm import rms_norm
+
+            return rms_norm(x, w.float() + self.weight_offset, self.eps)
+        if not self.weight_offset and _norm_kernel_ok(x, w) and (w is None or w.dtype == x.dtype):
             return super().forward(x)
         return self._orig_forward(self, x)
 
@@ -157,31 +168,32 @@ def _eps_of(m: nn.Module):
     return False, None
 
 
-def _rms_norm_reason(m: nn.Module) -> tuple[str | None, float | None]:
-    """(why it cannot be patched or None, eps)."""
-    name = type(m).__name__
-    if "Gemma" in name:
-        return "Gemma-style RMSNorm scales by (1 + weight)", None
+def _rms_norm_reason(m: nn.Module) -> tuple[str | None, float | None, float]:
+    """(why it cannot be patched or None, eps, weight offset: 0.0 for rms_norm(x) * weight, 1.0 for
+    rms_norm(x) * (1 + weight))."""
     w = m._parameters.get("weight")
     if not isinstance(w, nn.Parameter) or w.dim() != 1:
-        return "no 1-D weight Parameter", None
+        return "no 1-D weight Parameter", None, 0.0
     if w.dtype not in FLOAT_DTYPES:
-        return f"weight dtype {w.dtype} is not supported", None
+        return f"weight dtype {w.dtype} is not supported", None, 0.0
     found, eps = _eps_of(m)
     if not found:
-        return "no float epsilon in variance_epsilon or eps", None
-    if w.device.type != "meta":
-        x = _probe_input(w.shape[0], w, 2.0, 0.5)
-        try:
-            with torch.no_grad():
-                out = m.forward(x)
-        except Exception as e:  # e.g. a forward that takes more arguments: not a plain RMSNorm
-            return f"forward(x) raised {type(e).__name__} on a probe input", None
+        return "no float epsilon in variance_epsilon or eps", None, 0.0
+    if w.device.type == "meta":
+        return None, eps, 1.0 if "Gemma" in type(m).__name__ else 0.0
+    x = _probe_input(w.shape[0], w, 2.0, 0.5)
+    try:
         with torch.no_grad():
-            ref = F.rms_norm(x.float(), (w.shape[0],), w.float(), eps)
-        if not _close(out, ref, w.dtype):
-            return "forward does not compute rms_norm(x) * weight on a probe input", None
-    return None, eps
+            out = m.forward(x)
+    except Exception as e:  # e.g. a forward that takes more arguments: not a plain RMSNorm
+        return f"forward(x) raised {type(e).__name__} on a probe input", None, 0.0
+    for offset in (0.0, 1.0):
+        with torch.no_grad():
+            ref = F.rms_norm(x.float(), (w.shape[0],), w.float() + offset, eps)
+        if _close(out, ref, w.dtype):
+            return None, eps, offset
+    return "forward computes neither rms_norm(x) * weight nor rms_norm(x) * (1 + weight) on a probe input", \
+        None, 0.0
 
 
 def _is_silu(act) -> bool:
@@ -231,10 +243,12 @@ def _mlp_reason(m: nn.Module) -> str | None:
 
 # ------------------------------------------------------------------------------------------ builders
 
-def _make_rms_norm(m: nn.Module, eps) -> PatchedRMSNorm:
+def _make_rms_norm(m: nn.Module, eps, weight_offset: float) -> PatchedRMSNorm:
     w = m.weight
     new = PatchedRMSNorm(w.shape[0], eps=eps, device="meta", dtype=w.dtype)
     new.weight = w  # the same Parameter object: no copy
+    if weight_offset:
+        new.weight_offset = weight_offset
     new._orig_forward = type(m).forward
     # the original forward runs on `new` in the fallback: give it the attributes it may read
     for k, v in vars(m).items():
@@ -287,13 +301,13 @@ def patch_model(model: nn.Module, *, rms_norm: bool = True, layer_norm: bool = T
             continue
         decided.add(id(m))
         if rms_norm and type(m).__name__.endswith("RMSNorm") and not isinstance(m, _tnn.RMSNorm):
-            reason, eps = _rms_norm_reason(m)
+            reason, eps, offset = _rms_norm_reason(m)
             if reason is None and m is model:
                 reason = "the root module has no parent to be replaced on"
             if reason is not None:
                 skip("rms_norm", path, m, reason)
             else:
-                replacement[id(m)] = _make_rms_norm(m, eps)
+                replacement[id(m)] = _make_rms_norm(m, eps, offset)
                 counts["rms_norm"] += 1
         elif layer_norm and isinstance(m, nn.LayerNorm) and not isinstance(m, _tnn.LayerNorm):
             if type(m) is not nn.LayerNorm:
