@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The next session's first GPU call (docs/NOTES.md): the GPU tests not run since the fourth session's
-# host-path changes (fp32 attention), then the softmax and attention benches in device time, whose README
+# host-path changes (fp32 attention) and its patching change, then the softmax and attention benches in device time, whose README
 # tables predate that session. Writes logs and JSON/CSV under $OUT; about 9 minutes with the machine's
 # start. Run through the device tool with carry [".whl"] so Liger is benchmarked beside trifuse.
 set -uo pipefail
@@ -13,8 +13,10 @@ if [ -d .whl ]; then
     && export PYTHONPATH=$PYTHONPATH:/tmp/site
 fi
 nvidia-smi --query-gpu=name --format=csv,noheader | tee "$OUT/gpu.txt"
-# fp32 attention compiles slowly (D = 128/256): its own budget.
-timeout 200 python3 -m pytest -q -p no:warnings -n 16 tests/test_attention.py -k fp32 >"$OUT/tests_attn_fp32.log" 2>&1
+# fp32 attention compiles slowly (D = 128/256): its own budget. test_patch.py: the zero-centred RMSNorm
+# patching (interpreter-tested only so far).
+timeout 200 python3 -m pytest -q -p no:warnings -n 16 tests/test_patch.py "tests/test_attention.py" -k "fp32 or patch" \
+  >"$OUT/tests_attn_fp32.log" 2>&1
 tail -1 "$OUT/tests_attn_fp32.log"; grep -E "^(FAILED|ERROR)" "$OUT/tests_attn_fp32.log" | head -20
 for op in softmax attention; do
   timeout 170 python3 -m trifuse bench "$op" --hide-host --json "$OUT/bench_${op}_hidden.json" \
