@@ -62,6 +62,7 @@ from torch import nn
 
 from . import nn as _tnn
 from ._checks import FLOAT_DTYPES
+from .functional import norm as _fnorm
 from .runtime import kernel_device_ok
 
 __all__ = ["patch_model", "PatchedRMSNorm", "PatchedLayerNorm"]
@@ -97,12 +98,11 @@ class PatchedRMSNorm(_tnn.RMSNorm):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.weight
-        if self.weight_offset and _norm_kernel_ok(x, w):
-            from .functional.norm import rms_norm
-
-            return rms_norm(x, w.float() + self.weight_offset, self.eps)
-        if not self.weight_offset and _norm_kernel_ok(x, w) and (w is None or w.dtype == x.dtype):
-            return super().forward(x)
+        if _norm_kernel_ok(x, w):
+            if self.weight_offset:
+                return _fnorm.rms_norm(x, w.float() + self.weight_offset, self.eps)
+            if w is None or w.dtype == x.dtype:
+                return super().forward(x)
         return self._orig_forward(self, x)
 
 

@@ -11,13 +11,12 @@ import numbers
 
 import torch
 
-from .._checks import FLOAT_DTYPES, check_float, check_same_dtype, check_tensor
+from .._checks import FLOAT_DTYPES, PLAIN_TENSORS, check_float, check_same_dtype, check_tensor
 from ..library.gemm import gemm_fwd
 from ..ops.gemm import ACTIVATIONS
 from ..runtime import check_kernel_device, kernel_devices_ok
 from ._rows import as_rows, from_rows
 
-_PLAIN = frozenset({torch.Tensor, torch.nn.Parameter})  # exact types: a subclass takes the full checks
 _ACTS = frozenset(ACTIVATIONS)
 
 
@@ -93,19 +92,25 @@ def _valid(a, b, bias, residual, activation, dropout_p, out_dtype) -> bool:
     """True only when every check of _check passes: the common eager call (plain tensors, a float
     dropout_p) in one pass, without _check's per-check calls (~25 us a call). False sends the call
     through _check, which raises the typed error or passes (tensor subclasses, an int dropout_p...)."""
-    if type(a) not in _PLAIN or type(b) not in _PLAIN or type(activation) is not str or activation not in _ACTS:
+    if type(a) not in PLAIN_TENSORS or type(b) not in PLAIN_TENSORS:
+        return False
+    if type(activation) is not str or activation not in _ACTS:
         return False
     if type(dropout_p) is not float or not 0.0 <= dropout_p < 1.0:
         return False
     dtype = a.dtype
-    if dtype not in FLOAT_DTYPES or b.dtype is not dtype or (out_dtype is not None and out_dtype not in FLOAT_DTYPES):
+    if dtype not in FLOAT_DTYPES or b.dtype is not dtype:
+        return False
+    if out_dtype is not None and out_dtype not in FLOAT_DTYPES:
         return False
     a_shape, b_shape = a.shape, b.shape
     if len(b_shape) != 2 or not a_shape or b_shape[0] != a_shape[-1]:
         return False
-    if bias is not None and (type(bias) not in _PLAIN or bias.dtype is not dtype or bias.shape != b_shape[1:]):
+    if bias is not None and (type(bias) not in PLAIN_TENSORS or bias.dtype is not dtype
+                             or bias.shape != b_shape[1:]):
         return False
-    if residual is not None and (type(residual) not in _PLAIN or residual.dtype is not (out_dtype or dtype)
+    if residual is not None and (type(residual) not in PLAIN_TENSORS
+                                 or residual.dtype is not (out_dtype or dtype)
                                  or residual.shape != (*a_shape[:-1], b_shape[1])):
         return False
     return kernel_devices_ok(a, b, bias, residual)
