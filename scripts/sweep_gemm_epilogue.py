@@ -1,8 +1,9 @@
 """GPU sweep of the TMA GEMM's epilogue slice width with dropout (ops.gemm.EPI_NARROW_N), bf16, at the
 launcher level: ms of bias+SiLU with and without dropout, and the dropout's overhead. `dact`: the
 backward's elementwise pass (dpre and the dbias partials, ops.gemm.dact_into) per tile and warps, in
-TB/s of its byte model (reads dy and pre, writes dpre).
-Run: python3 scripts/sweep_gemm_epilogue.py [dact]"""
+TB/s of its byte model (reads dy and pre, writes dpre). `split`: the TMA kernel's epilogue slice count
+(ops.gemm.epi_split) per activation, without dropout, against cuBLAS's bare GEMM.
+Run: python3 scripts/sweep_gemm_epilogue.py [dact|split]"""
 # ruff: noqa: B023, BLE001 - timing lambdas run before the loop moves on; a failing config is reported
 
 import itertools
@@ -56,5 +57,28 @@ def dact():
                   + f" | default {og.dact_tile(act, p > 0)} {default:.2f}", flush=True)
 
 
+def split():
+    saved = og.epi_split
+    for m, k, n in [(8192, 4096, 14336), (16384, 4096, 4096), (8192, 14336, 4096), (4096, 4096, 4096),
+                    (8192, 8192, 8192)]:
+        x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+        w = torch.randn(n, k, device="cuda", dtype=torch.bfloat16) / k ** 0.5
+        bias = torch.randn(n, device="cuda", dtype=torch.bfloat16)
+        out = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
+        cublas = ms(lambda: torch.mm(x, w.t(), out=out))
+        print(f"{m}x{k}x{n} cuBLAS bare {cublas:.4f} ms", flush=True)
+        for act in ("none", "silu", "gelu", "gelu_tanh"):
+            b = None if act == "none" else bias
+            og.epi_split = saved
+            res = [f"default {ms(lambda: og.gemm_into(x, w.t(), out, bias=b, activation=act)):.4f}"]
+            for slices in (1, 2, 4, 8):
+                og.epi_split = lambda config, narrow, slices=slices: slices
+                t = ms(lambda: og.gemm_into(x, w.t(), out, bias=b, activation=act))
+                res.append(f"{slices}: {t:.4f} ({cublas / t:.3f}x)")
+            print(f"  {act}: " + " | ".join(res), flush=True)
+    og.epi_split = saved
+
+
 if __name__ == "__main__":
-    dact() if "dact" in sys.argv[1:] else main()
+    mode = sys.argv[1] if len(sys.argv) > 1 else ""
+    {"dact": dact, "split": split}.get(mode, main)()

@@ -133,6 +133,13 @@ def epi_split(config: GemmConfig, narrow: bool) -> int:
     return split
 
 
+def flatten_loop(config: GemmConfig, activation: str, narrow: bool) -> bool:
+    """The config's flatten, kept only for light epilogues. Flattening the persistent loop made GELU (erf)
+    and the narrow-slice epilogues (dropout, a stored pre-activation, a residual) 1.3-1.4x slower at
+    2048^3 (H100: GELU 0.0556 vs 0.0386 ms, dropout 0.0517 vs 0.0386), where bias+SiLU gained 3%."""
+    return config.flatten and not (narrow or activation == "gelu")
+
+
 def _precision(a: torch.Tensor, tf32: bool) -> str:
     return "tf32" if (tf32 or a.dtype != torch.float32) else "ieee"
 
@@ -172,13 +179,14 @@ def gemm_into(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, *, bias=None,
         if not ok:
             raise ValueError("gemm_into: the tma config needs descriptor-compatible a, b and out")
         tiles = cdiv(int(M), config.block_m) * cdiv(int(N), config.block_n)
-        split = epi_split(config, dropout or pre is not None or residual is not None)
+        narrow = dropout or pre is not None or residual is not None
+        split = epi_split(config, narrow)
         triton.set_allocator(_alloc)  # descriptor workspace; a ContextVar, so set it in this thread
         a_s, b_s = a.stride(), b.stride()
         launcher(kt.gemm_tma_kernel)[(min(sms, tiles),)](
             a, b, out, *ptrs, M, N, K, a_s[1] if a_t else a_s[0], b_s[1] if b_t else b_s[0],
             out.stride()[0], *res_strides, pre_stride, dropout_p, **meta, A_T=a_t, B_T=b_t,
-            NUM_SMS=sms, EPI_SPLIT=split, FLATTEN=config.flatten,
+            NUM_SMS=sms, EPI_SPLIT=split, FLATTEN=flatten_loop(config, activation, narrow),
         )
         return
     grid = (cdiv(M, config.block_m) * cdiv(N, config.block_n),)
