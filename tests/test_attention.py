@@ -8,6 +8,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 import trifuse
 from helpers import assert_close_to_ref, poison
 from trifuse.functional.attention import attention_with_lse
+from trifuse.ops import attention as oa
 from trifuse.ops.attention import (
     BwdConfig,
     FwdConfig,
@@ -161,6 +162,33 @@ def test_launchers_any_tiles_write_every_element(device, fwd_cfg, bwd_cfg, causa
     attention_bwd_into(do, q, k, v, out, lse, dq, dk, dv, causal, 0.2, config=bwd_cfg)
     for got, want in zip((dq, dk, dv), torch.autograd.grad(ref, (qd, kd, vd), do.double())):
         torch.testing.assert_close(got.double(), want, atol=5e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 5])
+def test_causal_longest_first_chunks_cover_the_grid(device, monkeypatch, chunk):
+    # Causal grids are ordered longest block first over chunks of (batch, KV head) units (kernels'
+    # longest_first); 3 units of a GQA pair in chunks of 1, 2 (a short last chunk), 3 and 5 (one chunk
+    # larger than the grid) must still give every program one distinct block: poisoned outputs show a gap.
+    monkeypatch.setattr(oa, "lpt_chunk", lambda causal, unit_bytes, unit_programs: chunk if causal else 1)
+    q, k, v = make(3, 2, 1, 41, 37, 32, torch.float32, device)
+    out, lse = poison(torch.empty_like(q)), poison(torch.empty(q.shape[:3], device=device))
+    fwd_cfg, bwd_cfg = FwdConfig(16, 16, 4, 1), BwdConfig(16, 16, 16, 16, 4, 4, 1)
+    attention_fwd_into(q, k, v, out, lse, True, 0.2, config=fwd_cfg)
+    qd, kd, vd = (t.double().requires_grad_() for t in (q, k, v))
+    ref = attention_ref(qd, kd, vd, causal=True, scale=0.2)
+    torch.testing.assert_close(out.double(), ref.detach(), atol=2e-5, rtol=1e-5)
+    do = torch.randn_like(out)
+    dq, dk, dv = (poison(torch.empty_like(t)) for t in (q, k, v))
+    attention_bwd_into(do, q, k, v, out, lse, dq, dk, dv, True, 0.2, config=bwd_cfg)
+    for got, want in zip((dq, dk, dv), torch.autograd.grad(ref, (qd, kd, vd), do.double())):
+        torch.testing.assert_close(got.double(), want, atol=5e-5, rtol=1e-5)
+
+
+def test_lpt_chunk_fits_the_l2_budget():
+    assert oa.lpt_chunk(False, 1, 16) == 1
+    assert oa.lpt_chunk(True, oa.L2_CHUNK_BYTES * 4, 16) == 1
+    assert oa.lpt_chunk(True, oa.L2_CHUNK_BYTES // 8, 16) == 8
+    assert oa.lpt_chunk(True, oa.L2_CHUNK_BYTES // 8, oa.LPT_UNIT_PROGRAMS) == 1
 
 
 def test_keys_past_the_queries_get_zero_grad(device):

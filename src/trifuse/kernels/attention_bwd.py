@@ -11,7 +11,7 @@ blocks. Causal alignment is top-left (query i sees key j iff j <= i), as in the 
 import triton
 import triton.language as tl
 
-from .attention_fwd import query_block
+from .attention_fwd import longest_first, query_block
 
 LOG2E = tl.constexpr(1.4426950408889634)
 
@@ -97,17 +97,15 @@ def attention_bwd_dkdv(
     stride_dob, stride_doh, stride_dom, stride_dod,
     stride_dkb, stride_dkh, stride_dkn, stride_dkd,
     stride_dvb, stride_dvh, stride_dvn, stride_dvd,
-    Hq, Hkv, Sq, Skv, sm_scale,
+    Hq, Hkv, Sq, Skv, sm_scale, chunk,
     CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     HEAD_D: tl.constexpr, PREC: tl.constexpr, NUM_STAGES: tl.constexpr,
 ):
     # Key blocks of one (batch, KV head) side by side: they share the Q/dO stream through L2. With causal,
-    # low key blocks have the most query rows, and they come first.
+    # low key blocks have the most query rows: longest_first starts them first over `chunk` units.
     G = Hq // Hkv
     num_n = tl.cdiv(Skv, BLOCK_N)
-    pid = tl.program_id(0)
-    nb = pid % num_n
-    bk = pid // num_n
+    nb, bk = longest_first(tl.program_id(0), tl.num_programs(0) // num_n, chunk, num_n, CAUSAL)
     b64 = (bk // Hkv).to(tl.int64)
     hk = bk % Hkv
     start_n = nb * BLOCK_N
@@ -206,12 +204,12 @@ def attention_bwd_dq(
     stride_vb, stride_vh, stride_vn, stride_vd,
     stride_dob, stride_doh, stride_dom, stride_dod,
     stride_dqb, stride_dqh, stride_dqm, stride_dqd,
-    Hq, Hkv, Sq, Skv, sm_scale,
+    Hq, Hkv, Sq, Skv, sm_scale, chunk,
     CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     HEAD_D: tl.constexpr, PREC: tl.constexpr, NUM_STAGES: tl.constexpr,
 ):
     # Same program order as the forward: a KV group's query heads side by side share K/V through L2.
-    b64, hk64, h64, start_m = query_block(Hq, Hkv, Sq, BLOCK_M, CAUSAL)
+    b64, hk64, h64, start_m = query_block(Hq, Hkv, Sq, chunk, BLOCK_M, CAUSAL)
     sm_scale = tl.cast(sm_scale, tl.float32)
     qk_scale = sm_scale * LOG2E
 

@@ -69,22 +69,45 @@ def _fwd_range(
 
 
 @triton.jit
-def query_block(Hq, Hkv, Sq, BLOCK_M: tl.constexpr, CAUSAL: tl.constexpr):
+def longest_first(rest, units, chunk, num_blocks, CAUSAL: tl.constexpr):
+    """(rank, unit) of program `rest` in a grid of units x num_blocks programs; with causal, rank 0 is a
+    unit's longest block.
+
+    Non-causal: one unit after another, its blocks side by side (they share the unit's K/V, or Q/dO,
+    through L2). Causal: units in chunks of `chunk`; within a chunk, every unit's rank-0 block, then every
+    unit's rank-1 block, and so on. The chunk's longest programs start first and the grid ends on short
+    ones (a longest-first schedule: unit after unit, the last unit's longest programs started near the
+    end and left a tail), while programs running side by side still come from `chunk` units whose streams
+    fit in L2 together."""
+    if CAUSAL:
+        first = (rest // (chunk * num_blocks)) * chunk
+        size = tl.minimum(units - first, chunk)
+        r = rest - first * num_blocks
+        rank = r // size
+        unit = first + r % size
+    else:
+        rank = rest % num_blocks
+        unit = rest // num_blocks
+    return rank, unit
+
+
+@triton.jit
+def query_block(Hq, Hkv, Sq, chunk, BLOCK_M: tl.constexpr, CAUSAL: tl.constexpr):
     """This program's (batch, KV head, query head) as int64 and its first query row.
 
-    Program order: the G query heads of one KV group fastest, then query blocks, then (batch, KV head):
-    programs running side by side read the same K/V tiles, which stay in L2. With causal, the longest
-    rows come first, so the tail of the grid is short programs."""
+    The G query heads of one KV group are side by side (they read the same K/V tiles); above them,
+    `longest_first` orders query blocks and (batch, KV head) units. With causal the last query block
+    of a unit is its longest."""
     G = Hq // Hkv
     num_m = tl.cdiv(Sq, BLOCK_M)
     pid = tl.program_id(0)
     g = pid % G
-    rest = pid // G
-    mb = rest % num_m
-    bk = rest // num_m
-    hk64 = (bk % Hkv).to(tl.int64)
+    rank, bk = longest_first(pid // G, tl.num_programs(0) // (G * num_m), chunk, num_m, CAUSAL)
     if CAUSAL:
-        mb = num_m - 1 - mb
+        mb = num_m - 1 - rank
+    else:
+        mb = rank
+    hk64 = (bk % Hkv).to(tl.int64)
     return (bk // Hkv).to(tl.int64), hk64, hk64 * G + g, mb * BLOCK_M
 
 
@@ -95,11 +118,12 @@ def attention_fwd(
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
     stride_ob, stride_oh, stride_om, stride_od,
-    Hq, Hkv, Sq, Skv, sm_scale,
+    Hq, Hkv, Sq, Skv, sm_scale, chunk,
     CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     HEAD_D: tl.constexpr, PREC: tl.constexpr, NUM_STAGES: tl.constexpr,
 ):
-    b64, hk64, h64, start_m = query_block(Hq, Hkv, Sq, BLOCK_M, CAUSAL)
+    """chunk: (batch, KV head) units per longest-first chunk under causal (see longest_first)."""
+    b64, hk64, h64, start_m = query_block(Hq, Hkv, Sq, chunk, BLOCK_M, CAUSAL)
     qk_scale = tl.cast(sm_scale, tl.float32) * LOG2E
 
     q_base = Q + b64 * stride_qb + h64 * stride_qh
