@@ -185,10 +185,13 @@ def test_causal_longest_first_chunks_cover_the_grid(device, monkeypatch, chunk):
 
 
 def test_lpt_chunk_fits_the_l2_budget():
-    assert oa.lpt_chunk(False, 1, 16) == 1
-    assert oa.lpt_chunk(True, oa.L2_CHUNK_BYTES * 4, 16) == 1
-    assert oa.lpt_chunk(True, oa.L2_CHUNK_BYTES // 8, 16) == 8
-    assert oa.lpt_chunk(True, oa.L2_CHUNK_BYTES // 8, oa.LPT_UNIT_PROGRAMS) == 1
+    lo, hi = oa.LPT_UNIT_PROGRAMS
+    assert oa.lpt_chunk(False, 1, lo) == 1
+    assert oa.lpt_chunk(True, oa.L2_CHUNK_BYTES * 4, lo) == 1
+    assert oa.lpt_chunk(True, oa.L2_CHUNK_BYTES // 8, lo) == 8
+    assert oa.lpt_chunk(True, oa.L2_CHUNK_BYTES // 8, hi - 1) == 8
+    assert oa.lpt_chunk(True, oa.L2_CHUNK_BYTES // 8, hi) == 1
+    assert oa.lpt_chunk(True, oa.L2_CHUNK_BYTES // 8, lo - 1) == 1
 
 
 def test_keys_past_the_queries_get_zero_grad(device):

@@ -60,19 +60,21 @@ def _preset_config(name: str, cls, interpreter_config):
 
 # Causal grids start the longest blocks first over chunks of (batch, KV head) units (kernels'
 # longest_first); a chunk's streamed tensors (K/V for the forward and dQ, Q/dO of the KV group for dK/dV)
-# are kept to about a third of the H100/H200's 50 MB L2, where units side by side reuse them. A unit
-# with LPT_UNIT_PROGRAMS programs or more fills most of the GPU by itself: it keeps chunks of one.
-# H100, bf16, causal, TFLOP/s before -> after: D=128 fwd 356 -> 370 (8x16x2048), 420 -> 438 (4x16x4096),
-# 461 -> 484 (2x16x8192); bwd 340 -> 353, 368 -> 384 at 4096 / 8192; D=64 8x32x2048 fwd 341 -> 350, bwd
-# 275 -> 282. Chunking units of 128 programs measured 2-3% slower (16384 MHA fwd, GQA 8:1 2048 fwd).
+# are kept to about a third of the H100/H200's 50 MB L2, where units side by side reuse them. Units of
+# LPT_UNIT_PROGRAMS[1] programs or more fill most of the GPU by themselves, and units of fewer than
+# LPT_UNIT_PROGRAMS[0] leave only a short tail: both keep chunks of one (unit after unit).
+# H100, bf16, causal, TFLOP/s before -> after (bench, device time): D=128 fwd 359 -> 371 (8x16x2048),
+# 423 -> 444 (4x16x4096), 461 -> 490 (2x16x8192); bwd 337 -> 346, 368 -> 382 at 4096 / 8192; D=64
+# 8x32x2048 fwd 346 -> 356, bwd 276 -> 282. Chunks of units with 128 programs measured 2-3% slower
+# (16384 MHA fwd, GQA 8:1 2048 fwd), of units with 4-8 programs 3-7% slower (S = 512 / 1024).
 L2_CHUNK_BYTES = 16 << 20
-LPT_UNIT_PROGRAMS = 128
+LPT_UNIT_PROGRAMS = (16, 128)
 
 
 def lpt_chunk(causal: bool, unit_bytes: int, unit_programs: int) -> int:
     """Units per longest-first chunk: as many as L2_CHUNK_BYTES holds, at least one (1 without causal:
-    the kernels then ignore it, or when a unit's own programs nearly fill the GPU)."""
-    if not causal or unit_programs >= LPT_UNIT_PROGRAMS:
+    the kernels then ignore it, and 1 for units with too few or too many programs, see above)."""
+    if not causal or not LPT_UNIT_PROGRAMS[0] <= unit_programs < LPT_UNIT_PROGRAMS[1]:
         return 1
     return max(1, L2_CHUNK_BYTES // max(unit_bytes, 1))
 
