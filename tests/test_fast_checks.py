@@ -136,13 +136,16 @@ def test_attention_fast_check_is_never_looser(data, dtype, hkv, d):
         assert fa._check(*args.values()) == fa._scale(*args.values())
 
 
-@pytest.mark.parametrize("valid, args", [
-    (fg._valid, (torch.randn(4, 8), torch.randn(8, 6), torch.randn(6), torch.randn(4, 6), "silu", 0.1, None)),
-    (fn._valid, (torch.randn(4, 8), torch.randn(4, 8), torch.randn(8), torch.randn(8), None, 1e-5)),
-    (fs._valid, (torch.randn(4, 8), -1)),
-    (fa._valid, (torch.randn(1, 4, 5, 32).half(), torch.randn(1, 2, 7, 32).half(),
-                 torch.randn(1, 2, 7, 32).half(), True, None)),
+@pytest.mark.parametrize("valid, make", [
+    (fg._valid, lambda dev: (torch.randn(4, 8, device=dev), torch.randn(8, 6, device=dev),
+                             torch.randn(6, device=dev), torch.randn(4, 6, device=dev), "silu", 0.1, None)),
+    (fn._valid, lambda dev: (torch.randn(4, 8, device=dev), torch.randn(4, 8, device=dev),
+                             torch.randn(8, device=dev), torch.randn(8, device=dev), None, 1e-5)),
+    (fs._valid, lambda dev: (torch.randn(4, 8, device=dev), -1)),
+    (fa._valid, lambda dev: (torch.randn(1, 4, 5, 32, device=dev).half(), torch.randn(1, 2, 7, 32, device=dev).half(),
+                             torch.randn(1, 2, 7, 32, device=dev).half(), True, None)),
 ])
-def test_common_calls_take_the_fast_path(valid, args):
-    # The properties above would hold vacuously if _valid never said yes: the common call must.
-    assert valid(*args)
+def test_common_calls_take_the_fast_path(device, valid, make):
+    # The properties above would hold vacuously if _valid never said yes: the common call must, on the
+    # device the kernels run on (CPU tensors in the interpreter, CUDA tensors on a GPU).
+    assert valid(*make(device))
