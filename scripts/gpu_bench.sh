@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Device-time benches of every op with its peers, JSON/CSV/log under $OUT (one GPU call each part; a
+# part fits the device tool's 600 s limit). Carry [".whl"] so Liger-Kernel is benchmarked beside trifuse.
+# Usage: bash scripts/gpu_bench.sh gemm|norm|softmax|attention ...
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$PWD/out}
+mkdir -p "$OUT"
+export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
+if [ -d .whl ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl 2>/dev/null \
+    && export PYTHONPATH=$PYTHONPATH:/tmp/site
+fi
+nvidia-smi --query-gpu=name --format=csv,noheader | tee "$OUT/gpu.txt"
+bench() {  # name timeout args...
+  local name=$1 limit=$2
+  shift 2
+  timeout "$limit" python3 -m trifuse bench "$@" --hide-host --json "$OUT/bench_${name}.json" \
+    --csv "$OUT/bench_${name}.csv" >"$OUT/bench_${name}.log" 2>&1
+  echo "bench $name rc $?"
+}
+for op in "$@"; do
+  case $op in
+    gemm) bench gemm 240 gemm --providers cublas_bare,eager,addmm_activation ;;
+    gemm_bwd) bench gemm_bwd 200 gemm --direction bwd,fwd+bwd --providers cublas_bare,eager \
+                --shapes 8192x4096x14336,8192x14336x4096,16384x4096x4096,8192x8192x8192 ;;
+    *) bench "$op" 280 "$op" ;;
+  esac
+done
