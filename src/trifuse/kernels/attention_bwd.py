@@ -5,8 +5,10 @@ dV = p^T dO, dK = scale * ds^T q, dQ = scale * ds k. The probabilities are recom
 forward kept, so nothing of size S x S is ever stored.
 
 Determinism: one dK/dV program owns one key block of one KV head and loops, in a fixed order, over the
-G query heads of its GQA group and over query blocks: no atomics. dQ has its own kernel looping over key
-blocks. Causal alignment is top-left (query i sees key j iff j <= i), as in the forward.
+G query heads of its GQA group (or over one of `split` equal slices of them, each slice's dK/dV then an
+fp32 partial that the launcher sums in a fixed order) and over query blocks: no atomics. dQ has its own
+kernel looping over key blocks. Causal alignment is top-left (query i sees key j iff j <= i), as in the
+forward.
 """
 import triton
 import triton.language as tl
@@ -95,17 +97,23 @@ def attention_bwd_dkdv(
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
     stride_dob, stride_doh, stride_dom, stride_dod,
-    stride_dkb, stride_dkh, stride_dkn, stride_dkd,
-    stride_dvb, stride_dvh, stride_dvn, stride_dvd,
-    Hq, Hkv, Sq, Skv, sm_scale, chunk,
+    stride_dks, stride_dkb, stride_dkh, stride_dkn, stride_dkd,
+    stride_dvs, stride_dvb, stride_dvh, stride_dvn, stride_dvd,
+    Hq, Hkv, Sq, Skv, sm_scale, chunk, split,
     CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     HEAD_D: tl.constexpr, PREC: tl.constexpr, NUM_STAGES: tl.constexpr,
 ):
-    # Key blocks of one (batch, KV head) side by side: they share the Q/dO stream through L2. With causal,
-    # low key blocks have the most query rows: longest_first starts them first over `chunk` units.
+    """split: programs per key block and KV head, each over G // split of the group's query heads; slice s
+    writes DK / DV at s * stride_dks / stride_dvs (partials; 0 strides and split 1 write the result)."""
+    # Key blocks of one (batch, KV head, head slice) side by side: they share the Q/dO stream through L2.
+    # With causal, low key blocks have the most query rows: longest_first starts them first over `chunk`
+    # units.
     G = Hq // Hkv
+    heads = G // split
     num_n = tl.cdiv(Skv, BLOCK_N)
-    nb, bk = longest_first(tl.program_id(0), tl.num_programs(0) // num_n, chunk, num_n, CAUSAL)
+    nb, unit = longest_first(tl.program_id(0), tl.num_programs(0) // num_n, chunk, num_n, CAUSAL)
+    bk = unit // split
+    part = unit % split
     b64 = (bk // Hkv).to(tl.int64)
     hk = bk % Hkv
     start_n = nb * BLOCK_N
@@ -133,7 +141,7 @@ def attention_bwd_dkdv(
         lo = 0
         diag_end = 0
     tail_lo = tl.maximum(diag_end, full_m)
-    for g in range(G):
+    for g in range(part * heads, part * heads + heads):
         h64 = (hk * G + g).to(tl.int64)
         q_base = Q + b64 * stride_qb + h64 * stride_qh
         do_base = DO + b64 * stride_dob + h64 * stride_doh
@@ -151,10 +159,13 @@ def attention_bwd_dkdv(
                              qk_scale, True, CAUSAL, BLOCK_M, BLOCK_D, HEAD_D, PREC, NUM_STAGES)
 
     dk = dk * sm_scale
-    tl.store(DK + b64 * stride_dkb + hk.to(tl.int64) * stride_dkh + offs_n64[:, None] * stride_dkn
-             + offs_d[None, :] * stride_dkd, dk.to(DK.dtype.element_ty), mask=kv_mask)
-    tl.store(DV + b64 * stride_dvb + hk.to(tl.int64) * stride_dvh + offs_n64[:, None] * stride_dvn
-             + offs_d[None, :] * stride_dvd, dv.to(DV.dtype.element_ty), mask=kv_mask)
+    part64 = part.to(tl.int64)
+    tl.store(DK + part64 * stride_dks + b64 * stride_dkb + hk.to(tl.int64) * stride_dkh
+             + offs_n64[:, None] * stride_dkn + offs_d[None, :] * stride_dkd, dk.to(DK.dtype.element_ty),
+             mask=kv_mask)
+    tl.store(DV + part64 * stride_dvs + b64 * stride_dvb + hk.to(tl.int64) * stride_dvh
+             + offs_n64[:, None] * stride_dvn + offs_d[None, :] * stride_dvd, dv.to(DV.dtype.element_ty),
+             mask=kv_mask)
 
 
 @triton.jit

@@ -79,6 +79,29 @@ def lpt_chunk(causal: bool, unit_bytes: int, unit_programs: int) -> int:
     return max(1, L2_CHUNK_BYTES // max(unit_bytes, 1))
 
 
+# Causal GQA dK/dV: a KV group's query heads are split over several programs (fp32 partials, summed in a
+# fixed order) when the grid is small: its longest programs, each looping over the whole group, were the
+# critical path. H100, bf16, backward TFLOP/s by split 1 / 2 / 4 / 8 (an A/B at launcher level, device
+# time, the second of two rounds): 2x16x8192x128 8:1 304 / 347 / 357 / 358, 8x16x2048x128 8:1 254 / 270 /
+# 287 / 263, 1x16x16384x128 8:1 360 / 374 / 379 / 368; not split: 4x16x4096x128 8:1 non-causal 404 / 393 /
+# 388 (no long path to cut, partial traffic to pay), 8x32x2048x64 4:1 causal (1024 programs) 265 / 256 /
+# 243.
+DKDV_SPLIT_BELOW = 1024  # grids with fewer dK/dV programs are split ...
+DKDV_TARGET_PROGRAMS = 2048  # ... until they have this many
+
+
+def dkdv_head_split(group: int, programs: int, causal: bool) -> int:
+    """Programs per (key block, KV head): 1 unless causal GQA with fewer than DKDV_SPLIT_BELOW programs;
+    then the smallest divisor of the group size that brings the grid to DKDV_TARGET_PROGRAMS (else the
+    whole group, one query head a program)."""
+    if not causal or programs >= DKDV_SPLIT_BELOW:
+        return 1
+    for split in range(1, group + 1):
+        if group % split == 0 and programs * split >= DKDV_TARGET_PROGRAMS:
+            return split
+    return group
+
+
 def block_d(head_dim: int) -> int:
     """The padded head dim the kernels tile with (D=96 -> 128, masked)."""
     return max(16, next_pow2(head_dim))
@@ -185,13 +208,25 @@ def attention_bwd_into(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
     )
     common = {"CAUSAL": causal, "BLOCK_D": bd, "HEAD_D": D, "PREC": prec, "NUM_STAGES": cfg.num_stages,
                   "num_stages": cfg.num_stages}
-    kv_blocks, q_programs = cdiv(Skv, cfg.block_n1), cdiv(Sq, cfg.block_m2) * (Hq // Hkv)
-    launcher(kb.attention_bwd_dkdv)[(kv_blocks * B * Hkv,)](
-        q, k, v, do, lse, delta, dk, dv,
-        *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dk.stride(), *dv.stride(),
-        Hq, Hkv, Sq, Skv, scale, lpt_chunk(causal, 2 * (Hq // Hkv) * Sq * D * q.element_size(), kv_blocks),
-        BLOCK_M=cfg.block_m1, BLOCK_N=cfg.block_n1, num_warps=cfg.num_warps_kv, **common,
+    group = Hq // Hkv
+    kv_blocks, q_programs = cdiv(Skv, cfg.block_n1), cdiv(Sq, cfg.block_m2) * group
+    split = dkdv_head_split(group, kv_blocks * B * Hkv, causal)
+    if split > 1:  # fp32 partials, one per head slice; separate buffers (mutated arguments must not alias)
+        dk_out = dk.new_empty(split, B, Hkv, Skv, D, dtype=torch.float32)
+        dv_out = dv.new_empty(split, B, Hkv, Skv, D, dtype=torch.float32)
+        dk_strides, dv_strides = dk_out.stride(), dv_out.stride()
+    else:
+        dk_out, dv_out = dk, dv
+        dk_strides, dv_strides = (0, *dk.stride()), (0, *dv.stride())
+    launcher(kb.attention_bwd_dkdv)[(kv_blocks * B * Hkv * split,)](
+        q, k, v, do, lse, delta, dk_out, dv_out,
+        *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dk_strides, *dv_strides,
+        Hq, Hkv, Sq, Skv, scale, lpt_chunk(causal, 2 * (group // split) * Sq * D * q.element_size(), kv_blocks),
+        split, BLOCK_M=cfg.block_m1, BLOCK_N=cfg.block_n1, num_warps=cfg.num_warps_kv, **common,
     )
+    if split > 1:
+        dk.copy_(dk_out.sum(0))  # a fixed-order reduction: deterministic
+        dv.copy_(dv_out.sum(0))
     launcher(kb.attention_bwd_dq)[(q_programs * B * Hkv,)](
         q, k, v, do, lse, delta, dq,
         *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dq.stride(),
