@@ -72,7 +72,7 @@ def split():
             og.epi_split = saved
             res = [f"default {ms(lambda: og.gemm_into(x, w.t(), out, bias=b, activation=act)):.4f}"]
             for slices in (1, 2, 4, 8):
-                og.epi_split = lambda config, narrow, slices=slices: slices
+                og.epi_split = lambda config, narrow, activation, slices=slices: slices
                 t = ms(lambda: og.gemm_into(x, w.t(), out, bias=b, activation=act))
                 res.append(f"{slices}: {t:.4f} ({cublas / t:.3f}x)")
             print(f"  {act}: " + " | ".join(res), flush=True)

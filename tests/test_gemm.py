@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 import trifuse
 from helpers import assert_close_to_ref, poison
-from trifuse.ops.gemm import ACTIVATIONS, flatten_loop, gemm_into
+from trifuse.ops.gemm import ACTIVATIONS, EPI_NARROW_N, epi_split, flatten_loop, gemm_into
 from trifuse.ops.gemm_configs import GemmConfig
 from trifuse.reference.dropout import keep_mask
 from trifuse.reference.gemm import ACTIVATION_FNS
@@ -150,6 +150,14 @@ def test_tma_kernel_logic(device, layout):
                   config=GemmConfig("portable", 16, 64, 16, 2, 4, 1))
         assert torch.equal(drop_tma == 0, drop_ptr == 0)
         torch.testing.assert_close(drop_tma, drop_ptr)
+
+
+def test_epilogue_slices():
+    whole, halves = GemmConfig("tma", 128, 256, 64, 8, 8, 3), GemmConfig("tma", 128, 256, 64, 8, 8, 3, epi_subtile=True)
+    assert epi_split(whole, False, "silu") == 1
+    assert epi_split(halves, False, "silu") == 2
+    assert epi_split(whole, False, "gelu") == 2  # a whole tile of erf spilled registers
+    assert epi_split(whole, True, "silu") == 256 // EPI_NARROW_N
 
 
 def test_flatten_kept_only_for_light_epilogues():

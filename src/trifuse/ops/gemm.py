@@ -122,12 +122,14 @@ def _table_or_heuristic(cap, sms, M, N, K, dtype, elem, tma_ok) -> GemmConfig:
     return gc.heuristic_config(M, N, K, elem, cap, sms, tma_ok)
 
 
-def epi_split(config: GemmConfig, narrow: bool) -> int:
+def epi_split(config: GemmConfig, narrow: bool, activation: str) -> int:
     """Column slices the TMA kernel's epilogue works through: 2 with epi_subtile, else 1; `narrow` (dropout,
     a stored pre-activation or a residual) caps a slice at EPI_NARROW_N columns. Philox and the pointer
     stores and loads work on a whole slice at once, and on 128 or 256 columns they spilled registers in the
-    sm_90 build (up to 2.7 KB a thread: dropout then cost 1-3x the GEMM itself)."""
-    split = 2 if config.epi_subtile else 1
+    sm_90 build (up to 2.7 KB a thread: dropout then cost 1-3x the GEMM itself). GELU (erf) takes at least
+    two: on a whole 128x256 tile it used 255 registers and spilled (ptxas), and halves were 0.7-2.9% faster
+    at 4096^3, 8192^3 and the LLM shapes (H100, three alternating rounds, device time), never slower."""
+    split = 2 if config.epi_subtile or activation == "gelu" else 1
     if narrow:
         split = max(split, min(8, config.block_n // EPI_NARROW_N))
     return split
@@ -180,7 +182,7 @@ def gemm_into(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, *, bias=None,
             raise ValueError("gemm_into: the tma config needs descriptor-compatible a, b and out")
         tiles = cdiv(int(M), config.block_m) * cdiv(int(N), config.block_n)
         narrow = dropout or pre is not None or residual is not None
-        split = epi_split(config, narrow)
+        split = epi_split(config, narrow, activation)
         triton.set_allocator(_alloc)  # descriptor workspace; a ContextVar, so set it in this thread
         a_s, b_s = a.stride(), b.stride()
         launcher(kt.gemm_tma_kernel)[(min(sms, tiles),)](
