@@ -3,14 +3,7 @@
 # part fits the device tool's 600 s limit). Carry [".whl"] so Liger-Kernel is benchmarked beside trifuse.
 # Usage: bash scripts/gpu_bench.sh gemm|norm|softmax|attention ...
 set -uo pipefail
-cd "$(dirname "$0")/.."
-OUT=${OUT:-$PWD/out}
-mkdir -p "$OUT"
-export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
-if [ -d .whl ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl 2>/dev/null \
-    && export PYTHONPATH=$PYTHONPATH:/tmp/site
-fi
+source "$(dirname "$0")/gpu_env.sh"
 nvidia-smi --query-gpu=name --format=csv,noheader | tee "$OUT/gpu.txt"
 bench() {  # name timeout args...
   local name=$1 limit=$2

@@ -6,15 +6,9 @@
 #   HIDE_HOST=1  also run each bench with --hide-host (device time; files bench_<op>_hidden.*)
 # Peers: carry the liger-kernel wheel in .whl/ (git-ignored: pass it in the device tool's carry list).
 set -uo pipefail
-cd "$(dirname "$0")/.."
-OUT=${OUT:-$PWD/out}
+source "$(dirname "$0")/gpu_env.sh"
 RES=$(mktemp -d)/res
-mkdir -p "$OUT" "$RES"
-export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
-if [ -d .whl ]; then  # peers carried as wheels (liger-kernel), see docs/NOTES.md
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl \
-    && export PYTHONPATH=$PYTHONPATH:/tmp/site
-fi
+mkdir -p "$RES"
 OPS=${OPS:-"softmax norm gemm attention"}
 python3 -m trifuse info 2>&1 | tee "$RES/info.txt"
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,temperature.gpu,power.draw --format=csv >>"$RES/info.txt" 2>&1
