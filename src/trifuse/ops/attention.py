@@ -63,7 +63,7 @@ def _preset_config(name: str, cls, interpreter_config):
 # are kept to about a third of the H100/H200's 50 MB L2, where units side by side reuse them. Units of
 # LPT_UNIT_PROGRAMS[1] programs or more fill most of the GPU by themselves, and units of fewer than
 # LPT_UNIT_PROGRAMS[0] leave only a short tail: both keep chunks of one (unit after unit).
-# H100, bf16, causal, TFLOP/s before -> after (bench, device time): D=128 fwd 359 -> 371 (8x16x2048),
+# H100, bf16, causal, TFLOP/s before -> after (bench, device time, first run after): D=128 fwd 359 -> 371 (8x16x2048),
 # 423 -> 444 (4x16x4096), 461 -> 490 (2x16x8192); bwd 337 -> 346, 368 -> 382 at 4096 / 8192; D=64
 # 8x32x2048 fwd 346 -> 356, bwd 276 -> 282. Chunks of units with 128 programs measured 2-3% slower
 # (16384 MHA fwd, GQA 8:1 2048 fwd), of units with 4-8 programs 3-7% slower (S = 512 / 1024).
