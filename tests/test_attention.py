@@ -3,11 +3,14 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+import triton
+import triton.language as tl
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import trifuse
 from helpers import assert_close_to_ref, poison
 from trifuse.functional.attention import attention_with_lse
+from trifuse.kernels.attention_fwd import longest_first
 from trifuse.ops import attention as oa
 from trifuse.ops.attention import (
     BwdConfig,
@@ -215,6 +218,30 @@ def test_dkdv_head_split_choice():
     assert oa.dkdv_head_split(8, target // 4, True) == 4
     assert oa.dkdv_head_split(6, target // 3 + 1, True) == 3
     assert oa.dkdv_head_split(6, 1, True) == 6
+
+
+@triton.jit
+def _program_order(out_ptr, units, chunk, num_blocks, CAUSAL: tl.constexpr):
+    rank, unit = longest_first(tl.program_id(0), units, chunk, num_blocks, CAUSAL)
+    tl.store(out_ptr + 2 * tl.program_id(0), rank)
+    tl.store(out_ptr + 2 * tl.program_id(0) + 1, unit)
+
+
+@pytest.mark.parametrize("units, chunk, num_blocks", [(1, 1, 1), (3, 2, 5), (7, 3, 4), (5, 8, 3), (16, 4, 16),
+                                                      (13, 5, 7), (4, 1, 9)])
+def test_longest_first_is_a_permutation(device, units, chunk, num_blocks):
+    # Every (rank, unit) pair exactly once, whatever the sizes; with causal, a chunk's programs in rank
+    # order (its longest blocks first) and the chunks one after another.
+    for causal in (False, True):
+        out = torch.full((units * num_blocks, 2), -1, dtype=torch.int32, device=device)
+        _program_order[(units * num_blocks,)](out, units, chunk, num_blocks, CAUSAL=causal)
+        pairs = out.tolist()
+        assert sorted(map(tuple, pairs)) == sorted((r, u) for r in range(num_blocks) for u in range(units))
+        if causal:
+            keys = [(u // chunk, r) for r, u in pairs]
+            assert keys == sorted(keys)
+        else:
+            assert pairs == [[r, u] for u in range(units) for r in range(num_blocks)]
 
 
 def test_lpt_chunk_fits_the_l2_budget():
