@@ -31,3 +31,10 @@ def assert_close_to_ref(out: torch.Tensor, ref: torch.Tensor, torch_out: torch.T
         diff = (out.double() - ref.double()).abs()
         idx = torch.nonzero(diff > budget)[:5].tolist()
         raise AssertionError(f"{what}: max abs error {err:.3e} > budget {budget:.3e}; first bad indices {idx}")
+
+
+def make_qkv(b, hq, hkv, sq, skv, d, dtype, device, scale=1.0):
+    q = (torch.randn(b, hq, sq, d, device=device) * scale).to(dtype)
+    k = (torch.randn(b, hkv, skv, d, device=device) * scale).to(dtype)
+    v = torch.randn(b, hkv, skv, d, device=device).to(dtype)
+    return q, k, v

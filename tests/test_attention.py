@@ -3,15 +3,11 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-import triton
-import triton.language as tl
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import trifuse
-from helpers import assert_close_to_ref, poison
+from helpers import assert_close_to_ref, make_qkv, poison
 from trifuse.functional.attention import attention_with_lse
-from trifuse.kernels.attention_fwd import longest_first
-from trifuse.ops import attention as oa
 from trifuse.ops.attention import (
     BwdConfig,
     FwdConfig,
@@ -22,13 +18,6 @@ from trifuse.ops.attention import (
 from trifuse.reference.attention import attention_lse_ref, attention_ref, naive_attention
 
 FLOOR = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
-
-
-def make(b, hq, hkv, sq, skv, d, dtype, device, scale=1.0):
-    q = (torch.randn(b, hq, sq, d, device=device) * scale).to(dtype)
-    k = (torch.randn(b, hkv, skv, d, device=device) * scale).to(dtype)
-    v = torch.randn(b, hkv, skv, d, device=device).to(dtype)
-    return q, k, v
 
 
 def sdpa(q, k, v, causal, scale=None, math=False):
@@ -82,7 +71,7 @@ SHAPES = [
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 def test_matches_sdpa_fp32(device, shape, causal):
     b, hq, hkv, sq, skv, d = shape
-    check(*make(b, hq, hkv, sq, skv, d, torch.float32, device), causal)
+    check(*make_qkv(b, hq, hkv, sq, skv, d, torch.float32, device), causal)
 
 
 @pytest.mark.parametrize("causal", [False, True])
@@ -90,15 +79,15 @@ def test_matches_sdpa_fp32(device, shape, causal):
                          ids=lambda s: "x".join(map(str, s)))
 def test_matches_sdpa_fp16(device, shape, causal):
     b, hq, hkv, sq, skv, d = shape
-    check(*make(b, hq, hkv, sq, skv, d, torch.float16, device), causal)
+    check(*make_qkv(b, hq, hkv, sq, skv, d, torch.float16, device), causal)
 
 
 def test_causal_alignment_is_top_left(device):
     # With Sq > Skv, rows past Skv see every key; with Sq < Skv, row i sees keys 0..i only (SDPA's tril).
-    q, k, v = make(1, 1, 1, 6, 3, 32, torch.float32, device)
+    q, k, v = make_qkv(1, 1, 1, 6, 3, 32, torch.float32, device)
     out = trifuse.attention(q, k, v, causal=True)
     torch.testing.assert_close(out[0, 0, 0], v[0, 0, 0])
-    q, k, v = make(1, 1, 1, 3, 6, 32, torch.float32, device)
+    q, k, v = make_qkv(1, 1, 1, 3, 6, 32, torch.float32, device)
     out = trifuse.attention(q, k, v, causal=True)
     torch.testing.assert_close(out[0, 0, 0], v[0, 0, 0])
     torch.testing.assert_close(out, sdpa(q, k, v, True))
@@ -106,16 +95,16 @@ def test_causal_alignment_is_top_left(device):
 
 @pytest.mark.parametrize("scale", [0.3, -0.5, 0.0])
 def test_scale_argument(device, scale):
-    check(*make(1, 2, 2, 19, 23, 32, torch.float32, device), True, scale=scale, torch_math=True)
+    check(*make_qkv(1, 2, 2, 19, 23, 32, torch.float32, device), True, scale=scale, torch_math=True)
 
 
 def test_large_logits_stay_finite(device):
     # Scores of a few hundred: the online max keeps exp2 in range.
-    check(*make(1, 2, 2, 40, 40, 64, torch.float32, device, scale=5.0), True)
+    check(*make_qkv(1, 2, 2, 40, 40, 64, torch.float32, device, scale=5.0), True)
 
 
 def test_lse(device):
-    q, k, v = make(2, 4, 2, 37, 29, 64, torch.float32, device)
+    q, k, v = make_qkv(2, 4, 2, 37, 29, 64, torch.float32, device)
     for causal in (False, True):
         _out, lse = attention_with_lse(q, k, v, causal=causal)
         assert lse.dtype == torch.float32 and lse.shape == (2, 4, 37)
@@ -139,7 +128,7 @@ def test_fused_qkv_views_without_copies(device):
 
 def test_strided_output_grad_and_transposed_layout(device):
     # q/k/v as (B, S, H, D) tensors transposed to (B, H, S, D); dO transposed too.
-    q, k, v = (t.transpose(1, 2).contiguous().transpose(1, 2) for t in make(1, 4, 2, 30, 30, 32,
+    q, k, v = (t.transpose(1, 2).contiguous().transpose(1, 2) for t in make_qkv(1, 4, 2, 30, 30, 32,
                                                                             torch.float32, device))
     check(q, k, v, False)
 
@@ -152,7 +141,7 @@ def test_strided_output_grad_and_transposed_layout(device):
 ])
 def test_launchers_any_tiles_write_every_element(device, fwd_cfg, bwd_cfg, causal):
     # Poisoned outputs catch unwritten elements; tiles larger, smaller and unequal exercise the stage split.
-    q, k, v = make(1, 4, 2, 41, 53, 32, torch.float32, device)
+    q, k, v = make_qkv(1, 4, 2, 41, 53, 32, torch.float32, device)
     out = poison(torch.empty_like(q))
     lse = poison(torch.empty(q.shape[:3], device=device))
     attention_fwd_into(q, k, v, out, lse, causal, 0.2, config=fwd_cfg)
@@ -167,103 +156,16 @@ def test_launchers_any_tiles_write_every_element(device, fwd_cfg, bwd_cfg, causa
         torch.testing.assert_close(got.double(), want, atol=5e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("chunk", [1, 2, 3, 5])
-def test_causal_longest_first_chunks_cover_the_grid(device, monkeypatch, chunk):
-    # Causal grids are ordered longest block first over chunks of (batch, KV head) units (kernels'
-    # longest_first); 3 units of a GQA pair in chunks of 1, 2 (a short last chunk), 3 and 5 (one chunk
-    # larger than the grid) must still give every program one distinct block: poisoned outputs show a gap.
-    monkeypatch.setattr(oa, "lpt_chunk", lambda causal, unit_bytes, unit_programs: chunk if causal else 1)
-    q, k, v = make(3, 2, 1, 41, 37, 32, torch.float32, device)
-    out, lse = poison(torch.empty_like(q)), poison(torch.empty(q.shape[:3], device=device))
-    fwd_cfg, bwd_cfg = FwdConfig(16, 16, 4, 1), BwdConfig(16, 16, 16, 16, 4, 4, 1)
-    attention_fwd_into(q, k, v, out, lse, True, 0.2, config=fwd_cfg)
-    qd, kd, vd = (t.double().requires_grad_() for t in (q, k, v))
-    ref = attention_ref(qd, kd, vd, causal=True, scale=0.2)
-    torch.testing.assert_close(out.double(), ref.detach(), atol=2e-5, rtol=1e-5)
-    do = torch.randn_like(out)
-    dq, dk, dv = (poison(torch.empty_like(t)) for t in (q, k, v))
-    attention_bwd_into(do, q, k, v, out, lse, dq, dk, dv, True, 0.2, config=bwd_cfg)
-    for got, want in zip((dq, dk, dv), torch.autograd.grad(ref, (qd, kd, vd), do.double())):
-        torch.testing.assert_close(got.double(), want, atol=5e-5, rtol=1e-5)
-
-
-@pytest.mark.parametrize("causal", [False, True])
-@pytest.mark.parametrize("split", [1, 2, 3, 6])
-def test_gqa_dkdv_head_split(device, monkeypatch, split, causal):
-    # A KV group of 6 query heads whose dK/dV is split over 1, 2, 3 or 6 programs (fp32 partials summed in
-    # a fixed order) gives the same gradients, and the same bits run to run.
-    monkeypatch.setattr(oa, "dkdv_head_split", lambda group, programs, causal: split)
-    q, k, v = make(2, 6, 1, 29, 35, 32, torch.float32, device)
-    out, lse = torch.empty_like(q), torch.empty(q.shape[:3], device=device)
-    attention_fwd_into(q, k, v, out, lse, causal, 0.3, config=FwdConfig(16, 16, 4, 1))
-    qd, kd, vd = (t.double().requires_grad_() for t in (q, k, v))
-    ref = attention_ref(qd, kd, vd, causal=causal, scale=0.3)
-    do = torch.randn_like(out)
-    grads = []
-    for _ in range(2):
-        dq, dk, dv = (poison(torch.empty_like(t)) for t in (q, k, v))
-        attention_bwd_into(do, q, k, v, out, lse, dq, dk, dv, causal, 0.3,
-                           config=BwdConfig(16, 16, 16, 16, 4, 4, 1))
-        grads.append((dq, dk, dv))
-    for got, want in zip(grads[0], torch.autograd.grad(ref, (qd, kd, vd), do.double())):
-        torch.testing.assert_close(got.double(), want, atol=5e-5, rtol=1e-5)
-    assert all(torch.equal(a, b) for a, b in zip(*grads))
-
-
-def test_dkdv_head_split_choice():
-    below, target = oa.DKDV_SPLIT_BELOW, oa.DKDV_TARGET_PROGRAMS
-    assert oa.dkdv_head_split(1, 16, True) == 1
-    assert oa.dkdv_head_split(8, 16, False) == 1
-    assert oa.dkdv_head_split(8, below, True) == 1
-    assert oa.dkdv_head_split(8, target // 4, True) == 4
-    assert oa.dkdv_head_split(6, target // 3 + 1, True) == 3
-    assert oa.dkdv_head_split(6, 1, True) == 6
-
-
-@triton.jit
-def _program_order(out_ptr, units, chunk, num_blocks, CAUSAL: tl.constexpr):
-    rank, unit = longest_first(tl.program_id(0), units, chunk, num_blocks, CAUSAL)
-    tl.store(out_ptr + 2 * tl.program_id(0), rank)
-    tl.store(out_ptr + 2 * tl.program_id(0) + 1, unit)
-
-
-@pytest.mark.parametrize("units, chunk, num_blocks", [(1, 1, 1), (3, 2, 5), (7, 3, 4), (5, 8, 3), (16, 4, 16),
-                                                      (13, 5, 7), (4, 1, 9)])
-def test_longest_first_is_a_permutation(device, units, chunk, num_blocks):
-    # Every (rank, unit) pair exactly once, whatever the sizes; with causal, a chunk's programs in rank
-    # order (its longest blocks first) and the chunks one after another.
-    for causal in (False, True):
-        out = torch.full((units * num_blocks, 2), -1, dtype=torch.int32, device=device)
-        _program_order[(units * num_blocks,)](out, units, chunk, num_blocks, CAUSAL=causal)
-        pairs = out.tolist()
-        assert sorted(map(tuple, pairs)) == sorted((r, u) for r in range(num_blocks) for u in range(units))
-        if causal:
-            keys = [(u // chunk, r) for r, u in pairs]
-            assert keys == sorted(keys)
-        else:
-            assert pairs == [[r, u] for u in range(units) for r in range(num_blocks)]
-
-
-def test_lpt_chunk_fits_the_l2_budget():
-    lo, hi = oa.LPT_UNIT_PROGRAMS
-    assert oa.lpt_chunk(False, 1, lo) == 1
-    assert oa.lpt_chunk(True, oa.L2_CHUNK_BYTES * 4, lo) == 1
-    assert oa.lpt_chunk(True, oa.L2_CHUNK_BYTES // 8, lo) == 8
-    assert oa.lpt_chunk(True, oa.L2_CHUNK_BYTES // 8, hi - 1) == 8
-    assert oa.lpt_chunk(True, oa.L2_CHUNK_BYTES // 8, hi) == 1
-    assert oa.lpt_chunk(True, oa.L2_CHUNK_BYTES // 8, lo - 1) == 1
-
-
 def test_keys_past_the_queries_get_zero_grad(device):
     # Top-left causal with Sq < Skv: keys j >= Sq are never seen, their dK and dV are exactly zero.
-    q, k, v = (t.requires_grad_() for t in make(1, 2, 2, 5, 40, 32, torch.float32, device))
+    q, k, v = (t.requires_grad_() for t in make_qkv(1, 2, 2, 5, 40, 32, torch.float32, device))
     out = trifuse.attention(q, k, v, causal=True)
     _, dk, dv = torch.autograd.grad(out, (q, k, v), torch.randn_like(out))
     assert (dk[:, :, 5:] == 0).all() and (dv[:, :, 5:] == 0).all()
 
 
 def test_backward_is_deterministic(device):
-    q, k, v = (t.requires_grad_() for t in make(1, 4, 2, 33, 33, 32, torch.float16, device))
+    q, k, v = (t.requires_grad_() for t in make_qkv(1, 4, 2, 33, 33, 32, torch.float16, device))
     out = trifuse.attention(q, k, v, causal=True)
     do = torch.randn_like(out)
     first = torch.autograd.grad(out, (q, k, v), do, retain_graph=True)
@@ -276,7 +178,7 @@ def test_backward_is_deterministic(device):
                                    (1, 2, 1, 0, 0)])
 def test_empty(device, shape):
     b, hq, hkv, sq, skv = shape
-    q, k, v = (t.requires_grad_() for t in make(b, hq, hkv, sq, skv, 32, torch.float32, device))
+    q, k, v = (t.requires_grad_() for t in make_qkv(b, hq, hkv, sq, skv, 32, torch.float32, device))
     out = trifuse.attention(q, k, v, causal=True)
     assert out.shape == q.shape
     # Skv = 0: SDPA's math returns zeros (softmax over nothing, times an empty V).
@@ -288,17 +190,17 @@ def test_empty(device, shape):
 
 
 def test_bad_input(device):
-    q, k, v = make(1, 4, 2, 8, 8, 64, torch.float16, device)
+    q, k, v = make_qkv(1, 4, 2, 8, 8, 64, torch.float16, device)
     with pytest.raises(ValueError, match=r"head dim must be one of .* got 48"):
-        trifuse.attention(*make(1, 2, 2, 8, 8, 48, torch.float16, device))
+        trifuse.attention(*make_qkv(1, 2, 2, 8, 8, 48, torch.float16, device))
     with pytest.raises(ValueError, match=r"q heads \(4\) must be a multiple of k/v heads, got 3"):
-        trifuse.attention(q, *make(1, 3, 3, 8, 8, 64, torch.float16, device)[1:])
+        trifuse.attention(q, *make_qkv(1, 3, 3, 8, 8, 64, torch.float16, device)[1:])
     with pytest.raises(ValueError, match="batch must equal q's batch 1, got 2"):
-        trifuse.attention(q, *make(2, 2, 2, 8, 8, 64, torch.float16, device)[1:])
+        trifuse.attention(q, *make_qkv(2, 2, 2, 8, 8, 64, torch.float16, device)[1:])
     with pytest.raises(ValueError, match="k and v must have one shape"):
         trifuse.attention(q, k, v[:, :, :5])
     with pytest.raises(ValueError, match="head dim must equal q's head dim 64, got 32"):
-        trifuse.attention(q, *make(1, 2, 2, 8, 8, 32, torch.float16, device)[1:])
+        trifuse.attention(q, *make_qkv(1, 2, 2, 8, 8, 32, torch.float16, device)[1:])
     with pytest.raises(ValueError, match="must have 4 dims, got 3"):
         trifuse.attention(q[0], k, v)
     with pytest.raises(TypeError, match="dtype"):
@@ -317,7 +219,7 @@ def test_bad_input(device):
 
 
 def test_reference_oracles_agree(device):
-    q, k, v = make(1, 4, 2, 20, 33, 32, torch.float32, device)
+    q, k, v = make_qkv(1, 4, 2, 20, 33, 32, torch.float32, device)
     for causal in (False, True):
         want = sdpa(q.double(), k.double(), v.double(), causal)
         torch.testing.assert_close(attention_ref(q, k, v, causal=causal, chunk=7), want)
@@ -332,7 +234,7 @@ def test_flop_model():
 
 
 def test_opcheck(device):
-    q, k, v = make(1, 4, 2, 20, 24, 32, torch.float32, device)
+    q, k, v = make_qkv(1, 4, 2, 20, 24, 32, torch.float32, device)
     utils = ("test_schema", "test_autograd_registration")
     torch.library.opcheck(torch.ops.trifuse.attention_fwd.default, (q, k, v, True, 0.125), test_utils=utils)
     out, lse = attention_with_lse(q, k, v, causal=True, scale=0.125)
@@ -352,17 +254,17 @@ def test_opcheck(device):
                                    (1, 8, 2, 4096, 4096, 128)], ids=lambda s: "x".join(map(str, s)))
 def test_half_precision_gpu(device, shape, causal, dtype):
     b, hq, hkv, sq, skv, d = shape
-    check(*make(b, hq, hkv, sq, skv, d, dtype, device), causal)
+    check(*make_qkv(b, hq, hkv, sq, skv, d, dtype, device), causal)
 
 
 @pytest.mark.gpu
 def test_fp32_gpu_matches(device):
-    check(*make(1, 4, 2, 300, 257, 64, torch.float32, device), True)
+    check(*make_qkv(1, 4, 2, 300, 257, 64, torch.float32, device), True)
 
 
 @pytest.mark.gpu
 def test_opcheck_full_gpu(device):
-    q, k, v = (t.requires_grad_() for t in make(1, 4, 2, 300, 200, 64, torch.bfloat16, device))
+    q, k, v = (t.requires_grad_() for t in make_qkv(1, 4, 2, 300, 200, 64, torch.bfloat16, device))
     torch.library.opcheck(torch.ops.trifuse.attention_fwd.default, (q, k, v, True, 0.125))
     out, lse = attention_with_lse(q.detach(), k.detach(), v.detach(), causal=True, scale=0.125)
     args = (torch.randn_like(out), q.detach(), k.detach(), v.detach(), out, lse, True, 0.125)
@@ -414,7 +316,7 @@ def test_torch_compile_fullgraph_gqa_causal(device):
 @pytest.mark.gpu
 def test_memory_is_linear_in_sequence(device):
     b, h, s, d = 1, 4, 8192, 64
-    q, k, v = (t.requires_grad_() for t in make(b, h, h, s, s, d, torch.bfloat16, device))
+    q, k, v = (t.requires_grad_() for t in make_qkv(b, h, h, s, s, d, torch.bfloat16, device))
     torch.cuda.synchronize()
     base = torch.cuda.memory_allocated()
     torch.cuda.reset_peak_memory_stats()
@@ -434,7 +336,7 @@ def test_memory_is_linear_in_sequence(device):
 
 @pytest.mark.gpu
 def test_long_sequence_gqa_bf16_against_chunked_reference(device):
-    q, k, v = make(1, 8, 1, 8192, 8192, 128, torch.bfloat16, device)
+    q, k, v = make_qkv(1, 8, 1, 8192, 8192, 128, torch.bfloat16, device)
     out = trifuse.attention(q, k, v, causal=True)
     ref = attention_ref(q, k, v, causal=True, dtype=torch.float32, chunk=1024)
     theirs = sdpa(q, k, v, True)
@@ -449,5 +351,5 @@ def test_cpu_tensor_on_gpu_path_is_a_clear_error():
 
 
 def test_default_scale_is_inverse_sqrt_d(device):
-    q, k, v = make(1, 2, 2, 9, 9, 128, torch.float32, device)
+    q, k, v = make_qkv(1, 2, 2, 9, 9, 128, torch.float32, device)
     torch.testing.assert_close(trifuse.attention(q, k, v), trifuse.attention(q, k, v, scale=1 / math.sqrt(128)))
