@@ -128,7 +128,8 @@ def epi_split(config: GemmConfig, narrow: bool, activation: str) -> int:
     stores and loads work on a whole slice at once, and on 128 or 256 columns they spilled registers in the
     sm_90 build (up to 2.7 KB a thread: dropout then cost 1-3x the GEMM itself). GELU (erf) takes at least
     two: on a whole 128x256 tile it used 255 registers and spilled (ptxas), and halves were 0.7-2.9% faster
-    at 4096^3, 8192^3 and the LLM shapes (H100, three alternating rounds, device time), never slower."""
+    at 4096^3, 8192^3 and the LLM shapes (H100, three alternating rounds, device time; `scripts/
+    sweep_gemm_epilogue.py split` times it that way), never slower."""
     split = 2 if config.epi_subtile or activation == "gelu" else 1
     if narrow:
         split = max(split, min(8, config.block_n // EPI_NARROW_N))
