@@ -93,3 +93,18 @@ def test_failing_measurement_is_recorded_not_fatal(capsys):
     assert {r["provider"] for r in result["rows"]} == {"trifuse", "torch"}
     assert all(r["measured_error"] == "RuntimeError: probe failed" and "ms" in r for r in result["rows"])
     assert "measured columns failed" in capsys.readouterr().err
+
+
+def test_report_shows_the_same_size_copy_fraction_when_measured():
+    from trifuse.bench import report
+
+    rows = [{"op": "norm", "case": "8x8", "dtype": "bfloat16", "direction": "fwd", "provider": p, "ms": ms,
+             "gb_per_s": 1.0, "ceiling_fraction": 0.5, "same_size_copy_fraction": 0.008 / ms,
+             "max_abs_err": 0.0, "model_bytes": 256, "trifuse_speedup": ms / 0.01}
+            for p, ms in (("trifuse", 0.01), ("torch", 0.02))]
+    result = {"provenance": {"gpu": "g", "torch": "t", "triton": "tr", "date": "d"}, "ceilings": {}, "rows": rows}
+    md = report.markdown(result, compact=True)
+    assert "| case | dtype | dir | trifuse ms | GB/s | % ceiling | % same-size copy | vs torch |" in md
+    assert "| 8x8 | bfloat16 | fwd | 0.0100 | 1 | 50.0 | 80.0 | 2.00x |" in md
+    full = report.markdown(result)
+    assert "| % ceiling | % same-size copy | max err |" in full

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import trifuse
+import trifuse.ops.norm as on
 from norm_cases import KINDS, call_ours, check, leaves, make_inputs
 
 
@@ -15,6 +16,18 @@ from norm_cases import KINDS, call_ours, check, leaves, make_inputs
 @pytest.mark.parametrize("kind", KINDS)
 def test_matches_torch_all_options(device, kind, m, n, dtype):
     check(kind, make_inputs(kind, (m, n), device, dtype))
+
+
+@pytest.mark.parametrize("weight,bias", [(True, True), (True, False), (False, True)])
+@pytest.mark.parametrize("early", [False, True])
+def test_layer_norm_reads_parameters_early_or_late(device, monkeypatch, early, weight, bias):
+    """One-row programs of a small LayerNorm read weight and bias before x (ops.norm.FWD_EARLY_PARAMS) or
+    after the reductions: both orders give the same result, wide odd rows, with and without each vector."""
+    monkeypatch.setattr(on, "FWD_EARLY_PARAMS", early)
+    assert on.fwd_config(5, 4001, False, False).early_params == early
+    assert not on.fwd_config(5, 4001, True, False).early_params  # RMSNorm keeps the late read
+    assert not on.fwd_config(5, 4097, False, False).early_params  # 8192-wide tiles keep it too
+    check("layer_norm", make_inputs("layer_norm", (5, 4001), device, torch.float16, weight=weight, bias=bias))
 
 
 @pytest.mark.parametrize("weight,bias,input_bias", list(itertools.product([False, True], repeat=3)))

@@ -23,8 +23,10 @@ def summary_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     compute = any(r.get("tflop_per_s") for r in rows) and not any(r.get("gb_per_s") for r in rows)
     rate_col = "TFLOP/s" if compute else "GB/s"
     saved = any(r.get("bytes_saved_vs_naive") is not None for r in rows)
-    header = ["case", "dtype", "dir", f"{ours} ms", rate_col, "% ceiling", "max err",
-              "model GFLOP" if compute else "model MB"]
+    same_size = any(r.get("same_size_copy_fraction") is not None for r in rows)
+    header = ["case", "dtype", "dir", f"{ours} ms", rate_col, "% ceiling"]
+    header += ["% same-size copy"] if same_size else []
+    header += ["max err", "model GFLOP" if compute else "model MB"]
     header += ["MB saved vs naive"] if saved else []
     graph = any(r.get("graph_mb") is not None for r in rows)
     header += ["graph MB (eager)"] if graph else []
@@ -39,8 +41,11 @@ def summary_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         if not compute and me.get("model_bytes"):
             model = me["model_bytes"] / 2**20
         line = [case, dtype, direction, _fmt(me.get("ms"), ".4f"), _fmt(rate, ".0f"),
-                _fmt(None if frac is None else 100 * frac, ".1f"), _fmt(me.get("max_abs_err"), ".1e"),
-                _fmt(model, ".3g")]
+                _fmt(None if frac is None else 100 * frac, ".1f")]
+        if same_size:
+            copy_frac = me.get("same_size_copy_fraction")
+            line.append(_fmt(None if copy_frac is None else 100 * copy_frac, ".1f"))
+        line += [_fmt(me.get("max_abs_err"), ".1e"), _fmt(model, ".3g")]
         if saved:
             b = me.get("bytes_saved_vs_naive")
             line.append(_fmt(None if b is None else b / 2**20, ".3g"))
@@ -62,7 +67,7 @@ def compact_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """The summary cut to what a README table needs: trifuse's time, rate and ceiling fraction, and
     trifuse's speedup over each other provider ("skip" where that provider did not run)."""
     header, table = summary_rows(result)
-    keep = [header.index(h) for h in header[:6]]
+    keep = [header.index(h) for h in header[:7 if "% same-size copy" in header else 6]]
     others = [i for i, h in enumerate(header) if h.endswith(" ms (x)")]
     out_header = [header[i] for i in keep] + ["vs " + header[i][: -len(" ms (x)")] for i in others]
     out = []
@@ -94,6 +99,9 @@ def print_result(result: dict[str, Any], title: str) -> None:
     if prov.get("timing"):
         console.print(f"timing: {prov['timing']}")
     console.print("(x) = that provider's time / trifuse's time: above 1 means trifuse is faster.")
+    if "% same-size copy" in header:
+        console.print("% same-size copy = a device copy moving the case's bytes, timed the same way, over "
+                      "trifuse's time.")
     for note in result.get("notes", []):
         console.print(f"note: {note}")
 

@@ -25,11 +25,13 @@ def row_mean(total, n):
 
 @triton.jit
 def _normalize_store(h, rows, row_ok, cols, col_ok, mask, w_ptr, b_ptr, y_ptr, mean_ptr, rstd_ptr, N, eps,
-                     IS_RMS: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr):
+                     w_early, b_early,
+                     IS_RMS: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr, EARLY: tl.constexpr):
     """Rows of fp32 h (masked elements 0) -> mean (LayerNorm), rstd and y = h_hat * weight + bias, stored.
 
     Weight and bias are read after the reductions, so they hold no registers while h and the reductions'
-    temporaries do: loading them before x (as Liger does) cost LN 8192x8192 27% (H200, 2.73 vs 3.72 TB/s)."""
+    temporaries do: loading them before x (as Liger does) cost LN 8192x8192 27% (H200, 2.73 vs 3.72 TB/s).
+    EARLY: they were read with x (w_early, b_early, fp32) and are used from registers; see ops.norm."""
     if IS_RMS:
         rstd = tl.math.rsqrt(row_mean(tl.sum(h * h, axis=1), N) + eps)
         y = h * rstd[:, None]
@@ -41,9 +43,15 @@ def _normalize_store(h, rows, row_ok, cols, col_ok, mask, w_ptr, b_ptr, y_ptr, m
         tl.store(mean_ptr + rows, mean, mask=row_ok)
     tl.store(rstd_ptr + rows, rstd, mask=row_ok)
     if HAS_W:
-        y *= tl.load(w_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+        if EARLY:
+            y *= w_early[None, :]
+        else:
+            y *= tl.load(w_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
     if HAS_B:
-        y += tl.load(b_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+        if EARLY:
+            y += b_early[None, :]
+        else:
+            y += tl.load(b_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
     tl.store(y_ptr + rows[:, None] * N + cols[None, :], y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
@@ -52,7 +60,7 @@ def norm_fwd_rows(
     x_ptr, ib_ptr, res_ptr, w_ptr, b_ptr, y_ptr, h_ptr, mean_ptr, rstd_ptr,
     M, N, stride_xm, stride_xn, stride_rm, stride_rn, eps,
     IS_RMS: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_IB: tl.constexpr,
-    HAS_RES: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    HAS_RES: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EARLY_PARAMS: tl.constexpr,
 ):
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.arange(0, BLOCK_N)
@@ -62,6 +70,13 @@ def norm_fwd_rows(
     rows = rows.to(tl.int64)
     # Inductor passes Python floats as fp64: keep the arithmetic in fp32.
     eps = tl.cast(eps, tl.float32)
+    w_early = tl.zeros([BLOCK_N], tl.float32)
+    b_early = tl.zeros([BLOCK_N], tl.float32)
+    if EARLY_PARAMS:  # issued before x, so their latency overlaps x's (ops.norm.FWD_EARLY_PARAMS_MAX_ELEMS)
+        if HAS_W:
+            w_early = tl.load(w_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
+        if HAS_B:
+            b_early = tl.load(b_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
     h = tl.load(x_ptr + rows[:, None] * stride_xm + cols[None, :] * stride_xn, mask=mask,
                 other=0.0).to(tl.float32)
     if HAS_IB:
@@ -73,7 +88,7 @@ def norm_fwd_rows(
         tl.store(h_ptr + rows[:, None] * N + cols[None, :], h, mask=mask)
         h = h.to(tl.float32)
     _normalize_store(h, rows, row_ok, cols, col_ok, mask, w_ptr, b_ptr, y_ptr, mean_ptr, rstd_ptr, N, eps,
-                     IS_RMS, HAS_W, HAS_B)
+                     w_early, b_early, IS_RMS, HAS_W, HAS_B, EARLY_PARAMS)
 
 
 @triton.jit

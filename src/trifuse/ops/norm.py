@@ -6,7 +6,7 @@ Every tensor is 2-D (M, N) or 1-D (N,); x, residual, dy and dh_out may have any 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -51,6 +51,16 @@ FWD_NARROW_ELEMS_PER_THREAD = 32
 # With a residual each thread loads two inputs per element: more threads, fewer values each (H200, add_rms:
 # 512x8192 fp32 3.08 vs 2.96 TB/s, 16384x4096 3.97 vs 3.95, 8192^2 3.99 vs 3.95, 32768x2048 4.10 vs 4.08).
 FWD_RES_ELEMS_PER_THREAD = 8
+# LayerNorm on small grids (a row a program, a few waves): weight and bias read before x, so their
+# latency hides behind x's rather than stalling each program between its reductions and its store.
+# H100, device time, best of three alternating rounds, GB/s late -> early: bf16 2048x4096 1886 -> 1928,
+# 4096x2048 1872 -> 1956 (bias-LN 1871 -> 1900, 1861 -> 1917). Not at 8192-wide rows (16 warps): 512x8192
+# fp32 1840 -> 1702, 1024x8192 bf16 1805 -> 1791, although a one-dimensional one-row kernel reading
+# them first reached 1931 at 512x8192 fp32 (Liger 1920): the two-dimensional tile's extra registers
+# are the suspect. Large grids keep the late reads (see kernels/norm._normalize_store).
+FWD_EARLY_PARAMS = True
+FWD_EARLY_PARAMS_MAX_ELEMS = 1 << 23
+FWD_EARLY_PARAMS_MAX_N = 4096
 # Backward programs per SM (persistent grid). The partial buffer has one row per program, so this
 # also sizes the second-stage reduction: small enough that narrow shapes pay no latency floor.
 BWD_PROGRAMS_PER_SM = 2
@@ -87,6 +97,7 @@ class RowsConfig:
     block_m: int
     block_n: int
     num_warps: int
+    early_params: bool = False  # forward: read weight and bias before x (FWD_EARLY_PARAMS_MAX_ELEMS)
 
 
 def rows_config(n: int, tile_elems: int, elems_per_thread: int | None = None) -> RowsConfig:
@@ -109,7 +120,11 @@ def fwd_config(m: int, n: int, is_rms: bool, has_residual: bool) -> RowsConfig:
     if has_residual:
         return rows_config(n, TILE_ELEMS_FWD, FWD_RES_ELEMS_PER_THREAD)
     full = not is_rms and int(m) * int(n) >= FWD_LN_FULL_THREADS_MIN_ELEMS
-    return rows_config(n, TILE_ELEMS_FWD, ELEMS_PER_THREAD_FWD_LN if full else None)
+    cfg = rows_config(n, TILE_ELEMS_FWD, ELEMS_PER_THREAD_FWD_LN if full else None)
+    if (FWD_EARLY_PARAMS and not is_rms and cfg.block_m == 1 and cfg.block_n <= FWD_EARLY_PARAMS_MAX_N
+            and int(m) * int(n) <= FWD_EARLY_PARAMS_MAX_ELEMS):
+        return replace(cfg, early_params=True)
+    return cfg
 
 
 @dataclass(frozen=True)
@@ -185,7 +200,7 @@ def norm_fwd_into(
         cfg = fwd_config(M, N, is_rms, residual is not None)
         launcher(kf.norm_fwd_rows)[(cdiv(M, cfg.block_m),)](
             *args, M, N, *strides, eps, **flags,
-            BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, num_warps=cfg.num_warps,
+            BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, EARLY_PARAMS=cfg.early_params, num_warps=cfg.num_warps,
         )
     else:
         block_n = min(LOOP_BLOCK_N, next_pow2(max_fused_n))
