@@ -84,10 +84,7 @@ def same_size_copy_ms(nbytes: int, hide_host: bool) -> float | None:
         return None
     src = torch.empty(nbytes // 2, dtype=torch.uint8, device="cuda")
     dst = torch.empty_like(src)
-    try:
-        return time_ms(lambda: dst.copy_(src), hide_host=hide_host)
-    finally:
-        del src, dst
+    return time_ms(lambda: dst.copy_(src), hide_host=hide_host)
 
 
 def _peak_memory_mb(fn) -> float | None:
