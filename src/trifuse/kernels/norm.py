@@ -44,12 +44,12 @@ def _normalize_store(h, rows, row_ok, cols, col_ok, mask, w_ptr, b_ptr, y_ptr, m
     tl.store(rstd_ptr + rows, rstd, mask=row_ok)
     if HAS_W:
         if EARLY:
-            y *= w_early[None, :]
+            y *= w_early
         else:
             y *= tl.load(w_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
     if HAS_B:
         if EARLY:
-            y += b_early[None, :]
+            y += b_early
         else:
             y += tl.load(b_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
     tl.store(y_ptr + rows[:, None] * N + cols[None, :], y.to(y_ptr.dtype.element_ty), mask=mask)
@@ -70,13 +70,14 @@ def norm_fwd_rows(
     rows = rows.to(tl.int64)
     # Inductor passes Python floats as fp64: keep the arithmetic in fp32.
     eps = tl.cast(eps, tl.float32)
-    w_early = tl.zeros([BLOCK_N], tl.float32)
-    b_early = tl.zeros([BLOCK_N], tl.float32)
-    if EARLY_PARAMS:  # issued before x, so their latency overlaps x's (ops.norm.FWD_EARLY_PARAMS_MAX_ELEMS)
+    # [1, BLOCK_N], in the tile's layout as the late read's broadcast is.
+    w_early = tl.zeros([1, BLOCK_N], tl.float32)
+    b_early = tl.zeros([1, BLOCK_N], tl.float32)
+    if EARLY_PARAMS:  # issued before x, so their latency overlaps x's (ops.norm.FWD_EARLY_PARAMS)
         if HAS_W:
-            w_early = tl.load(w_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
+            w_early = tl.load(w_ptr + cols[None, :], mask=col_ok[None, :], other=0.0).to(tl.float32)
         if HAS_B:
-            b_early = tl.load(b_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
+            b_early = tl.load(b_ptr + cols[None, :], mask=col_ok[None, :], other=0.0).to(tl.float32)
     h = tl.load(x_ptr + rows[:, None] * stride_xm + cols[None, :] * stride_xn, mask=mask,
                 other=0.0).to(tl.float32)
     if HAS_IB:

@@ -51,15 +51,13 @@ FWD_NARROW_ELEMS_PER_THREAD = 32
 # With a residual each thread loads two inputs per element: more threads, fewer values each (H200, add_rms:
 # 512x8192 fp32 3.08 vs 2.96 TB/s, 16384x4096 3.97 vs 3.95, 8192^2 3.99 vs 3.95, 32768x2048 4.10 vs 4.08).
 FWD_RES_ELEMS_PER_THREAD = 8
-# LayerNorm on small grids (a row a program, a few waves): weight and bias read before x, so their
-# latency hides behind x's rather than stalling each program between its reductions and its store.
-# H100, device time, best of three alternating rounds, GB/s late -> early: bf16 2048x4096 1886 -> 1928,
-# 4096x2048 1872 -> 1956 (bias-LN 1871 -> 1900, 1861 -> 1917). Not at 8192-wide rows (16 warps): 512x8192
-# fp32 1840 -> 1702, 1024x8192 bf16 1805 -> 1791, although a one-dimensional one-row kernel reading
-# them first reached 1931 at 512x8192 fp32 (Liger 1920): the two-dimensional tile's extra registers
-# are the suspect. Large grids keep the late reads (see kernels/norm._normalize_store).
+# LayerNorm with a row a program up to 4096 wide: weight and bias read before x, so their latency hides
+# behind x's rather than stalling each program between its reductions and its store. H100, device time,
+# best of three alternating rounds, GB/s late -> early (bf16): 2048x4096 1856 -> 1903, 4096x2048 1872 ->
+# 1956, 4096^2 2297 -> 2346, 16384x4096 2797 -> 2843, 32768x2048 2803 -> 2826. Not at 8192-wide rows:
+# 512x8192 fp32 1824 -> 1675, 8192^2 2780 -> 2495 (a one-dimensional one-row kernel did no better there);
+# nor for RMSNorm, one vector: -4% to +2%. Other tiles keep the late reads (see _normalize_store).
 FWD_EARLY_PARAMS = True
-FWD_EARLY_PARAMS_MAX_ELEMS = 1 << 23
 FWD_EARLY_PARAMS_MAX_N = 4096
 # Backward programs per SM (persistent grid). The partial buffer has one row per program, so this
 # also sizes the second-stage reduction: small enough that narrow shapes pay no latency floor.
@@ -97,7 +95,7 @@ class RowsConfig:
     block_m: int
     block_n: int
     num_warps: int
-    early_params: bool = False  # forward: read weight and bias before x (FWD_EARLY_PARAMS_MAX_ELEMS)
+    early_params: bool = False  # forward: read weight and bias before x (FWD_EARLY_PARAMS)
 
 
 def rows_config(n: int, tile_elems: int, elems_per_thread: int | None = None) -> RowsConfig:
@@ -121,8 +119,7 @@ def fwd_config(m: int, n: int, is_rms: bool, has_residual: bool) -> RowsConfig:
         return rows_config(n, TILE_ELEMS_FWD, FWD_RES_ELEMS_PER_THREAD)
     full = not is_rms and int(m) * int(n) >= FWD_LN_FULL_THREADS_MIN_ELEMS
     cfg = rows_config(n, TILE_ELEMS_FWD, ELEMS_PER_THREAD_FWD_LN if full else None)
-    if (FWD_EARLY_PARAMS and not is_rms and cfg.block_m == 1 and cfg.block_n <= FWD_EARLY_PARAMS_MAX_N
-            and int(m) * int(n) <= FWD_EARLY_PARAMS_MAX_ELEMS):
+    if FWD_EARLY_PARAMS and not is_rms and cfg.block_m == 1 and cfg.block_n <= FWD_EARLY_PARAMS_MAX_N:
         return replace(cfg, early_params=True)
     return cfg
 
