@@ -96,7 +96,7 @@ def test_backward_plan():
     import trifuse.ops.norm as on
 
     cuda = torch.device("cuda", 0)
-    sms = on._sm_count(0) if torch.cuda.is_available() and not on.INTERPRET else None
+    sms = on.device_props(0)[1] if torch.cuda.is_available() and not on.INTERPRET else None
     if sms is None:
         pytest.skip("grid sizes need a GPU's SM count")
     ln = on.bwd_plan(16384, 4096, 3, 2, cuda)

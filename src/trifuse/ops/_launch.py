@@ -7,6 +7,8 @@ host) with a lookup keyed by the same facts Triton specializes on.
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch.library import wrap_triton
 from triton import knobs
@@ -37,6 +39,14 @@ def cdiv(a, b):
 def next_pow2(n: int) -> int:
     """Smallest power of two >= n (1 for n <= 1)."""
     return 1 << (int(n) - 1).bit_length() if n > 1 else 1
+
+
+@functools.cache
+def device_props(index: int) -> tuple[tuple[int, int], int]:
+    """(compute capability, SM count) of CUDA device `index`, read once: the property query costs
+    microseconds, and launchers size persistent grids from it on every call."""
+    p = torch.cuda.get_device_properties(index)
+    return (p.major, p.minor), p.multi_processor_count
 
 
 def _hooked(hook) -> bool:

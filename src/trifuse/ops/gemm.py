@@ -17,7 +17,7 @@ from ..kernels import gemm_bwd as kb
 from ..kernels import gemm_tma as kt
 from ..runtime import INTERPRET
 from . import gemm_configs as gc
-from ._launch import cdiv, launcher, next_pow2
+from ._launch import cdiv, device_props, launcher, next_pow2
 from .gemm_configs import GemmConfig
 
 ACTIVATIONS = ("none", "relu", "silu", "gelu", "gelu_tanh", "relu2", "leaky_relu")
@@ -36,18 +36,12 @@ DACT_TILE_INTERPRET = (16, 32, 4)
 EPI_NARROW_N = 32
 
 
-@functools.cache
-def _device_info(index: int) -> tuple[tuple[int, int], int]:
-    p = torch.cuda.get_device_properties(index)
-    return (p.major, p.minor), p.multi_processor_count
-
-
 def device_info(t: torch.Tensor) -> tuple[tuple[int, int] | None, int]:
     """(capability, SM count); capability None in the interpreter. is_cuda/get_device, not t.device:
     building the device object costs ~1 us a call."""
     if INTERPRET or not t.is_cuda:
         return None, 1
-    return _device_info(t.get_device())
+    return device_props(t.get_device())
 
 
 def _alloc(size: int, alignment: int, stream):

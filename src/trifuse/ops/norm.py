@@ -13,7 +13,7 @@ import torch
 from ..kernels import norm as kf
 from ..kernels import norm_bwd as kb
 from ..runtime import INTERPRET
-from ._launch import cdiv, launcher, next_pow2
+from ._launch import cdiv, device_props, launcher, next_pow2
 
 # Widest row the one-pass forward keeps in registers: 32k fp32 values is 32 per thread at 32 warps.
 # Beyond it the looped kernel streams the row twice (the second read mostly from L2).
@@ -154,17 +154,12 @@ def bwd_plan(m: int, n: int, vectors: int, elem_size: int, device: torch.device)
     return BwdPlan(rows, programs, reload)
 
 
-@functools.cache
-def _sm_count(index: int) -> int:
-    return torch.cuda.get_device_properties(index).multi_processor_count
-
-
 def persistent_programs(device: torch.device, tiles: int, per_sm: int) -> int:
     """A persistent grid: per_sm programs per SM, never more programs than tiles."""
     if INTERPRET or device.type != "cuda":
         cap = INTERPRET_PROGRAMS
     else:
-        cap = per_sm * _sm_count(device.index if device.index is not None else 0)
+        cap = per_sm * device_props(device.index if device.index is not None else 0)[1]
     return max(1, min(tiles, cap))
 
 
