@@ -67,6 +67,8 @@ def test_bad_arguments_are_clear_errors(tmp_path):
     assert out.returncode == 2 and "--shapes" in out.stderr
     out = run_cli("bench", "softmax", "--shapes", "8x300", "--providers", "torch,nosuch", tmp_path=tmp_path)
     assert out.returncode == 2 and "unknown provider(s) ['nosuch']" in out.stderr
+    out = run_cli("bench", "softmax", "--shapes", "8x300", "--rounds", "0", tmp_path=tmp_path)
+    assert out.returncode == 2 and "--rounds: expected a positive integer, got 0" in out.stderr
 
 
 @pytest.mark.skipif(not INTERPRET, reason="the CPU-mode bench; the GPU bench runs in make gpu-check")
@@ -108,3 +110,24 @@ def test_report_shows_the_same_size_copy_fraction_when_measured():
     assert "| 8x8 | bfloat16 | fwd | 0.0100 | 1 | 50.0 | 80.0 | 2.00x |" in md
     full = report.markdown(result)
     assert "| % ceiling | % same-size copy | max err |" in full
+
+
+def test_timing_rounds_alternate_providers_and_keep_each_ones_fastest(monkeypatch):
+    from trifuse.bench import harness, suites
+
+    suite = suites.load("softmax")
+    case = suite.cases(scale="cpu", shapes=[(4, 40)], directions=["fwd"])[0]
+    calls = []
+    # Round by round: trifuse 3.0, 1.0, 2.0 ms; torch 5.0, 6.0, 4.0 ms.
+    times = iter([3.0, 5.0, 1.0, 6.0, 2.0, 4.0])
+
+    def fake_time_ms(fn, **kw):
+        calls.append(fn)
+        return next(times)
+
+    monkeypatch.setattr(harness, "time_ms", fake_time_ms)
+    rows = harness.run_case(suite, case, {}, only=frozenset({"torch"}), rounds=3)
+    assert [r["provider"] for r in rows] == ["trifuse", "torch"]
+    assert calls[0] is calls[2] is calls[4] and calls[1] is calls[3] is calls[5] and calls[0] is not calls[1]
+    assert [r["ms"] for r in rows] == [1.0, 4.0]
+    assert rows[1]["trifuse_speedup"] == 4.0

@@ -76,8 +76,14 @@ def _bench_one(name: str, scale: str, args) -> dict:
         if only - known:
             raise ValueError(f"--providers: unknown provider(s) {sorted(only - known)} for {name}; "
                              f"expected some of {sorted(known)}")
+    from .runtime import INTERPRET
+
+    rounds = getattr(args, "rounds", 1)
+    if rounds < 1:
+        raise ValueError(f"--rounds: expected a positive integer, got {rounds}")
+    rounds = 1 if INTERPRET else rounds  # interpreter timings are CPU numbers, never compared
     return harness.run_suite(suite, cases, progress=sys.stderr.isatty(),
-                             hide_host=bool(getattr(args, "hide_host", False)), only=only)
+                             hide_host=bool(getattr(args, "hide_host", False)), only=only, rounds=rounds)
 
 
 def cmd_bench(args) -> int:
@@ -139,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--hide-host", action="store_true",
                    help="queue a GPU sleep before each repetition so host time (Python, autograd) is hidden: "
                         "device time only, as in a GPU-bound step")
+    b.add_argument("--rounds", type=int, default=3,
+                   help="timing rounds, providers alternating within each; every provider keeps its fastest "
+                        "round (default 3; 1 in the interpreter)")
     b.add_argument("--providers", help="comma-separated providers to run beside trifuse (default: all), "
                                       "e.g. eager,cublas_bare")
     b.add_argument("--csv", help="write every row with provenance to this CSV file")
