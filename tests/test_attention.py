@@ -189,6 +189,13 @@ def test_empty(device, shape):
         assert g.shape == t.shape and (g == 0).all()
 
 
+def test_second_derivative_is_a_clear_error(device):
+    q, k, v = (torch.randn(1, 2, 5, 32, device=device, requires_grad=True) for _ in range(3))
+    (gq,) = torch.autograd.grad(trifuse.attention(q, k, v).sum(), q, create_graph=True)
+    with pytest.raises(RuntimeError, match="backward is not differentiable"):
+        torch.autograd.grad(gq.pow(2).sum(), (q, k, v))
+
+
 def test_bad_input(device):
     q, k, v = make_qkv(1, 4, 2, 8, 8, 64, torch.float16, device)
     with pytest.raises(ValueError, match=r"head dim must be one of .* got 48"):

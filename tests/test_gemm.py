@@ -264,6 +264,36 @@ def test_bad_input(device):
         trifuse.gemm(a, b.to(other))
 
 
+def test_bad_seed_is_a_clear_error_with_or_without_dropout(device):
+    a, b = torch.randn(4, 5, device=device), torch.randn(5, 6, device=device)
+    with pytest.raises(ValueError, match=r"seed tensor must hold one element, got shape \(2,\)"):
+        trifuse.gemm(a, b, dropout_p=0.1, seed=torch.tensor([1, 2], device=device))
+    with pytest.raises(TypeError, match="seed tensor must have an integer dtype, got torch.float32"):
+        trifuse.gemm(a, b, dropout_p=0.1, seed=torch.tensor(1.7, device=device))
+    with pytest.raises(TypeError, match="seed must be an int, an integer tensor or None, got str"):
+        trifuse.gemm(a, b, seed="abc")  # dropout off: still checked
+    with pytest.raises(TypeError, match="trifuse.linear: seed must be an int"):
+        trifuse.linear(a, b.t(), dropout_p=0.1, training=False, seed=object())
+    # one-element integer tensors of any shape are seeds; the same value gives the same mask
+    y0 = trifuse.gemm(a, b, dropout_p=0.5, seed=torch.tensor([[5]], device=device))
+    torch.testing.assert_close(trifuse.gemm(a, b, dropout_p=0.5, seed=5), y0, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("activation", ["none", "silu"])
+def test_second_derivative_is_a_clear_error_not_a_silent_drop(device, activation):
+    """The backward's kernels have no autograd: a create_graph=True gradient must not pretend to carry a
+    second-order part."""
+    a = torch.randn(4, 5, device=device, requires_grad=True)
+    b = torch.randn(5, 3, device=device, requires_grad=True)
+    (ga,) = torch.autograd.grad(trifuse.gemm(a, b, activation=activation).sum(), a, create_graph=True)
+    (plain,) = torch.autograd.grad(trifuse.gemm(a, b, activation=activation).sum(), a)
+    torch.testing.assert_close(ga, plain, rtol=0, atol=0)  # the first derivative itself is unchanged
+    with pytest.raises(RuntimeError, match="trifuse.gemm_fwd: its backward is not differentiable"):
+        torch.autograd.grad(ga.pow(2).sum(), (a, b))
+    with pytest.raises(RuntimeError, match="backward is not differentiable"):
+        ga.pow(2).sum().backward()
+
+
 def test_opcheck(device):
     a, b = torch.randn(9, 17, device=device), torch.randn(17, 11, device=device)
     bias, seed = torch.randn(11, device=device), torch.tensor([3], device=device)

@@ -132,6 +132,21 @@ def test_nn_rms_norm_drop_in(device, eps):
     assert m(torch.randn(3, 24, device=device).half()).dtype == torch.float16
 
 
+def test_second_derivative_is_a_clear_error(device):
+    x = torch.randn(4, 8, device=device, requires_grad=True)
+    (gx,) = torch.autograd.grad((trifuse.layer_norm(x) * torch.randn(4, 8, device=device)).sum(), x,
+                                create_graph=True)
+    with pytest.raises(RuntimeError, match="backward is not differentiable"):
+        torch.autograd.grad(gx.pow(2).sum(), x)
+
+
+def test_numpy_scalar_eps_is_accepted(device):
+    np = pytest.importorskip("numpy")
+    x = torch.randn(4, 8, device=device)
+    torch.testing.assert_close(trifuse.layer_norm(x, eps=np.float32(1e-5)), trifuse.layer_norm(x, eps=1e-5))
+    torch.testing.assert_close(trifuse.rms_norm(x, eps=np.float16(1e-3)), trifuse.rms_norm(x, eps=float(np.float16(1e-3))))
+
+
 def test_bad_input(device):
     x = torch.randn(4, 8, device=device)
     with pytest.raises(ValueError, match=r"weight must have shape \(8,\), got \(7,\)"):

@@ -149,6 +149,15 @@ def test_nn_modules(device):
     assert isinstance(trifuse.nn.Softmax(1), torch.nn.Softmax)
 
 
+@pytest.mark.parametrize("fn", ["softmax", "log_softmax"])
+def test_second_derivative_is_a_clear_error(device, fn):
+    x = torch.randn(3, 7, device=device, requires_grad=True)
+    (gx,) = torch.autograd.grad((getattr(trifuse, fn)(x) * torch.randn(3, 7, device=device)).sum(), x,
+                                create_graph=True)
+    with pytest.raises(RuntimeError, match="backward is not differentiable"):
+        torch.autograd.grad(gx.pow(2).sum(), x)
+
+
 def test_bad_input(device):
     with pytest.raises(TypeError, match="dtype"):
         trifuse.softmax(torch.arange(10, device=device))
@@ -156,6 +165,8 @@ def test_bad_input(device):
         trifuse.softmax(torch.randn(3, device=device, dtype=torch.float64))
     with pytest.raises(IndexError, match="rank 2"):
         trifuse.softmax(torch.randn(3, 4, device=device), dim=2)
+    with pytest.raises(ValueError, match=r"dim 2 out of range .* \(expected in \[-2, 1\]\)"):
+        trifuse.softmax(torch.randn(3, 4, device=device), dim=2)  # also a ValueError, as other bad arguments
     with pytest.raises(IndexError, match="rank 2"):
         trifuse.log_softmax(torch.randn(3, 4, device=device), dim=-3)
     with pytest.raises(TypeError, match="torch.Tensor"):

@@ -53,11 +53,16 @@ def check_ndim(name: str, arg: str, t: torch.Tensor, ndim: int | tuple[int, ...]
         raise ValueError(f"trifuse.{name}: {arg} must have {want} dims, got {t.dim()}")
 
 
+class DimError(ValueError, IndexError):
+    """A dim out of range: a ValueError like every other bad argument, and an IndexError as torch raises
+    for it (numpy's AxisError is both too)."""
+
+
 def normalize_dim(name: str, dim: int, ndim: int) -> int:
     if isinstance(dim, bool) or not isinstance(dim, int):
         raise TypeError(f"trifuse.{name}: dim must be an int, got {type(dim).__name__}")
     rank = max(ndim, 1)
     if not -rank <= dim < rank:
-        raise IndexError(f"trifuse.{name}: dim {dim} out of range for a tensor of rank {ndim} "
+        raise DimError(f"trifuse.{name}: dim {dim} out of range for a tensor of rank {ndim} "
                          f"(expected in [{-rank}, {rank - 1}])")
     return dim % rank

@@ -45,11 +45,21 @@ def _seed_tensor(seed, device: torch.device) -> torch.Tensor:
         return torch.randint(0, 2**31 - 1, (1,), device=device, dtype=torch.int64)
     if isinstance(seed, torch.Tensor):
         return seed.reshape(1).to(device=device, dtype=torch.int64)
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise TypeError(f"trifuse.gemm: seed must be an int, a tensor or None, got {type(seed).__name__}")
     # torch.full, not torch.tensor([seed], device=...): the latter copies from pageable host memory, which
     # waits for the GPU's queue to drain (0.12 ms more a call at 4096^3 on the H200); full is one kernel.
     return torch.full((1,), int(seed) % 2**63, dtype=torch.int64, device=device)
+
+
+def _check_seed(name: str, seed) -> None:
+    """An int, a one-element integer tensor or None; checked whether or not dropout is on."""
+    if isinstance(seed, torch.Tensor):
+        if seed.dtype.is_floating_point or seed.dtype.is_complex or seed.dtype == torch.bool:
+            raise TypeError(f"trifuse.{name}: a seed tensor must have an integer dtype, got {seed.dtype}")
+        if seed.numel() != 1:
+            raise ValueError(f"trifuse.{name}: a seed tensor must hold one element, got shape {tuple(seed.shape)}")
+    elif isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"trifuse.{name}: seed must be an int, an integer tensor or None, got "
+                        f"{type(seed).__name__}")
 
 
 def _check(name: str, a_name: str, b_name: str, a, b, bias, residual, activation, dropout_p, out_dtype) -> None:
@@ -120,6 +130,8 @@ def _gemm(name: str, a, b, bias, activation, dropout_p, seed, residual, out_dtyp
           training=True):
     if torch.compiler.is_compiling() or not _valid(a, b, bias, residual, activation, dropout_p, out_dtype):
         _check(name, "a" if b_name == "b" else "x", b_name, a, b, bias, residual, activation, dropout_p, out_dtype)
+    if seed is not None:
+        _check_seed(name, seed)
     p = float(dropout_p) if training else 0.0
     K, N = a.shape[-1], b.shape[1]
     out_shape = (*a.shape[:-1], N)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 
@@ -14,8 +15,9 @@ from ._rows import as_rows, from_rows
 def _check_eps(name: str, eps, dtype: torch.dtype) -> float:
     if eps is None:  # torch.nn.RMSNorm's default: the input dtype's machine epsilon
         return float(torch.finfo(dtype).eps)
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)):
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real):  # numpy scalars too, as torch takes
         raise TypeError(f"trifuse.{name}: eps must be a float, got {type(eps).__name__}")
+    eps = float(eps)
     if not (math.isfinite(eps) and eps >= 0):
         raise ValueError(f"trifuse.{name}: eps must be finite and >= 0, got {eps}")
     return float(eps)

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import functools
+
 import torch
+from torch._C import _functions as _autograd_functions
 from torch.library import triton_op
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
@@ -60,6 +63,33 @@ def run_direct(fn: Callable, *args):
         wrap_triton_enabled.value = prev
 
 
+def _first_order_only(name: str, backward: Callable) -> Callable:
+    """backward run without a graph; under create_graph=True its gradients are marked so that
+    differentiating them again raises a clear error. The backward's kernels have no autograd, so a
+    second derivative would otherwise come out partial or missing without a word. torch's
+    once_differentiable marks them only when the incoming gradients require grad, which misses the
+    common case (the second derivative through the saved inputs)."""
+    message = (f"trifuse.{name.split('::')[-1]}: its backward is not differentiable (no second "
+               f"derivative); use the torch composition where double backward is needed").encode()
+
+    @functools.wraps(backward)
+    def wrapper(ctx, *grads):
+        with torch.no_grad():
+            out = backward(ctx, *grads)
+        if not torch.is_grad_enabled():  # plain backward: nothing to mark
+            return out
+        outs = out if isinstance(out, tuple) else (out,)
+        marked = [g.detach().requires_grad_() if g is not None else None for g in outs]
+        # The saved inputs ride along so the error node links back to them: autograd.grad(..., inputs)
+        # then reaches it and raises the message (unlinked, it would report the inputs "unused").
+        linked = [t for t in ctx.saved_tensors if t is not None and t.requires_grad]
+        marked = _autograd_functions.DelayedError(message, len(marked) + len(linked))(*marked, *linked)
+        marked = (marked if isinstance(marked, tuple) else (marked,))[: len(outs)]
+        return tuple(marked) if isinstance(out, tuple) else marked[0]
+
+    return wrapper
+
+
 def _eager_function(name: str, impl: Callable, setup_context: Callable, backward: Callable):
     """A torch.autograd.Function running impl with the op's own setup_context and backward."""
 
@@ -69,7 +99,7 @@ def _eager_function(name: str, impl: Callable, setup_context: Callable, backward
         setup_context(ctx, args, out)
         return out
 
-    body = {"forward": staticmethod(forward), "backward": staticmethod(backward)}
+    body = {"forward": staticmethod(forward), "backward": staticmethod(_first_order_only(name, backward))}
     return type(f"{name.split('::')[-1]}_eager", (torch.autograd.Function,), body)
 
 
