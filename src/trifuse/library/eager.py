@@ -12,9 +12,8 @@ allocated, ~2 us each on the host).
 """
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import functools
+from collections.abc import Callable
 
 import torch
 from torch._C import _functions as _autograd_functions
