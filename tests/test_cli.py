@@ -126,8 +126,10 @@ def test_timing_rounds_alternate_providers_and_keep_each_ones_fastest(monkeypatc
         return next(times)
 
     monkeypatch.setattr(harness, "time_ms", fake_time_ms)
+    monkeypatch.setattr(harness, "same_size_copy_ms", lambda nbytes, hide_host: 0.5)  # its own timing
     rows = harness.run_case(suite, case, {}, only=frozenset({"torch"}), rounds=3)
     assert [r["provider"] for r in rows] == ["trifuse", "torch"]
     assert calls[0] is calls[2] is calls[4] and calls[1] is calls[3] is calls[5] and calls[0] is not calls[1]
     assert [r["ms"] for r in rows] == [1.0, 4.0]
     assert rows[1]["trifuse_speedup"] == 4.0
+    assert [r["same_size_copy_fraction"] for r in rows] == [0.5, 0.125]
