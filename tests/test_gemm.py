@@ -259,6 +259,8 @@ def test_bad_input(device):
         trifuse.gemm([[1.0]], b)
     with pytest.raises(ValueError, match="activation must be one of"):
         trifuse.nn.FusedLinear(4, 5, activation="swish")
+    with pytest.raises(ValueError, match=r"FusedLinear: dropout must be in \[0, 1\), got 1.5"):
+        trifuse.nn.FusedLinear(4, 5, dropout=1.5)
     other = torch.device("meta")
     with pytest.raises(ValueError, match="device"):
         trifuse.gemm(a, b.to(other))

@@ -65,7 +65,7 @@ class FusedLinear(nn.Linear):
                  dropout: float = 0.0, recompute: bool = False, device=None, dtype=None) -> None:
         from .functional import gemm as _gemm
 
-        _gemm._check_args("FusedLinear", activation, dropout, None)
+        _gemm._check_args("FusedLinear", activation, dropout, None, p_name="dropout")
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
         self.activation = activation
         self.dropout = float(dropout)

@@ -26,13 +26,14 @@ def _tf32(dtype: torch.dtype) -> bool:
     return torch.get_float32_matmul_precision() != "highest" or bool(torch.backends.cuda.matmul.allow_tf32)
 
 
-def _check_args(name: str, activation: str, dropout_p: float, out_dtype) -> None:
+def _check_args(name: str, activation: str, dropout_p: float, out_dtype, p_name: str = "dropout_p") -> None:
+    """p_name: what the caller calls the dropout probability (FusedLinear: dropout)."""
     if not isinstance(activation, str) or activation not in ACTIVATIONS:
         raise ValueError(f"trifuse.{name}: activation must be one of {ACTIVATIONS}, got {activation!r}")
     if isinstance(dropout_p, bool) or not isinstance(dropout_p, numbers.Real):
-        raise TypeError(f"trifuse.{name}: dropout_p must be a float, got {type(dropout_p).__name__}")
+        raise TypeError(f"trifuse.{name}: {p_name} must be a float, got {type(dropout_p).__name__}")
     if not 0.0 <= float(dropout_p) < 1.0:
-        raise ValueError(f"trifuse.{name}: dropout_p must be in [0, 1), got {dropout_p}")
+        raise ValueError(f"trifuse.{name}: {p_name} must be in [0, 1), got {dropout_p}")
     if out_dtype is not None and out_dtype not in FLOAT_DTYPES:
         names = ", ".join(str(d).replace("torch.", "") for d in FLOAT_DTYPES)
         raise TypeError(f"trifuse.{name}: out_dtype must be one of ({names}) or None, got {out_dtype}")
