@@ -15,8 +15,8 @@ SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 def run_cli(*args, tmp_path):
     env = {**os.environ, "PYTHONPATH": SRC, "TRIFUSE_CACHE_DIR": str(tmp_path / "cache")}
-    return subprocess.run([sys.executable, "-m", "trifuse", *args], env=env, capture_output=True, text=True,
-                          timeout=600)
+    return subprocess.run([sys.executable, "-m", "trifuse", *args], check=False, env=env, capture_output=True,
+                          text=True, timeout=600)
 
 
 def test_info(tmp_path):

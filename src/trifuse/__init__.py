@@ -23,7 +23,7 @@ _API = {
 }
 _SUBMODULES = {"nn", "patch"}
 
-__all__ = [*_API, "nn", "__version__"]
+__all__ = [*_API, "nn", "__version__"]  # noqa: PLE0604 - _API is a dict of names (strings)
 
 
 def __getattr__(name: str):

@@ -65,7 +65,7 @@ from ._checks import FLOAT_DTYPES
 from .functional import norm as _fnorm
 from .runtime import kernel_device_ok
 
-__all__ = ["patch_model", "PatchedRMSNorm", "PatchedLayerNorm"]
+__all__ = ["PatchedLayerNorm", "PatchedRMSNorm", "patch_model"]
 
 _log = logging.getLogger("trifuse.patch")
 
@@ -185,7 +185,7 @@ def _rms_norm_reason(m: nn.Module) -> tuple[str | None, float | None, float]:
     try:
         with torch.no_grad():
             out = m.forward(x)
-    except Exception as e:  # e.g. a forward that takes more arguments: not a plain RMSNorm
+    except Exception as e:  # noqa: BLE001 - e.g. a forward that takes more arguments: not a plain RMSNorm
         return f"forward(x) raised {type(e).__name__} on a probe input", None, 0.0
     for offset in (0.0, 1.0):
         with torch.no_grad():
@@ -205,7 +205,7 @@ def _is_silu(act) -> bool:
     try:
         with torch.no_grad():
             out = act(t.clone())
-    except Exception:  # an arbitrary callable: anything it raises means "not SiLU"
+    except Exception:  # noqa: BLE001 - an arbitrary callable: anything it raises means "not SiLU"
         return False
     return _close(out, F.silu(t), torch.float32)
 
@@ -232,7 +232,7 @@ def _mlp_reason(m: nn.Module) -> str | None:
     try:
         with torch.no_grad():
             out = m.forward(x)
-    except Exception as e:  # e.g. a forward that takes more arguments (routing, adapters)
+    except Exception as e:  # noqa: BLE001 - e.g. a forward that takes more arguments (routing, adapters)
         return f"forward(x) raised {type(e).__name__} on a probe input"
     with torch.no_grad():
         ref = down(F.silu(gate(x)) * up(x))

@@ -49,7 +49,7 @@ def peer(module: str, attr: str):
     """An attribute of an optional peer package, or Unavailable when it is not installed."""
     try:
         return getattr(importlib.import_module(module), attr)
-    except Exception as e:  # ImportError, or a peer that fails to import against this torch
+    except Exception as e:  # noqa: BLE001 - ImportError, or a peer that fails to import against this torch
         raise Unavailable(f"{module}.{attr} not available ({type(e).__name__})") from None
 
 

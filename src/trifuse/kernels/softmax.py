@@ -65,7 +65,7 @@ def softmax_fwd_looped(
     log_s = tl.log2(s) * LN2
     inv_s = 1.0 / s
     n_chunks = tl.cdiv(N, BLOCK_N)
-    for i in range(0, n_chunks):
+    for i in range(n_chunks):
         cols = (n_chunks - 1 - i) * BLOCK_N + tl.arange(0, BLOCK_N)
         mask = cols < N
         x = tl.load(x_row + cols * stride_xn, mask=mask, other=0.0).to(tl.float32)
@@ -116,7 +116,7 @@ def softmax_bwd_looped(
             acc += dy * tl.load(y_row + cols, mask=mask, other=0.0).to(tl.float32)
     total = tl.sum(acc, axis=0)
     n_chunks = tl.cdiv(N, BLOCK_N)
-    for i in range(0, n_chunks):
+    for i in range(n_chunks):
         cols = (n_chunks - 1 - i) * BLOCK_N + tl.arange(0, BLOCK_N)
         mask = cols < N
         y = tl.load(y_row + cols, mask=mask, other=0.0).to(tl.float32)

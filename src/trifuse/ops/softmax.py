@@ -45,7 +45,7 @@ def rows_config(n: int) -> RowsConfig:
     return _rows_config(int(n))  # a SymInt under torch.compile: constexprs must be concrete
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _rows_config(n: int) -> RowsConfig:
     block_n = next_pow2(max(n, 1))
     for widest, block_m, num_warps in _ROWS_TABLE:
