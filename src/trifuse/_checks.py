@@ -64,5 +64,5 @@ def normalize_dim(name: str, dim: int, ndim: int) -> int:
     rank = max(ndim, 1)
     if not -rank <= dim < rank:
         raise DimError(f"trifuse.{name}: dim {dim} out of range for a tensor of rank {ndim} "
-                         f"(expected in [{-rank}, {rank - 1}])")
+                       f"(expected in [{-rank}, {rank - 1}])")
     return dim % rank

@@ -20,7 +20,7 @@ def _check_eps(name: str, eps, dtype: torch.dtype) -> float:
     eps = float(eps)
     if not (math.isfinite(eps) and eps >= 0):
         raise ValueError(f"trifuse.{name}: eps must be finite and >= 0, got {eps}")
-    return float(eps)
+    return eps
 
 
 def _check(name, x, residual, weight, bias, input_bias, eps) -> float:

@@ -120,8 +120,14 @@ def fwd_config(m: int, n: int, is_rms: bool, has_residual: bool) -> RowsConfig:
     full = not is_rms and int(m) * int(n) >= FWD_LN_FULL_THREADS_MIN_ELEMS
     cfg = rows_config(n, TILE_ELEMS_FWD, ELEMS_PER_THREAD_FWD_LN if full else None)
     if FWD_EARLY_PARAMS and not is_rms and cfg.block_m == 1 and cfg.block_n <= FWD_EARLY_PARAMS_MAX_N:
-        return replace(cfg, early_params=True)
+        return _with_early_params(cfg)
     return cfg
+
+
+@functools.cache
+def _with_early_params(cfg: RowsConfig) -> RowsConfig:
+    # Memoized like _rows_config: fwd_config runs on every forward call, and replace() costs ~1-2 us.
+    return replace(cfg, early_params=True)
 
 
 @dataclass(frozen=True)
