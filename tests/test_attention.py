@@ -138,6 +138,7 @@ def test_strided_output_grad_and_transposed_layout(device):
     (FwdConfig(16, 16, 4, 1), BwdConfig(16, 16, 16, 16, 4, 4, 1)),
     (FwdConfig(16, 32, 4, 1), BwdConfig(32, 16, 16, 32, 4, 4, 1)),
     (FwdConfig(64, 16, 4, 1), BwdConfig(16, 64, 64, 16, 4, 4, 1)),
+    (FwdConfig(32, 16, 4, 1, fold_scale=True), BwdConfig(16, 32, 32, 16, 4, 4, 1)),
 ])
 def test_launchers_any_tiles_write_every_element(device, fwd_cfg, bwd_cfg, causal):
     # Poisoned outputs catch unwritten elements; tiles larger, smaller and unequal exercise the stage split.
@@ -154,6 +155,20 @@ def test_launchers_any_tiles_write_every_element(device, fwd_cfg, bwd_cfg, causa
     attention_bwd_into(do, q, k, v, out, lse, dq, dk, dv, causal, 0.2, config=bwd_cfg)
     for got, want in zip((dq, dk, dv), torch.autograd.grad(ref, (qd, kd, vd), do.double())):
         torch.testing.assert_close(got.double(), want, atol=5e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("scale", [0.2, -0.3, 0.0])
+@pytest.mark.parametrize("causal", [False, True])
+def test_folded_scale_forward_any_sign(device, causal, scale):
+    # The folded path (scale inside exp2's argument) needs scale > 0; the launcher must fall back otherwise.
+    q, k, v = make_qkv(1, 2, 1, 37, 45, 32, torch.float32, device)
+    out = poison(torch.empty_like(q))
+    lse = poison(torch.empty(q.shape[:3], device=device))
+    attention_fwd_into(q, k, v, out, lse, causal, scale, config=FwdConfig(16, 16, 4, 1, fold_scale=True))
+    ref = attention_ref(q.double(), k.double(), v.double(), causal=causal, scale=scale)
+    torch.testing.assert_close(out.double(), ref, atol=2e-5, rtol=1e-5)
+    torch.testing.assert_close(lse.double(), attention_lse_ref(q, k, causal=causal, scale=scale), atol=2e-5,
+                               rtol=1e-5)
 
 
 def test_keys_past_the_queries_get_zero_grad(device):

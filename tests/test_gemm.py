@@ -14,6 +14,14 @@ FLOOR = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1e-2}
 ACT_FNS = ACTIVATION_FNS  # the oracle's table: one definition of each activation in torch
 
 
+# fp64 oracles that keep the lower tails: F.gelu's 1 + erf(x / sqrt 2) and the tanh form's 1 + tanh(u)
+# cancel to 0 there, even in fp64.
+TAIL_EXACT = {
+    "gelu": lambda x: x * 0.5 * torch.special.erfc(-x / 2 ** 0.5),
+    "gelu_tanh": lambda x: x * torch.sigmoid(2 * (2 / torch.pi) ** 0.5 * (x + 0.044715 * x ** 3)),
+}
+
+
 def torch_gemm(a, b, bias=None, activation="none", residual=None):
     pre = a @ b
     if bias is not None:
@@ -42,6 +50,20 @@ def test_every_activation(device, activation, dtype, has_bias):
     b = (torch.randn(61, 53, device=device) / 8).to(dtype)
     bias = torch.randn(53, device=device).to(dtype) if has_bias else None
     check(a, b, bias, activation)
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_activation_accuracy_over_the_whole_range(device, activation):
+    # K = 1 against a 1.0: the pre-activation is x exactly, so the epilogue's own math is what is measured,
+    # tails included (sigmoid, tanh and the normal CDF are fast approximations on the GPU), then inf / nan.
+    x = torch.linspace(-30.0, 30.0, 6001, device=device)
+    x = torch.cat([x, torch.tensor([0.0, -0.0, 1e-30, -1e-30, 1e30, -1e30], device=device)])
+    out = trifuse.gemm(x[:, None], torch.ones(1, 1, device=device), activation=activation)[:, 0]
+    ref = TAIL_EXACT.get(activation, ACT_FNS[activation])(x.double()).float()  # fp32 overflows as out does
+    torch.testing.assert_close(out.double(), ref.double(), rtol=1e-5, atol=1e-30)
+    special = torch.tensor([float("inf"), float("-inf"), float("nan")], device=device)
+    got = trifuse.gemm(special[:, None], torch.ones(1, 1, device=device), activation=activation)[:, 0]
+    torch.testing.assert_close(got.double(), ACT_FNS[activation](special.double()), equal_nan=True)
 
 
 @pytest.mark.parametrize("mnk", [(1, 64, 32), (127, 129, 1), (37, 61, 53), (3, 5, 7), (128, 128, 128),

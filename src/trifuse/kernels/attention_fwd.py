@@ -23,7 +23,7 @@ def _fwd_range(
     acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
     lo, hi, offs_m, Skv, qk_scale,
     MASKED: tl.constexpr, CAUSAL: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    HEAD_D: tl.constexpr, PREC: tl.constexpr, NUM_STAGES: tl.constexpr,
+    HEAD_D: tl.constexpr, PREC: tl.constexpr, NUM_STAGES: tl.constexpr, FOLD_SCALE: tl.constexpr,
 ):
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
@@ -39,19 +39,29 @@ def _fwd_range(
             kT = tl.load(kT_ptrs)
         else:
             kT = tl.load(kT_ptrs, mask=d_ok[:, None], other=0.0)
-        s = tl.dot(q, kT, input_precision=PREC) * qk_scale
+        s = tl.dot(q, kT, input_precision=PREC)
+        if not FOLD_SCALE:
+            s = s * qk_scale
         if MASKED:
             valid = cols[None, :] < Skv
             if CAUSAL:
                 valid = valid & (cols[None, :] <= offs_m[:, None])
             s = tl.where(valid, s, -float("inf"))
+        if FOLD_SCALE:
+            m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
+        else:
             m_new = tl.maximum(m_i, tl.max(s, 1))
+        if MASKED:
             # A row with nothing visible yet keeps m = -inf; subtract 0 instead so exp2 gives 0, not nan.
             m_sub = tl.where(m_new == -float("inf"), 0.0, m_new)
         else:
-            m_new = tl.maximum(m_i, tl.max(s, 1))
             m_sub = m_new
-        p = tl.exp2(s - m_sub[:, None])
+        if FOLD_SCALE:
+            # max(s * c) = max(s) * c for c > 0, so the scale folds into exp2's argument: one FFMA an
+            # element instead of a multiply and a subtract (the softmax step is issue-bound).
+            p = tl.exp2(s * qk_scale - m_sub[:, None])
+        else:
+            p = tl.exp2(s - m_sub[:, None])
         alpha = tl.exp2(m_i - m_sub)
         l_i = l_i * alpha + tl.sum(p, 1)
         acc = acc * alpha[:, None]
@@ -120,9 +130,11 @@ def attention_fwd(
     stride_ob, stride_oh, stride_om, stride_od,
     Hq, Hkv, Sq, Skv, sm_scale, chunk,
     CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    HEAD_D: tl.constexpr, PREC: tl.constexpr, NUM_STAGES: tl.constexpr,
+    HEAD_D: tl.constexpr, PREC: tl.constexpr, NUM_STAGES: tl.constexpr, FOLD_SCALE: tl.constexpr,
 ):
-    """chunk: (batch, KV head) units per longest-first chunk under causal (see longest_first)."""
+    """chunk: (batch, KV head) units per longest-first chunk under causal (see longest_first).
+    FOLD_SCALE (only with sm_scale > 0): the scale folds into exp2's argument; otherwise it multiplies the
+    scores first."""
     b64, hk64, h64, start_m = query_block(Hq, Hkv, Sq, chunk, BLOCK_M, CAUSAL)
     qk_scale = tl.cast(sm_scale, tl.float32) * LOG2E
 
@@ -153,10 +165,10 @@ def attention_fwd(
         hi = Skv
     acc, l_i, m_i = _fwd_range(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
                                0, hi_free, offs_m, Skv, qk_scale, False, CAUSAL, BLOCK_N, BLOCK_D, HEAD_D,
-                               PREC, NUM_STAGES)
+                               PREC, NUM_STAGES, FOLD_SCALE)
     acc, l_i, m_i = _fwd_range(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
                                hi_free, hi, offs_m, Skv, qk_scale, True, CAUSAL, BLOCK_N, BLOCK_D, HEAD_D,
-                               PREC, NUM_STAGES)
+                               PREC, NUM_STAGES, FOLD_SCALE)
 
     # Top-left causal alignment leaves every row at least key 0, so l_i > 0 for every real row.
     out = acc / l_i[:, None]
