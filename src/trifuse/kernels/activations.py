@@ -72,7 +72,7 @@ def _normal_cdf(x):
 def activation(x, ACT: tl.constexpr):
     """act(x) for fp32 x."""
     if ACT == "relu":
-        y = tl.maximum(x, 0.0)
+        y = tl.maximum(x, 0.0, propagate_nan=tl.PropagateNan.ALL)
     elif ACT == "silu":
         y = x * _sigmoid(x)
     elif ACT == "gelu":
@@ -81,7 +81,7 @@ def activation(x, ACT: tl.constexpr):
         # (1 + tanh(u)) / 2 = sigmoid(2u): no 1 + tanh cancelling to 0 in the lower tail.
         y = x * _sigmoid(2.0 * SQRT_2_PI * (x + GELU_C * x * x * x))
     elif ACT == "relu2":
-        r = tl.maximum(x, 0.0)
+        r = tl.maximum(x, 0.0, propagate_nan=tl.PropagateNan.ALL)
         y = r * r
     elif ACT == "leaky_relu":
         y = tl.where(x > 0.0, x, x * LEAKY_SLOPE)
@@ -106,7 +106,7 @@ def activation_grad(x, ACT: tl.constexpr):
         s = _sigmoid(2.0 * SQRT_2_PI * (x + GELU_C * x * x * x))
         d = s + 2.0 * x * s * (1.0 - s) * SQRT_2_PI * (1.0 + 3.0 * GELU_C * x * x)
     elif ACT == "relu2":
-        d = 2.0 * tl.maximum(x, 0.0)
+        d = 2.0 * tl.maximum(x, 0.0, propagate_nan=tl.PropagateNan.ALL)
     elif ACT == "leaky_relu":
         d = tl.where(x > 0.0, 1.0, LEAKY_SLOPE)
     else:
