@@ -5,7 +5,15 @@ import torch.nn.functional as F
 
 import trifuse
 from helpers import assert_close_to_ref, poison
-from trifuse.ops.gemm import ACTIVATIONS, EPI_NARROW_N, epi_split, flatten_loop, gemm_into
+from trifuse.ops.gemm import (
+    ACTIVATIONS,
+    EPI_NARROW_N,
+    WS_CONFIG,
+    epi_split,
+    flatten_loop,
+    gemm_into,
+    ws_applies,
+)
 from trifuse.ops.gemm_configs import GemmConfig
 from trifuse.reference.dropout import keep_mask
 from trifuse.reference.gemm import ACTIVATION_FNS
@@ -404,3 +412,40 @@ def test_opcheck_full_gpu(device):
 def test_cpu_tensor_on_gpu_path_is_a_clear_error():
     with pytest.raises(ValueError, match="CUDA"):
         trifuse.gemm(torch.randn(4, 4), torch.randn(4, 4))
+
+
+def test_ws_kernel_choice():
+    # Where the warp-specialized kernel takes over the TMA kernel's launch (measurements at WS_CONFIG).
+    tma = GemmConfig("tma", 128, 256, 64, 8, 8, 3)
+    assert ws_applies(tma, 4096, 4096, 4096, "gelu", False, False)
+    assert ws_applies(tma, 16384, 4096, 4096, "silu", False, False)
+    assert ws_applies(tma, 4096, 4096, 2048, "gelu_tanh", False, False)
+    assert not ws_applies(tma, 4096, 4096, 4096, "none", False, False)  # bare: the 128x256 tiles win
+    assert not ws_applies(tma, 8192, 8192, 8192, "gelu", False, False)
+    assert not ws_applies(tma, 8192, 14336, 4096, "silu", False, False)
+    assert not ws_applies(tma, 8192, 4096, 14336, "silu", False, False)
+    assert not ws_applies(tma, 2048, 2048, 2048, "silu", False, False)  # its launch's host time
+    assert not ws_applies(tma, 4096, 4096, 4096, "silu", True, False)  # dropout / residual / pre
+    assert not ws_applies(tma, 4096, 4096, 4096, "silu", False, True)  # a stored transposed
+    assert not ws_applies(tma, 4096, 4096, 4096, "silu", False, False, traced=True)
+    assert not ws_applies(GemmConfig("portable", 64, 64, 64), 4096, 4096, 4096, "silu", False, False)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("b_transposed", [True, False])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_ws_kernel_gpu(device, activation, dtype, b_transposed):
+    if torch.cuda.get_device_capability()[0] != 9:
+        pytest.skip("the warp-specialized Gluon kernel is sm_90 only")
+    # One tile; ragged tiles; more tiles than programs (both consumer warpgroups, the ring wrapping).
+    for m, k, n in [(128, 64, 128), (1000, 328, 712), (2056, 1024, 2048)]:
+        a = torch.randn(m, k, device=device, dtype=dtype)
+        w = (torch.randn(n, k, device=device) / k ** 0.5).to(dtype)
+        b = w.t() if b_transposed else w.t().contiguous()
+        bias = torch.randn(n, device=device, dtype=dtype) if m > 128 else None
+        out = poison(torch.empty(m, n, device=device, dtype=dtype))
+        gemm_into(a, b, out, bias=bias, activation=activation, config=WS_CONFIG)
+        ref = torch_gemm(a.double(), b.double(), None if bias is None else bias.double(), activation)
+        theirs = torch_gemm(a, b, bias, activation)
+        assert_close_to_ref(out, ref, theirs, floor=FLOOR[dtype])

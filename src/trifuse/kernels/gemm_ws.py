@@ -1,0 +1,143 @@
+"""Hopper (sm_90) GEMM + bias + activation, warp specialized in Gluon ("ping-pong").
+
+Three partitions share a ring of STAGES shared-memory stages: one producer warp issues the TMA loads, and
+two consumer warpgroups take alternate output tiles of the persistent tile list (tile `pid + j * NUM_SMS`
+goes to warpgroup j % 2). The consumers' main loops take turns (the `turn` barriers), so while one
+warpgroup runs its epilogue (bias, activation, store) the other's MMAs keep the tensor cores busy: the
+epilogue is off the critical path, which the single-partition Triton kernel (`gemm_tma.py`) cannot do.
+Each consumer holds a whole BM x BN fp32 accumulator (128 x 128: 128 registers a thread), so tiles are
+smaller than the Triton kernel's 128 x 256 and its main loop is slower on the largest problems;
+`ops.gemm.ws_applies` picks this kernel only where it measured faster.
+
+Epilogues: bias and `activation` (the one definition in kernels/activations.py); dropout, a residual or a
+stored pre-activation go to the Triton kernel. a (M, K) must be K-contiguous; b is (N, K) K-contiguous
+(B_T, the x @ w.T case) or (K, N) N-contiguous. Gluon does not run in Triton's interpreter: this kernel is
+tested on the GPU only.
+"""
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import (
+    fence_async_shared,
+    mbarrier,
+    tma,
+    warpgroup_mma,
+    warpgroup_mma_wait,
+)
+
+from .activations import activation
+
+
+@gluon.jit
+def _tile_origin(tile, M, N, BM: gl.constexpr, BN: gl.constexpr, GROUP_M: gl.constexpr):
+    """Grouped tile order (GROUP_M row tiles side by side share their B tiles through L2)."""
+    num_n = gl.cdiv(N, BN)
+    in_group = GROUP_M * num_n
+    first_m = (tile // in_group) * GROUP_M
+    size_m = gl.minimum(gl.cdiv(M, BM) - first_m, GROUP_M)
+    return (first_m + (tile % in_group) % size_m) * BM, ((tile % in_group) // size_m) * BN
+
+
+@gluon.jit
+def _producer(a_desc, b_desc, a_bufs, b_bufs, ready, empty, M, N, K,
+              BM: gl.constexpr, BN: gl.constexpr, BK: gl.constexpr, STAGES: gl.constexpr,
+              GROUP_M: gl.constexpr, NUM_SMS: gl.constexpr, B_T: gl.constexpr):
+    """One warp: every k-step of every tile of this program, in order, into the ring."""
+    num_tiles = gl.cdiv(M, BM) * gl.cdiv(N, BN)
+    k_tiles = gl.cdiv(K, BK)
+    it = 0
+    for tile in range(gl.program_id(0), num_tiles, NUM_SMS):
+        om, on = _tile_origin(tile, M, N, BM, BN, GROUP_M)
+        for ki in range(k_tiles):
+            s = it % STAGES
+            mbarrier.wait(empty.index(s), ((it // STAGES) & 1) ^ 1)
+            mbarrier.expect(ready.index(s), a_desc.block_type.nbytes + b_desc.block_type.nbytes)
+            tma.async_copy_global_to_shared(a_desc, [om, ki * BK], ready.index(s), a_bufs.index(s))
+            if B_T:
+                tma.async_copy_global_to_shared(b_desc, [on, ki * BK], ready.index(s), b_bufs.index(s))
+            else:
+                tma.async_copy_global_to_shared(b_desc, [ki * BK, on], ready.index(s), b_bufs.index(s))
+            it += 1
+
+
+@gluon.jit
+def _consumer(a_bufs, b_bufs, c_bufs, ready, empty, turn, c_desc, bias_ptr, M, N, K,
+              BM: gl.constexpr, BN: gl.constexpr, BK: gl.constexpr, STAGES: gl.constexpr,
+              GROUP_M: gl.constexpr, NUM_SMS: gl.constexpr, ACT: gl.constexpr, HAS_BIAS: gl.constexpr,
+              B_T: gl.constexpr, WG: gl.constexpr):
+    """Warpgroup WG (0 or 1): the main loop and epilogue of every other tile of this program."""
+    layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                     instr_shape=[16, BN, 16])
+    num_tiles = gl.cdiv(M, BM) * gl.cdiv(N, BN)
+    k_tiles = gl.cdiv(K, BK)
+    c_smem = c_bufs.index(WG)
+    acc = gl.zeros([BM, BN], gl.float32, layout)
+    it = 0  # ring position: counts the other warpgroup's k-steps too
+    local = 0
+    for tile in range(gl.program_id(0), num_tiles, NUM_SMS):
+        if local % 2 == WG:
+            om, on = _tile_origin(tile, M, N, BM, BN, GROUP_M)
+            # Wait for the other warpgroup's previous main loop to have issued its last MMA. Besides the
+            # alternation, this keeps every wait on a ready barrier at most one phase ahead of it (a
+            # waiter two phases ahead would read the parity as complete and take an unloaded stage).
+            mbarrier.wait(turn.index(WG), ((local // 2) & 1) ^ (1 - WG))
+            for ki in range(k_tiles):
+                s = it % STAGES
+                mbarrier.wait(ready.index(s), (it // STAGES) & 1)
+                if B_T:
+                    b = b_bufs.index(s).permute((1, 0))
+                else:
+                    b = b_bufs.index(s)
+                acc = warpgroup_mma(a_bufs.index(s), b, acc, use_acc=ki > 0, is_async=True)
+                # The previous k-step's MMA is done once at most this one is in flight: free its stage.
+                acc = warpgroup_mma_wait(1, deps=(acc, ))
+                mbarrier.arrive(empty.index((it + STAGES - 1) % STAGES), count=1, pred=ki > 0)
+                it += 1
+            mbarrier.arrive(turn.index(1 - WG), count=1)
+            acc = warpgroup_mma_wait(0, deps=(acc, ))
+            mbarrier.arrive(empty.index((it + STAGES - 1) % STAGES), count=1)
+            y = acc
+            if HAS_BIAS:
+                cols = on + gl.arange(0, BN, layout=gl.SliceLayout(0, layout))
+                y = y + gl.expand_dims(gl.load(bias_ptr + cols, mask=cols < N, other=0.0).to(gl.float32), 0)
+            y = activation(y, ACT)
+            tma.store_wait(0)  # this warpgroup's previous tile has left c_smem
+            c_smem.store(y.to(c_desc.dtype))
+            fence_async_shared()
+            tma.async_copy_shared_to_global(c_desc, [om, on], c_smem)
+        else:
+            it += k_tiles
+        local += 1  # noqa: SIM113 -- no enumerate in jit code
+    tma.store_wait(0)
+
+
+@gluon.jit
+def gemm_ws_kernel(a_desc, b_desc, c_desc, bias_ptr, M, N, K,
+                   ACT: gl.constexpr, HAS_BIAS: gl.constexpr, B_T: gl.constexpr, STAGES: gl.constexpr,
+                   GROUP_M: gl.constexpr, NUM_SMS: gl.constexpr, CONSUMER_REGS: gl.constexpr,
+                   PRODUCER_REGS: gl.constexpr):
+    """a_desc [BM, BK] tiles of a; b_desc [BN, BK] (B_T) or [BK, BN] tiles of b; c_desc [BM, BN] tiles of
+    the output. Launch with num_warps=4 (the first consumer) and a grid of min(SMs, tiles) = NUM_SMS."""
+    dtype: gl.constexpr = a_desc.dtype
+    BM: gl.constexpr = c_desc.block_type.shape[0]
+    BN: gl.constexpr = c_desc.block_type.shape[1]
+    BK: gl.constexpr = a_desc.block_type.shape[1]
+    a_bufs = gl.allocate_shared_memory(dtype, [STAGES] + a_desc.block_type.shape, a_desc.layout)
+    b_bufs = gl.allocate_shared_memory(dtype, [STAGES] + b_desc.block_type.shape, b_desc.layout)
+    c_bufs = gl.allocate_shared_memory(dtype, [2, BM, BN], c_desc.layout)
+    ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(STAGES):
+        mbarrier.init(ready.index(i), count=1)
+        mbarrier.init(empty.index(i), count=1)
+    for i in gl.static_range(2):
+        mbarrier.init(turn.index(i), count=1)
+    # Argument tuples written out in place: a constexpr kept in a tuple variable arrives as a tensor.
+    gl.warp_specialize([
+        (_consumer, (a_bufs, b_bufs, c_bufs, ready, empty, turn, c_desc, bias_ptr, M, N, K, BM, BN, BK, STAGES,
+                     GROUP_M, NUM_SMS, ACT, HAS_BIAS, B_T, 0)),
+        (_consumer, (a_bufs, b_bufs, c_bufs, ready, empty, turn, c_desc, bias_ptr, M, N, K, BM, BN, BK, STAGES,
+                     GROUP_M, NUM_SMS, ACT, HAS_BIAS, B_T, 1)),
+        (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready, empty, M, N, K, BM, BN, BK, STAGES, GROUP_M,
+                     NUM_SMS, B_T)),
+    ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
