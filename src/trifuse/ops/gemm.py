@@ -153,6 +153,9 @@ WS_MAXNREG = 168  # 12 warps (4 + 4 + the producer's warpgroup) x 32 x 168 fits 
 WS_MIN_WORK = 2 ** 35  # 4096 x 4096 x 2048: a ~0.1 ms kernel
 WS_ACTIVATIONS = ("silu", "gelu", "gelu_tanh")  # transcendental epilogues: faster up to N, K <= 4096
 WS_MAX_NK = 4096
+# The kernel is written against triton 3.6's Gluon API (list-of-(function, args) warp_specialize, host
+# TensorDescriptor); older triton releases (>= 3.2 is allowed) keep the Triton kernel.
+WS_TRITON = tuple(int(x) for x in triton.__version__.split(".")[:2]) >= (3, 6)
 
 
 def ws_applies(config: GemmConfig, M: int, N: int, K: int, activation: str, narrow: bool, a_t: bool,
@@ -161,7 +164,7 @@ def ws_applies(config: GemmConfig, M: int, N: int, K: int, activation: str, narr
     K-contiguous), an epilogue it has (no dropout, residual or stored pre-activation), real tensors (not
     traced: torch.compile's wrap_triton takes Triton kernels, not Gluon ones), and a size where it
     measured faster (WS_CONFIG's note)."""
-    if config.kernel != "tma" or narrow or a_t or traced or M * N * K < WS_MIN_WORK:
+    if not WS_TRITON or config.kernel != "tma" or narrow or a_t or traced or M * N * K < WS_MIN_WORK:
         return False
     return activation in WS_ACTIVATIONS and N <= WS_MAX_NK and K <= WS_MAX_NK
 
