@@ -1,0 +1,143 @@
+"""Build trifuse's GPU kernels for sm_90 on a machine without a GPU (ptxas comes with the triton wheel) and
+report registers, spill stack, shared memory and, with --sass, the SASS instruction mix. No device time.
+
+  python3 scripts/sm90_build.py gemm [--act silu] [--tile 128,256,64] [--warps 8] [--stages 3] [--split 1]
+                                     [--dropout] [--sass]
+  python3 scripts/sm90_build.py gemm-ws [--act gelu] [--b-rowmajor] [--sass]
+  python3 scripts/sm90_build.py attn-fwd [--head-dim 128] [--causal] [--fold] [--sass]
+
+Integer arguments get the 16-divisibility and unit strides the GPU's specialization gives them (without
+them the build is not the one the GPU runs: unvectorized loads, spills). SASS counts are per kernel, so
+the difference between two builds (an epilogue with and without an activation, say) is that part's cost.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+import torch  # noqa: E402
+import triton  # noqa: E402
+from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.compiler import ASTSource  # noqa: E402
+
+TARGET = GPUTarget("cuda", 90, 32)
+BIN = Path(triton.__path__[0]) / "backends" / "nvidia" / "bin"
+
+
+def _cuobjdump(compiled, *flags: str) -> str:
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(compiled.asm["cubin"])
+        f.flush()
+        return subprocess.run([str(BIN / "cuobjdump"), *flags, f.name], capture_output=True, text=True).stdout
+
+
+def report(compiled, tag: str, sass: bool) -> None:
+    usage = _cuobjdump(compiled, "--dump-resource-usage")
+    regs, stack = re.search(r"REG:(\d+)", usage), re.search(r"STACK:(\d+)", usage)
+    print(f"{tag}: registers {regs.group(1) if regs else '?'}, spill stack {stack.group(1) if stack else '?'} B, "
+          f"shared memory {compiled.metadata.shared} B, warps {compiled.metadata.num_warps}")
+    if sass:
+        ops = re.findall(r"/\*[0-9a-f]{4,6}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)", _cuobjdump(compiled, "-sass"))
+        mix = collections.Counter(o if o.startswith("MUFU") else o.split(".")[0] for o in ops)
+        print(f"  {sum(mix.values())} SASS instructions: " + ", ".join(f"{k} {v}" for k, v in mix.most_common(24)))
+
+
+def _source(fn, sig: dict, constexprs: dict, aligned: tuple[str, ...], cls=ASTSource):
+    sig = dict(sig, **{n: "constexpr" for n in constexprs})
+    names = list(sig)
+    attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in aligned}
+    return cls(fn=fn, signature=sig, constexprs=constexprs, attrs=attrs)
+
+
+def gemm(args) -> None:
+    from trifuse.kernels import gemm_tma as kt
+
+    bm, bn, bk = (int(x) for x in args.tile.split(","))
+    sig = {n: "*bf16" for n in ("a_ptr", "b_ptr", "out_ptr", "bias_ptr", "res_ptr", "pre_ptr")}
+    sig["seed_ptr"] = "*i64"
+    sig.update({n: "i32" for n in ("M", "N", "K", "stride_a", "stride_b", "stride_om", "stride_rm", "stride_rn",
+                                   "stride_pm")})
+    sig["p"] = "fp32"
+    ce = dict(ACT=args.act, HAS_BIAS=True, HAS_RES=False, DROPOUT=args.dropout, STORE_PRE=False, PRECISION="tf32",
+              A_T=False, B_T=True, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8, NUM_SMS=132,
+              EPI_SPLIT=args.split, FLATTEN=False)
+    aligned = ("a_ptr", "b_ptr", "out_ptr", "bias_ptr", "stride_a", "stride_b", "stride_om")
+    c = triton.compile(_source(kt.gemm_tma_kernel, sig, ce, aligned), target=TARGET,
+                       options=dict(num_warps=args.warps, num_stages=args.stages))
+    report(c, f"gemm_tma {bm}x{bn}x{bk} w{args.warps} s{args.stages} split {args.split} {args.act}"
+              f"{' +dropout' if args.dropout else ''}", args.sass)
+
+
+def gemm_ws(args) -> None:
+    from triton.experimental.gluon._runtime import GluonASTSource
+    from triton.runtime.jit import mangle_type
+
+    import trifuse.ops.gemm as og
+    from trifuse.kernels import gemm_ws as kw
+
+    cfg, b_t = og.WS_CONFIG, not args.b_rowmajor
+    bm, bn, bk = cfg.block_m, cfg.block_n, cfg.block_k
+    a = torch.empty(256, 256, dtype=torch.bfloat16)  # descriptors only need the layout and dtype here
+    descs = dict(a_desc=og._gluon_desc(a, (bm, bk)), b_desc=og._gluon_desc(a, (bn, bk) if b_t else (bk, bn)),
+                 c_desc=og._gluon_desc(a, (bm, bn)))
+    sig = {n: mangle_type(d) for n, d in descs.items()}
+    sig.update(bias_ptr="*bf16", M="i32", N="i32", K="i32")
+    ce = dict(ACT=args.act, HAS_BIAS=True, B_T=b_t, STAGES=cfg.num_stages, GROUP_M=cfg.group_m, NUM_SMS=132,
+              CONSUMER_REGS=og.WS_REGS[0], PRODUCER_REGS=og.WS_REGS[1])
+    c = triton.compile(_source(kw.gemm_ws_kernel, sig, ce, ("bias_ptr",), GluonASTSource), target=TARGET,
+                       options=dict(num_warps=4, maxnreg=og.WS_MAXNREG))
+    report(c, f"gemm_ws {bm}x{bn}x{bk} s{cfg.num_stages} {args.act} b_t={b_t}", args.sass)
+
+
+def attn_fwd(args) -> None:
+    from trifuse.kernels import attention_fwd as kf
+    from trifuse.ops.attention import block_d, fwd_config
+
+    d = args.head_dim
+    cfg = fwd_config(d, args.causal, torch.bfloat16, 4096)
+    sig = {n: "*bf16" for n in ("Q", "K", "V", "O")}
+    sig["LSE"] = "*fp32"
+    strides = [f"stride_{t}{s}" for t in "qkvo" for s in ("b", "h", "m" if t in "qo" else "n", "d")]
+    sig.update({n: "i32" for n in strides if not n.endswith("d")})
+    sig.update({n: "i32" for n in ("Hq", "Hkv", "Sq", "Skv")}, sm_scale="fp32", chunk="i32")
+    ce = {n: 1 for n in strides if n.endswith("d")}  # unit head-dim strides, as the GPU specializes them
+    ce.update(CAUSAL=args.causal, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_D=block_d(d), HEAD_D=d,
+              PREC="tf32", NUM_STAGES=cfg.num_stages, FOLD_SCALE=args.fold)
+    aligned = ("Q", "K", "V", "O", "LSE", *(n for n in strides if not n.endswith("d")))
+    c = triton.compile(_source(kf.attention_fwd, sig, ce, aligned), target=TARGET,
+                       options=dict(num_warps=cfg.num_warps, num_stages=cfg.num_stages))
+    report(c, f"attention_fwd D={d} causal={args.causal} fold={args.fold} {cfg}", args.sass)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="kernel", required=True)
+    g = sub.add_parser("gemm")
+    g.add_argument("--act", default="silu")
+    g.add_argument("--tile", default="128,256,64")
+    g.add_argument("--warps", type=int, default=8)
+    g.add_argument("--stages", type=int, default=3)
+    g.add_argument("--split", type=int, default=1)
+    g.add_argument("--dropout", action="store_true")
+    w = sub.add_parser("gemm-ws")
+    w.add_argument("--act", default="silu")
+    w.add_argument("--b-rowmajor", action="store_true", help="b stored (K, N) instead of (N, K)")
+    f = sub.add_parser("attn-fwd")
+    f.add_argument("--head-dim", type=int, default=128)
+    f.add_argument("--causal", action="store_true")
+    f.add_argument("--fold", action="store_true", help="FOLD_SCALE: the scale inside exp2's argument")
+    for p in (g, w, f):
+        p.add_argument("--sass", action="store_true", help="print the SASS instruction mix")
+    args = ap.parse_args()
+    {"gemm": gemm, "gemm-ws": gemm_ws, "attn-fwd": attn_fwd}[args.kernel](args)
+
+
+if __name__ == "__main__":
+    main()
