@@ -22,10 +22,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-import torch  # noqa: E402
-import triton  # noqa: E402
-from triton.backends.compiler import GPUTarget  # noqa: E402
-from triton.compiler import ASTSource  # noqa: E402
+import torch
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
 
 TARGET = GPUTarget("cuda", 90, 32)
 BIN = Path(triton.__path__[0]) / "backends" / "nvidia" / "bin"
@@ -35,7 +35,7 @@ def _cuobjdump(compiled, *flags: str) -> str:
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(compiled.asm["cubin"])
         f.flush()
-        return subprocess.run([str(BIN / "cuobjdump"), *flags, f.name], capture_output=True, text=True).stdout
+        return subprocess.run([str(BIN / "cuobjdump"), *flags, f.name], capture_output=True, text=True, check=False).stdout
 
 
 def report(compiled, tag: str, sass: bool) -> None:
@@ -65,12 +65,12 @@ def gemm(args) -> None:
     sig.update({n: "i32" for n in ("M", "N", "K", "stride_a", "stride_b", "stride_om", "stride_rm", "stride_rn",
                                    "stride_pm")})
     sig["p"] = "fp32"
-    ce = dict(ACT=args.act, HAS_BIAS=True, HAS_RES=False, DROPOUT=args.dropout, STORE_PRE=False, PRECISION="tf32",
-              A_T=False, B_T=True, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8, NUM_SMS=132,
-              EPI_SPLIT=args.split, FLATTEN=False)
+    ce = {"ACT": args.act, "HAS_BIAS": True, "HAS_RES": False, "DROPOUT": args.dropout, "STORE_PRE": False, "PRECISION": "tf32",
+              "A_T": False, "B_T": True, "BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8, "NUM_SMS": 132,
+              "EPI_SPLIT": args.split, "FLATTEN": False}
     aligned = ("a_ptr", "b_ptr", "out_ptr", "bias_ptr", "stride_a", "stride_b", "stride_om")
     c = triton.compile(_source(kt.gemm_tma_kernel, sig, ce, aligned), target=TARGET,
-                       options=dict(num_warps=args.warps, num_stages=args.stages))
+                       options={"num_warps": args.warps, "num_stages": args.stages})
     report(c, f"gemm_tma {bm}x{bn}x{bk} w{args.warps} s{args.stages} split {args.split} {args.act}"
               f"{' +dropout' if args.dropout else ''}", args.sass)
 
@@ -85,14 +85,14 @@ def gemm_ws(args) -> None:
     cfg, b_t = og.WS_CONFIG, not args.b_rowmajor
     bm, bn, bk = cfg.block_m, cfg.block_n, cfg.block_k
     a = torch.empty(256, 256, dtype=torch.bfloat16)  # descriptors only need the layout and dtype here
-    descs = dict(a_desc=og._gluon_desc(a, (bm, bk)), b_desc=og._gluon_desc(a, (bn, bk) if b_t else (bk, bn)),
-                 c_desc=og._gluon_desc(a, (bm, bn)))
+    descs = {"a_desc": og._gluon_desc(a, (bm, bk)), "b_desc": og._gluon_desc(a, (bn, bk) if b_t else (bk, bn)),
+                 "c_desc": og._gluon_desc(a, (bm, bn))}
     sig = {n: mangle_type(d) for n, d in descs.items()}
     sig.update(bias_ptr="*bf16", M="i32", N="i32", K="i32")
-    ce = dict(ACT=args.act, HAS_BIAS=True, B_T=b_t, STAGES=cfg.num_stages, GROUP_M=cfg.group_m, NUM_SMS=132,
-              CONSUMER_REGS=og.WS_REGS[0], PRODUCER_REGS=og.WS_REGS[1])
+    ce = {"ACT": args.act, "HAS_BIAS": True, "B_T": b_t, "STAGES": cfg.num_stages, "GROUP_M": cfg.group_m, "NUM_SMS": 132,
+              "CONSUMER_REGS": og.WS_REGS[0], "PRODUCER_REGS": og.WS_REGS[1]}
     c = triton.compile(_source(kw.gemm_ws_kernel, sig, ce, ("bias_ptr",), GluonASTSource), target=TARGET,
-                       options=dict(num_warps=4, maxnreg=og.WS_MAXNREG))
+                       options={"num_warps": 4, "maxnreg": og.WS_MAXNREG})
     report(c, f"gemm_ws {bm}x{bn}x{bk} s{cfg.num_stages} {args.act} b_t={b_t}", args.sass)
 
 
@@ -112,7 +112,7 @@ def attn_fwd(args) -> None:
               PREC="tf32", NUM_STAGES=cfg.num_stages, FOLD_SCALE=args.fold)
     aligned = ("Q", "K", "V", "O", "LSE", *(n for n in strides if not n.endswith("d")))
     c = triton.compile(_source(kf.attention_fwd, sig, ce, aligned), target=TARGET,
-                       options=dict(num_warps=cfg.num_warps, num_stages=cfg.num_stages))
+                       options={"num_warps": cfg.num_warps, "num_stages": cfg.num_stages})
     report(c, f"attention_fwd D={d} causal={args.causal} fold={args.fold} {cfg}", args.sass)
 
 
