@@ -3,7 +3,8 @@ launcher level: ms of bias+SiLU with and without dropout, and the dropout's over
 backward's elementwise pass (dpre and the dbias partials, ops.gemm.dact_into) per tile and warps, in
 TB/s of its byte model (reads dy and pre, writes dpre). `split`: the TMA kernel's epilogue slice count
 (ops.gemm.epi_split) per activation, without dropout, host time hidden, best of three alternating rounds.
-Run: python3 scripts/sweep_gemm_epilogue.py [dact|split]"""
+`ws`: the warp-specialized Gluon kernel against the table's config per shape and activation.
+Run: python3 scripts/sweep_gemm_epilogue.py [dact|split|ws]"""
 # ruff: noqa: B023, BLE001 - timing lambdas run before the loop moves on; a failing config is reported
 
 import itertools
@@ -88,6 +89,32 @@ def split():
     og.epi_split = saved
 
 
+def ws():
+    """The warp-specialized Gluon kernel (config=WS_CONFIG) against the table's config (an explicit config
+    is launched as given, so that one never switches to ws), fraction of cuBLAS bare's speed, device time,
+    best of three alternating rounds: the data behind ops.gemm.ws_applies."""
+    for m, k, n in [(1024, 1024, 1024), (2048, 2048, 2048), (4096, 4096, 4096), (8192, 8192, 8192),
+                    (8192, 4096, 14336), (8192, 14336, 4096), (16384, 4096, 4096), (4096, 4096, 2048)]:
+        x, w, bias, out = problem(m, k, n)
+        table = og.choose_config(x, w.t(), out)
+        best = {}
+        for _ in range(3):
+            best["cublas"] = min(best.get("cublas", 9e9), time_ms(lambda: torch.mm(x, w.t(), out=out), hide_host=True))
+            for act in ("none", "silu", "gelu", "gelu_tanh"):
+                b = None if act == "none" else bias
+                for name, cfg in (("table", table), ("ws", og.WS_CONFIG)):
+                    with direct_launch():
+                        t = time_ms(lambda: og.gemm_into(x, w.t(), out, bias=b, activation=act, config=cfg),
+                                    hide_host=True)
+                    best[name, act] = min(best.get((name, act), 9e9), t)
+        cub = best["cublas"]
+        print(f"{m}x{k}x{n} cuBLAS bare {cub:.4f} ms, table {table.kernel} {table.block_m}x{table.block_n}", flush=True)
+        for act in ("none", "silu", "gelu", "gelu_tanh"):
+            picked = og.ws_applies(table, m, n, k, act, False, False)
+            print(f"  {act}: table {cub / best['table', act]:.3f}x | ws {cub / best['ws', act]:.3f}x"
+                  f" | ws_applies {picked}", flush=True)
+
+
 if __name__ == "__main__":
     mode = sys.argv[1] if len(sys.argv) > 1 else ""
-    {"dact": dact, "split": split}.get(mode, main)()
+    {"dact": dact, "split": split, "ws": ws}.get(mode, main)()
