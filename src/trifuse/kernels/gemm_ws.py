@@ -25,16 +25,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 )
 
 from .activations import activation
-
-
-@gluon.jit
-def _tile_origin(tile, M, N, BM: gl.constexpr, BN: gl.constexpr, GROUP_M: gl.constexpr):
-    """Grouped tile order (GROUP_M row tiles side by side share their B tiles through L2)."""
-    num_n = gl.cdiv(N, BN)
-    in_group = GROUP_M * num_n
-    first_m = (tile // in_group) * GROUP_M
-    size_m = gl.minimum(gl.cdiv(M, BM) - first_m, GROUP_M)
-    return (first_m + (tile % in_group) % size_m) * BM, ((tile % in_group) // size_m) * BN
+from .gemm import grouped_tile
 
 
 @gluon.jit
@@ -46,7 +37,8 @@ def _producer(a_desc, b_desc, a_bufs, b_bufs, ready, empty, M, N, K,
     k_tiles = gl.cdiv(K, BK)
     it = 0
     for tile in range(gl.program_id(0), num_tiles, NUM_SMS):
-        om, on = _tile_origin(tile, M, N, BM, BN, GROUP_M)
+        pid_m, pid_n = grouped_tile(tile, M, N, BM, BN, GROUP_M)
+        om, on = pid_m * BM, pid_n * BN
         for ki in range(k_tiles):
             s = it % STAGES
             mbarrier.wait(empty.index(s), ((it // STAGES) & 1) ^ 1)
@@ -75,7 +67,8 @@ def _consumer(a_bufs, b_bufs, c_bufs, ready, empty, turn, c_desc, bias_ptr, M, N
     local = 0
     for tile in range(gl.program_id(0), num_tiles, NUM_SMS):
         if local % 2 == WG:
-            om, on = _tile_origin(tile, M, N, BM, BN, GROUP_M)
+            pid_m, pid_n = grouped_tile(tile, M, N, BM, BN, GROUP_M)
+            om, on = pid_m * BM, pid_n * BN
             # Wait for the other warpgroup's previous main loop to have issued its last MMA. Besides the
             # alternation, this keeps every wait on a ready barrier at most one phase ahead of it (a
             # waiter two phases ahead would read the parity as complete and take an unloaded stage).
