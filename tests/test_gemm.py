@@ -1,53 +1,15 @@
-"""trifuse.gemm / trifuse.linear forward: every epilogue, odd and zero sizes, layouts, dropout, errors."""
+"""trifuse.gemm / trifuse.linear forward: every epilogue, odd and zero sizes, layouts, dropout, errors.
+The kernels' own logic and choice (TMA, warp-specialized) are in test_gemm_kernels.py."""
 import pytest
 import torch
 import torch.nn.functional as F
 
 import trifuse
+from gemm_cases import ACT_FNS, TAIL_EXACT, check
 from helpers import assert_close_to_ref, poison
-from trifuse.ops.gemm import (
-    ACTIVATIONS,
-    EPI_NARROW_N,
-    WS_CONFIG,
-    epi_split,
-    flatten_loop,
-    gemm_into,
-    ws_applies,
-)
+from trifuse.ops.gemm import ACTIVATIONS, gemm_into
 from trifuse.ops.gemm_configs import GemmConfig
 from trifuse.reference.dropout import keep_mask
-from trifuse.reference.gemm import ACTIVATION_FNS
-
-FLOOR = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1e-2}
-ACT_FNS = ACTIVATION_FNS  # the oracle's table: one definition of each activation in torch
-
-
-# fp64 oracles that keep the lower tails: F.gelu's 1 + erf(x / sqrt 2) and the tanh form's 1 + tanh(u)
-# cancel to 0 there, even in fp64.
-TAIL_EXACT = {
-    "gelu": lambda x: x * 0.5 * torch.special.erfc(-x / 2 ** 0.5),
-    "gelu_tanh": lambda x: x * torch.sigmoid(2 * (2 / torch.pi) ** 0.5 * (x + 0.044715 * x ** 3)),
-}
-
-
-def torch_gemm(a, b, bias=None, activation="none", residual=None):
-    pre = a @ b
-    if bias is not None:
-        pre = pre + bias
-    y = ACT_FNS[activation](pre)
-    return y + residual if residual is not None else y
-
-
-def check(a, b, bias=None, activation="none", residual=None, **kw):
-    out = trifuse.gemm(a, b, bias, activation=activation, residual=residual, **kw)
-    dbl = [t.double() if t is not None else None for t in (a, b, bias, residual)]
-    ref = torch_gemm(*dbl[:3], activation, dbl[3])
-    theirs = torch_gemm(a, b, bias, activation, residual) if a.device.type == "cuda" or a.dtype == torch.float32 \
-        else torch_gemm(a.float(), b.float(), None if bias is None else bias.float(), activation,
-                        None if residual is None else residual.float()).to(a.dtype)
-    assert out.dtype == kw.get("out_dtype") or a.dtype
-    assert_close_to_ref(out, ref, theirs, floor=FLOOR[a.dtype])
-    return out
 
 
 @pytest.mark.parametrize("has_bias", [False, True])
@@ -139,65 +101,6 @@ def test_linear_matches_nn_linear(device):
             out = trifuse.linear(x, lin.weight, lin.bias, activation=act)
             ref = ACT_FNS[act](F.linear(x.double(), lin.weight.double(), lin.bias.double()))
             assert_close_to_ref(out, ref, ACT_FNS[act](lin(x)), floor=1e-5)
-
-
-def test_launcher_writes_every_element(device):
-    a, b = torch.randn(70, 45, device=device), torch.randn(45, 33, device=device)
-    for cfg in (GemmConfig("portable", 16, 16, 16, 2), GemmConfig("portable", 32, 64, 32, 4)):
-        out, pre = poison(torch.empty(70, 33, device=device)), poison(torch.empty(70, 33, device=device))
-        gemm_into(a, b, out, pre=pre, activation="gelu", config=cfg)
-        ref = a.double() @ b.double()
-        assert_close_to_ref(pre, ref, floor=1e-5, what="pre")
-        assert_close_to_ref(out, F.gelu(ref), floor=1e-5)
-
-
-@pytest.mark.parametrize("layout", ["nn", "nt", "tn", "tt"])
-def test_tma_kernel_logic(device, layout):
-    # The persistent descriptor kernel runs in the interpreter too (one program walks every tile): its
-    # transposed-operand reads, both epilogue forms and the dropout mask are checked here; speed and
-    # compilation on sm_90 are for the GPU tests.
-    if device.type == "cuda" and torch.cuda.get_device_capability()[0] != 9:
-        pytest.skip("needs sm_90")
-    m, k, n = 96, 80, 72
-    a = torch.randn(m, k, device=device) if layout[0] == "n" else torch.randn(k, m, device=device).t()
-    b = torch.randn(k, n, device=device) if layout[1] == "n" else torch.randn(n, k, device=device).t()
-    a, b = a.half(), (b / 8).half()
-    bias, res = torch.randn(n, device=device).half(), torch.randn(m, n, device=device).half()
-    seed = torch.tensor([5], device=device)
-    ref = F.gelu(a.double() @ b.double() + bias.double()) + res.double()
-    # Tiles 32 wide (whole or in halves), and 128 and 256 wide: with dropout, pre or a residual the
-    # epilogue then runs on 4 and 8 column slices of 32 (ops.gemm.epi_split), past N's edge here.
-    configs = [GemmConfig("tma", 32, 32, 16, 2, 4, 1, epi_subtile=sub) for sub in (False, True)]
-    configs += [GemmConfig("tma", 32, 128, 16, 2, 4, 1), GemmConfig("tma", 32, 256, 16, 2, 4, 1)]
-    for cfg in configs:
-        out, pre = poison(torch.empty(m, n, device=device).half()), poison(torch.empty(m, n, device=device).half())
-        gemm_into(a, b, out, bias=bias, pre=pre, residual=res, activation="gelu", config=cfg)
-        assert_close_to_ref(out, ref, floor=2e-3)
-        assert_close_to_ref(pre, a.double() @ b.double() + bias.double(), floor=2e-3, what="pre")
-        drop_tma, drop_ptr = torch.empty_like(out), torch.empty_like(out)
-        gemm_into(a, b, drop_tma, bias=bias, seed=seed, activation="silu", dropout_p=0.3, config=cfg)
-        gemm_into(a, b, drop_ptr, bias=bias, seed=seed, activation="silu", dropout_p=0.3,
-                  config=GemmConfig("portable", 16, 64, 16, 2, 4, 1))
-        assert torch.equal(drop_tma == 0, drop_ptr == 0)
-        torch.testing.assert_close(drop_tma, drop_ptr)
-
-
-def test_epilogue_slices():
-    whole, halves = GemmConfig("tma", 128, 256, 64, 8, 8, 3), GemmConfig("tma", 128, 256, 64, 8, 8, 3, epi_subtile=True)
-    assert epi_split(whole, False, "silu") == 1
-    assert epi_split(halves, False, "silu") == 2
-    assert epi_split(whole, False, "gelu") == 2  # a whole tile of erf spilled registers
-    assert epi_split(whole, True, "silu") == 256 // EPI_NARROW_N
-
-
-def test_flatten_kept_only_for_light_epilogues():
-    # A flattened persistent loop made GELU and the narrow-slice epilogues 1.3-1.4x slower (ops.gemm).
-    flat = GemmConfig("tma", 128, 256, 64, 8, 8, 3, epi_subtile=True, flatten=True)
-    assert flatten_loop(flat, "silu", narrow=False)
-    assert flatten_loop(flat, "none", narrow=False)
-    assert not flatten_loop(flat, "gelu", narrow=False)
-    assert not flatten_loop(flat, "silu", narrow=True)
-    assert not flatten_loop(GemmConfig("tma", 128, 256, 64, 8, 8, 3), "silu", narrow=False)
 
 
 # ---- dropout --------------------------------------------------------------------------------------------
@@ -338,31 +241,6 @@ def test_opcheck(device):
 
 # ---- GPU ------------------------------------------------------------------------------------------------
 
-def _uses(kind):
-    from trifuse.ops.gemm import choose_config
-
-    def pick(a, b):
-        out = torch.empty(a.shape[0], b.shape[1], device=a.device, dtype=a.dtype)
-        return choose_config(a, b, out).kernel == kind
-    return pick
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("activation", ACTIVATIONS)
-def test_large_half_precision_gpu(device, activation, dtype):
-    a = torch.randn(4096, 4096, device=device, dtype=dtype)
-    w = torch.randn(4096, 4096, device=device, dtype=dtype) / 64
-    bias = torch.randn(4096, device=device, dtype=dtype)
-    b = w.t()
-    if torch.cuda.get_device_capability()[0] == 9:
-        assert _uses("tma")(a, b), "the TMA kernel should be selected for 4096^3 on sm_90"
-    out = trifuse.gemm(a, b, bias, activation=activation)
-    ref = torch_gemm(a.double(), b.double(), bias.double(), activation)
-    theirs = torch_gemm(a, b, bias, activation)
-    assert_close_to_ref(out, ref, theirs, floor=FLOOR[dtype])
-
-
 @pytest.mark.gpu
 @pytest.mark.parametrize("shape", [(1, 4096, 4096), (64, 256, 128), (8191, 1000, 520), (2048, 2048, 2048)])
 def test_gpu_shapes_bf16(device, shape):
@@ -372,31 +250,6 @@ def test_gpu_shapes_bf16(device, shape):
     bias = torch.randn(n, device=device, dtype=torch.bfloat16)
     res = torch.randn(m, n, device=device, dtype=torch.bfloat16)
     check(a, b, bias, "gelu", res)
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] != 9,
-                    reason="needs sm_90")
-@pytest.mark.parametrize("layout", ["nn", "nt", "tn", "tt"])
-def test_tma_matches_portable_gpu(device, layout):
-    m, k, n = 1000, 768, 1536
-    a = torch.randn(m, k, device=device, dtype=torch.bfloat16) if layout[0] == "n" else \
-        torch.randn(k, m, device=device, dtype=torch.bfloat16).t()
-    b = torch.randn(k, n, device=device, dtype=torch.bfloat16) if layout[1] == "n" else \
-        torch.randn(n, k, device=device, dtype=torch.bfloat16).t()
-    b = b / 32
-    bias, seed = torch.randn(n, device=device, dtype=torch.bfloat16), torch.tensor([5], device=device)
-    outs = []
-    for cfg in (GemmConfig("tma", 128, 256, 64, 8, 8, 3, epi_subtile=True), GemmConfig("tma", 128, 128, 64, 8, 8, 4),
-                GemmConfig("portable", 128, 128, 64, 8, 8, 3)):
-        out, pre = torch.empty(m, n, device=device, dtype=torch.bfloat16), torch.empty(m, n, device=device,
-                                                                                        dtype=torch.bfloat16)
-        gemm_into(a, b, out, bias=bias, pre=pre, seed=seed, activation="silu", dropout_p=0.1, config=cfg)
-        outs.append((out, pre))
-    for out, pre in outs[:2]:
-        torch.testing.assert_close(out, outs[2][0], atol=2e-2, rtol=2e-2)
-        torch.testing.assert_close(pre, outs[2][1], atol=2e-2, rtol=2e-2)
-        assert torch.equal(out == 0, outs[2][0] == 0)  # the same dropout mask
 
 
 @pytest.mark.gpu
@@ -412,40 +265,3 @@ def test_opcheck_full_gpu(device):
 def test_cpu_tensor_on_gpu_path_is_a_clear_error():
     with pytest.raises(ValueError, match="CUDA"):
         trifuse.gemm(torch.randn(4, 4), torch.randn(4, 4))
-
-
-def test_ws_kernel_choice():
-    # Where the warp-specialized kernel takes over the TMA kernel's launch (measurements at WS_CONFIG).
-    tma = GemmConfig("tma", 128, 256, 64, 8, 8, 3)
-    assert ws_applies(tma, 4096, 4096, 4096, "gelu", False, False)
-    assert ws_applies(tma, 16384, 4096, 4096, "silu", False, False)
-    assert ws_applies(tma, 4096, 4096, 2048, "gelu_tanh", False, False)
-    assert not ws_applies(tma, 4096, 4096, 4096, "none", False, False)  # bare: the 128x256 tiles win
-    assert not ws_applies(tma, 8192, 8192, 8192, "gelu", False, False)
-    assert not ws_applies(tma, 8192, 14336, 4096, "silu", False, False)
-    assert not ws_applies(tma, 8192, 4096, 14336, "silu", False, False)
-    assert not ws_applies(tma, 2048, 2048, 2048, "silu", False, False)  # its launch's host time
-    assert not ws_applies(tma, 4096, 4096, 4096, "silu", True, False)  # dropout / residual / pre
-    assert not ws_applies(tma, 4096, 4096, 4096, "silu", False, True)  # a stored transposed
-    assert not ws_applies(tma, 4096, 4096, 4096, "silu", False, False, traced=True)
-    assert not ws_applies(GemmConfig("portable", 64, 64, 64), 4096, 4096, 4096, "silu", False, False)
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("b_transposed", [True, False])
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("activation", ACTIVATIONS)
-def test_ws_kernel_gpu(device, activation, dtype, b_transposed):
-    if torch.cuda.get_device_capability()[0] != 9:
-        pytest.skip("the warp-specialized Gluon kernel is sm_90 only")
-    # One tile; ragged tiles; more tiles than programs (both consumer warpgroups, the ring wrapping).
-    for m, k, n in [(128, 64, 128), (1000, 328, 712), (2056, 1024, 2048)]:
-        a = torch.randn(m, k, device=device, dtype=dtype)
-        w = (torch.randn(n, k, device=device) / k ** 0.5).to(dtype)
-        b = w.t() if b_transposed else w.t().contiguous()
-        bias = torch.randn(n, device=device, dtype=dtype) if m > 128 else None
-        out = poison(torch.empty(m, n, device=device, dtype=dtype))
-        gemm_into(a, b, out, bias=bias, activation=activation, config=WS_CONFIG)
-        ref = torch_gemm(a.double(), b.double(), None if bias is None else bias.double(), activation)
-        theirs = torch_gemm(a, b, bias, activation)
-        assert_close_to_ref(out, ref, theirs, floor=FLOOR[dtype])
