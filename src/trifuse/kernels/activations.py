@@ -20,6 +20,7 @@ GELU_C = tl.constexpr(0.044715)
 LOG2E = tl.constexpr(1.4426950408889634)
 # Inline PTX for exp and reciprocal on the GPU (the epilogues' sigmoid and tanh are issue- and MUFU-bound:
 # 13 instructions an element became 5); the interpreter cannot run inline assembly and takes tl.exp and `/`.
+# The same test as runtime.INTERPRET, which kernels cannot import (it imports torch).
 FAST_MATH = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") != "1")
 
 
