@@ -5,6 +5,7 @@ report registers, spill stack, shared memory and, with --sass, the SASS instruct
                                      [--dropout] [--sass]
   python3 scripts/sm90_build.py gemm-ws [--act gelu] [--b-rowmajor] [--sass]
   python3 scripts/sm90_build.py attn-fwd [--head-dim 128] [--causal] [--fold] [--sass]
+  python3 scripts/sm90_build.py norm-bwd [--kind ln|bias-ln|rms|add-rms] [--shape 8192x8192] [--sass]
 
 Integer arguments get the 16-divisibility and unit strides the GPU's specialization gives them (without
 them the build is not the one the GPU runs: unvectorized loads, spills). SASS counts are per kernel, so
@@ -116,6 +117,36 @@ def attn_fwd(args) -> None:
     report(c, f"attention_fwd D={d} causal={args.causal} fold={args.fold} {cfg}", args.sass)
 
 
+def norm_bwd(args) -> None:
+    import trifuse.ops.norm as on
+    from trifuse.kernels import norm_bwd as kb
+
+    m, n = (int(v) for v in args.shape.split("x"))
+    rms, ib, dho = args.kind in ("rms", "add-rms"), args.kind == "bias-ln", args.kind == "add-rms"
+    grads = 1 + (not rms) + ib
+    vectors = 1 + ib + grads
+    plan = on.bwd_plan(m, n, vectors, 2, torch.device("cuda", 0)) if torch.cuda.is_available() else None
+    if plan is None:  # no GPU here: bwd_plan's SM count is the H100's
+        on.device_props = lambda index: ((9, 0), 132)
+        plan = on.bwd_plan(m, n, vectors, 2, torch.device("cuda", 0))
+    cfg = plan.rows
+    sig = {n_: "*bf16" for n_ in ("dy_ptr", "dho_ptr", "src_ptr", "ib_ptr", "w_ptr")}
+    sig.update(mean_ptr="*fp32", rstd_ptr="*fp32", dx_ptr="*bf16", pdw_ptr="*fp32", pdb_ptr="*fp32", pdib_ptr="*fp32")
+    sig.update({n_: "i32" for n_ in ("M", "N", "stride_dym", "stride_dhm", "stride_sm")})
+    ce = {"stride_dyn": 1, "stride_dhn": 1, "stride_sn": 1, "IS_RMS": rms, "HAS_W": True, "HAS_IB": ib,
+          "HAS_DHO": dho, "NEED_DW": True, "NEED_DB": not rms, "NEED_DIB": ib, "BLOCK_M": cfg.block_m,
+          "BLOCK_N": cfg.block_n, "PREFETCH": args.stages == 1 and cfg.block_n <= on.BWD_PREFETCH_MAX_N,
+          "STAGES": args.stages,
+          "RELOAD_VECS": plan.reload_vecs, "PAIRED_SUMS": on.BWD_PAIRED_SUMS, "LAUNCH_DEPENDENTS": True}
+    order = [p.name for p in kb.norm_bwd_rows.params]
+    sig = {k: sig[k] for k in order if k in sig}
+    aligned = tuple(k for k in sig if k.endswith("_ptr") or k in ("N", "stride_dym", "stride_dhm", "stride_sm"))
+    c = triton.compile(_source(kb.norm_bwd_rows, sig, ce, aligned), target=TARGET,
+                       options={"num_warps": cfg.num_warps})
+    report(c, f"norm_bwd_rows stages {args.stages} {args.kind} {m}x{n} {cfg} programs {plan.programs} reload {plan.reload_vecs}",
+           args.sass)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="kernel", required=True)
@@ -133,10 +164,14 @@ def main() -> None:
     f.add_argument("--head-dim", type=int, default=128)
     f.add_argument("--causal", action="store_true")
     f.add_argument("--fold", action="store_true", help="FOLD_SCALE: the scale inside exp2's argument")
-    for p in (g, w, f):
+    nb = sub.add_parser("norm-bwd")
+    nb.add_argument("--kind", default="ln", choices=("ln", "bias-ln", "rms", "add-rms"))
+    nb.add_argument("--shape", default="8192x8192")
+    nb.add_argument("--stages", type=int, default=1, help="> 1: pipelined loads instead of the register prefetch")
+    for p in (g, w, f, nb):
         p.add_argument("--sass", action="store_true", help="print the SASS instruction mix")
     args = ap.parse_args()
-    {"gemm": gemm, "gemm-ws": gemm_ws, "attn-fwd": attn_fwd}[args.kernel](args)
+    {"gemm": gemm, "gemm-ws": gemm_ws, "attn-fwd": attn_fwd, "norm-bwd": norm_bwd}[args.kernel](args)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ y is the norm of exactly that stored h, which the backward reads back.
 """
 import triton
 import triton.language as tl
+from triton.language.extra.cuda import gdc_wait
 
 
 @triton.jit
@@ -166,7 +167,7 @@ def norm_fwd_looped(
 
 @triton.jit
 def colsum(part0_ptr, part1_ptr, part2_ptr, out0_ptr, out1_ptr, out2_ptr, P, N,
-           K: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+           K: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, WAIT_PRIMARY: tl.constexpr = False):
     """out_k[c] = sum over p of part_k[p, c], always in the same order (deterministic).
 
     Grid (column blocks, K): program_id(1) picks the partial buffer k < K and its output, whose dtype
@@ -174,7 +175,11 @@ def colsum(part0_ptr, part1_ptr, part2_ptr, out0_ptr, out1_ptr, out2_ptr, P, N,
     caller may pass any tensor there. The buffers in use are separate tensors, never views of one
     another: torch.compile copies each mutated kernel argument, and aliased ones would overwrite each
     other's results.
+    WAIT_PRIMARY: launched as a programmatic dependent of the kernel that writes the partials, the
+    programs may start before it ends; griddepcontrol.wait holds them until its writes are visible.
     """
+    if WAIT_PRIMARY:
+        gdc_wait()
     k = tl.program_id(1)
     cols = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     col_ok = cols < N

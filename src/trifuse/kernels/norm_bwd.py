@@ -15,6 +15,7 @@ twice (row sums, then dh in reverse chunk order for L2 reuse); it writes one par
 """
 import triton
 import triton.language as tl
+from triton.language.extra.cuda import gdc_launch_dependents
 
 from .norm import row_mean
 
@@ -44,14 +45,20 @@ def norm_bwd_rows(
     IS_RMS: tl.constexpr, HAS_W: tl.constexpr, HAS_IB: tl.constexpr, HAS_DHO: tl.constexpr,
     NEED_DW: tl.constexpr, NEED_DB: tl.constexpr, NEED_DIB: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PREFETCH: tl.constexpr, RELOAD_VECS: tl.constexpr,
-    PAIRED_SUMS: tl.constexpr = False,
+    PAIRED_SUMS: tl.constexpr = False, LAUNCH_DEPENDENTS: tl.constexpr = False, STAGES: tl.constexpr = 1,
 ):
     """PREFETCH: the next tile's h and dy loads are issued before this tile's reductions, so each
     program keeps memory busy across its loop's load -> reduce -> store chain.
+    STAGES > 1 (with PREFETCH off): Triton's pipeliner streams the next STAGES - 1 tiles' h and dy through
+    shared memory (cp.async), deeper than a register prefetch and without its registers.
     RELOAD_VECS: weight and input bias are read again (from L1/L2) for every tile instead of living
     in registers across the loop: wide rows with several column sums run out of registers.
     PAIRED_SUMS (LayerNorm): the row sums of g * h_hat and g in one two-value reduction (one cross-warp
-    exchange instead of two); an experiment, off until a GPU sweep shows it pays."""
+    exchange instead of two); an experiment, off until a GPU sweep shows it pays.
+    LAUNCH_DEPENDENTS: let the column-sum kernel, launched with PDL, start its programs now (they wait
+    for this grid's writes in griddepcontrol.wait): its launch latency overlaps this kernel."""
+    if LAUNCH_DEPENDENTS:
+        gdc_launch_dependents()
     pid = tl.program_id(0)
     n_programs = tl.num_programs(0)
     cols = tl.arange(0, BLOCK_N)
@@ -68,7 +75,7 @@ def norm_bwd_rows(
     if PREFETCH:
         h_next, dy_next = _load_rows(src_ptr, dy_ptr, pid, M, cols, col_ok, stride_sm, stride_sn,
                                      stride_dym, stride_dyn, BLOCK_M)
-    for tile in range(pid, n_tiles, n_programs):
+    for tile in tl.range(pid, n_tiles, n_programs, num_stages=STAGES):
         if PREFETCH:
             h_raw, dy_raw = h_next, dy_next
             h_next, dy_next = _load_rows(src_ptr, dy_ptr, tile + n_programs, M, cols, col_ok, stride_sm,
@@ -159,8 +166,10 @@ def norm_bwd_looped(
     M, N, stride_dym, stride_dyn, stride_dhm, stride_dhn, stride_sm, stride_sn,
     IS_RMS: tl.constexpr, HAS_W: tl.constexpr, HAS_IB: tl.constexpr, HAS_DHO: tl.constexpr,
     NEED_DW: tl.constexpr, NEED_DB: tl.constexpr, NEED_DIB: tl.constexpr,
-    BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr, LAUNCH_DEPENDENTS: tl.constexpr = False,
 ):
+    if LAUNCH_DEPENDENTS:
+        gdc_launch_dependents()
     pid = tl.program_id(0)
     rows = pid * BLOCK_R + tl.arange(0, BLOCK_R)
     row_ok = rows < M

@@ -13,7 +13,7 @@ import torch
 from ..kernels import norm as kf
 from ..kernels import norm_bwd as kb
 from ..runtime import INTERPRET
-from ._launch import cdiv, device_props, launcher, next_pow2
+from ._launch import cdiv, device_props, is_wrap_triton_enabled, launcher, next_pow2
 
 # Widest row the one-pass forward keeps in registers: 32k fp32 values is 32 per thread at 32 warps.
 # Beyond it the looped kernel streams the row twice (the second read mostly from L2).
@@ -75,6 +75,14 @@ BWD_PREFETCH = True
 # (scripts/sweep_norm.py wide, bias-LN with all three sums): re-reading won at N = 4096 (2.95 vs
 # 2.43 TB/s) and N = 8192 (2.95 vs 2.59).
 BWD_KEEP_VECTOR_ELEMS = 12288
+# LayerNorm: instead of the register prefetch, the loop's loads pipelined through shared memory, this
+# many stages (1: the register prefetch). H100, bf16 backward, device time, best of three alternating
+# rounds (scripts/ab_norm_bwd.py stages), register prefetch -> 3 stages: LN 8192^2 161.1 -> 148.6 us,
+# bias-LN 162.2 -> 151.8; LN 16384x4096 153.9 -> 147.9; bias-LN 32768x2048 154.9 -> 151.1; LN 4096^2
+# 48.4 -> 46.8; LN 8192x512 37.8 -> 34.6; LN 32768x2048 level (148.0 / 148.8). 2 stages is slower than
+# either, 4 no better than 3. RMSNorm keeps the register prefetch: rms 16384x4096 144.9 vs 148.8 with
+# stages, add_rms 187.9 vs 191.3, 4096^2 level.
+BWD_STAGES_LN = 3
 # Prefetch only below this width: at N = 16384 it spilled (1.15 TB/s without, less with).
 BWD_PREFETCH_MAX_N = 8192
 # LayerNorm backward: both row sums in one two-value reduction (H200: 16384x4096 2.90 vs 2.77 TB/s,
@@ -85,9 +93,18 @@ BWD_WIDE_N = 8192
 # The interpreter runs programs one after another: a few programs, several tiles each, exercises the
 # persistent loop without slowing the tests.
 INTERPRET_PROGRAMS = 4
-# The column-sum reduction: BLOCK_C columns per program, BLOCK_P partial rows per step.
-COLSUM_BLOCK_C = 128
-COLSUM_BLOCK_P = 32
+# The column-sum reduction: BLOCK_C columns per program, BLOCK_P partial rows per step. It is latency
+# bound (a few MB, mostly in L2): narrow column blocks give more programs, and 256 rows a step read the
+# whole partial buffer of a persistent grid (<= 2 programs per SM) in one or two loads. Launched as a
+# programmatic dependent launch (sm_90+, eager only): its programs start while the row kernel runs and
+# wait in griddepcontrol.wait, so the kernel boundary's latency overlaps. H100, bf16 backward, device
+# time (scratch/ab_colsum.py, best of three alternating rounds), (128 columns, 32 rows) -> (32, 256) + PDL:
+# LN 4096^2 52.2 -> 48.1 us, bias-LN 56.7 -> 50.2, rms 51.0 -> 46.4, LN 8192^2 164.7 -> 160.4, LN
+# 16384x4096 158.5 -> 155.2, rms 150.0 -> 144.5, LN 8192x512 44.9 -> 37.4; PDL alone, -1 to +3 us.
+COLSUM_BLOCK_C = 32
+COLSUM_BLOCK_P = 256
+COLSUM_WARPS = 4
+BWD_COLSUM_PDL = True
 
 
 @dataclass(frozen=True)
@@ -248,24 +265,38 @@ def norm_bwd_into(
     flags = {"IS_RMS": is_rms, "HAS_W": weight is not None, "HAS_IB": input_bias is not None,
              "HAS_DHO": dh_out is not None, "NEED_DW": dweight is not None, "NEED_DB": dbias is not None,
              "NEED_DIB": dinput_bias is not None}
+    pdl = bool(grads) and _pdl_ok(device)
     if N <= max_fused_n:
+        # 16-bit data only: fp32 stages would double the shared memory and can halve the persistent
+        # grid's programs per SM (not measured).
+        piped = not is_rms and src.element_size() == 2 and cfg.block_n <= BWD_PREFETCH_MAX_N
+        stages = BWD_STAGES_LN if piped else 1
+        prefetch = stages == 1 and BWD_PREFETCH and cfg.block_n <= BWD_PREFETCH_MAX_N
         launcher(kb.norm_bwd_rows)[(programs,)](
             *args, **flags, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
-            PREFETCH=BWD_PREFETCH and cfg.block_n <= BWD_PREFETCH_MAX_N,
-            RELOAD_VECS=plan.reload_vecs, PAIRED_SUMS=BWD_PAIRED_SUMS,
+            PREFETCH=prefetch, STAGES=stages,
+            RELOAD_VECS=plan.reload_vecs, PAIRED_SUMS=BWD_PAIRED_SUMS, LAUNCH_DEPENDENTS=pdl,
             num_warps=cfg.num_warps,
         )
     else:
         block_n = min(LOOP_BWD_BLOCK_N, next_pow2(max_fused_n))
         launcher(kb.norm_bwd_looped)[(programs,)](
-            *args, **flags, BLOCK_R=block_r, BLOCK_N=block_n, num_warps=8,
+            *args, **flags, BLOCK_R=block_r, BLOCK_N=block_n, LAUNCH_DEPENDENTS=pdl, num_warps=8,
         )
     if grads:
         k = len(grads)  # slots past k are compiled out of colsum: any tensor stands in
+        pdl_meta = {"WAIT_PRIMARY": True, "launch_pdl": True} if pdl else {}
         launcher(kf.colsum)[(cdiv(N, COLSUM_BLOCK_C), k)](
             *(parts + parts[:1] * (3 - k)), *(grads + grads[:1] * (3 - k)), programs, N,
-            K=k, BLOCK_P=COLSUM_BLOCK_P, BLOCK_C=COLSUM_BLOCK_C, num_warps=4,
+            K=k, BLOCK_P=COLSUM_BLOCK_P, BLOCK_C=COLSUM_BLOCK_C, num_warps=COLSUM_WARPS, **pdl_meta,
         )
+
+
+def _pdl_ok(device: torch.device) -> bool:
+    """Programmatic dependent launch: sm_90+, compiled, eager (torch.compile launches the kernels itself)."""
+    if not BWD_COLSUM_PDL or INTERPRET or device.type != "cuda" or is_wrap_triton_enabled():
+        return False
+    return device_props(device.index if device.index is not None else 0)[0][0] >= 9
 
 
 def norm_bytes(m: int, n: int, elem_size: int, direction: str = "fwd", *, input_bias: bool = False,

@@ -1,0 +1,73 @@
+"""A/B of norm backward variants on the GPU: device time at the launcher level, variants alternating within
+each of three rounds, best per variant; every variant's dx and dweight are checked against the first one's.
+
+  python3 scripts/ab_norm_bwd.py colsum   # the column-sum kernel's tile and its programmatic dependent launch
+  python3 scripts/ab_norm_bwd.py stages   # register prefetch against loads pipelined through shared memory
+"""
+# ruff: noqa: B023 - run() is timed before the loop moves on
+import sys
+
+import torch
+
+sys.path.insert(0, "src")
+import trifuse.ops.norm as on
+from trifuse.bench.timing import time_ms
+from trifuse.library.eager import direct_launch
+
+# name -> module constants of ops/norm.py to set
+VARIANTS = {
+    "colsum": {
+        "c128x32": {"COLSUM_BLOCK_C": 128, "COLSUM_BLOCK_P": 32, "BWD_COLSUM_PDL": False},
+        "c128x32+pdl": {"COLSUM_BLOCK_C": 128, "COLSUM_BLOCK_P": 32, "BWD_COLSUM_PDL": True},
+        "c32x256": {"COLSUM_BLOCK_C": 32, "COLSUM_BLOCK_P": 256, "BWD_COLSUM_PDL": False},
+        "c32x256+pdl": {"COLSUM_BLOCK_C": 32, "COLSUM_BLOCK_P": 256, "BWD_COLSUM_PDL": True},
+        "c64x128+pdl": {"COLSUM_BLOCK_C": 64, "COLSUM_BLOCK_P": 128, "BWD_COLSUM_PDL": True},
+    },
+    "stages": {"reg": {"BWD_STAGES_LN": 1}, "s2": {"BWD_STAGES_LN": 2}, "s3": {"BWD_STAGES_LN": 3},
+               "s4": {"BWD_STAGES_LN": 4}},
+}
+CASES = [("LN", 4096, 4096), ("biasLN", 4096, 4096), ("rms", 4096, 4096), ("add_rms", 4096, 4096),
+         ("LN", 8192, 8192), ("biasLN", 8192, 8192), ("rms", 8192, 8192), ("LN", 16384, 4096),
+         ("biasLN", 16384, 4096), ("rms", 16384, 4096), ("add_rms", 16384, 4096), ("LN", 32768, 2048),
+         ("biasLN", 32768, 2048), ("LN", 8192, 512), ("rms", 8192, 512)]
+
+
+def main(which: str) -> None:
+    variants = VARIANTS[which]
+    defaults = {k: getattr(on, k) for v in variants.values() for k in v}
+    for kind, m, n in CASES:
+        x = torch.randn(m, n, device="cuda", dtype=torch.bfloat16)
+        dy, dho = torch.randn_like(x), torch.randn_like(x)
+        w, ib = torch.randn(n, device="cuda", dtype=x.dtype), torch.randn(n, device="cuda", dtype=x.dtype)
+        mean, rstd = torch.randn(m, device="cuda"), torch.rand(m, device="cuda") + 0.5
+        dx, dw, db, dib = torch.empty_like(x), torch.empty_like(w), torch.empty_like(w), torch.empty_like(w)
+        rms, use_ib, use_dho = kind in ("rms", "add_rms"), kind == "biasLN", kind == "add_rms"
+
+        def run():
+            on.norm_bwd_into(dy, dho if use_dho else None, x, ib if use_ib else None, w, None if rms else mean,
+                             rstd, rms, dx, dw, None if rms else db, dib if use_ib else None)
+
+        nbytes = (3 + use_dho) * m * n * x.element_size()
+        times, ref = {}, None
+        for _ in range(3):
+            for name, consts in variants.items():
+                for k, v in consts.items():
+                    setattr(on, k, v)
+                with direct_launch():
+                    dx.fill_(float("nan"))
+                    dw.fill_(float("nan"))
+                    run()
+                    got = (dx.float(), dw.float())
+                    ref = ref or tuple(t.clone() for t in got)
+                    err = max(((a - b).abs().max() / b.abs().max()).item() for a, b in zip(got, ref))
+                    if not err < 1e-2:
+                        print(f"  MISMATCH {name}: {err:.3g}")
+                    times.setdefault(name, []).append(time_ms(run, hide_host=True))
+        for k, v in defaults.items():
+            setattr(on, k, v)
+        row = " ".join(f"{name} {min(t) * 1e3:.1f}us ({nbytes / min(t) / 3e9:.1%})" for name, t in times.items())
+        print(f"{kind} {m}x{n}: {row}   (% of 3.0 TB/s)", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "stages")
