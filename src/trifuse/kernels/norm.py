@@ -167,7 +167,7 @@ def norm_fwd_looped(
 
 @triton.jit
 def colsum(part0_ptr, part1_ptr, part2_ptr, out0_ptr, out1_ptr, out2_ptr, P, N,
-           K: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, WAIT_PRIMARY: tl.constexpr = False):
+           K: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, WAIT_PRIMARY: tl.constexpr):
     """out_k[c] = sum over p of part_k[p, c], always in the same order (deterministic).
 
     Grid (column blocks, K): program_id(1) picks the partial buffer k < K and its output, whose dtype

@@ -45,7 +45,7 @@ def norm_bwd_rows(
     IS_RMS: tl.constexpr, HAS_W: tl.constexpr, HAS_IB: tl.constexpr, HAS_DHO: tl.constexpr,
     NEED_DW: tl.constexpr, NEED_DB: tl.constexpr, NEED_DIB: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PREFETCH: tl.constexpr, RELOAD_VECS: tl.constexpr,
-    PAIRED_SUMS: tl.constexpr = False, LAUNCH_DEPENDENTS: tl.constexpr = False, STAGES: tl.constexpr = 1,
+    PAIRED_SUMS: tl.constexpr, LAUNCH_DEPENDENTS: tl.constexpr, STAGES: tl.constexpr,
 ):
     """PREFETCH: the next tile's h and dy loads are issued before this tile's reductions, so each
     program keeps memory busy across its loop's load -> reduce -> store chain.
@@ -166,7 +166,7 @@ def norm_bwd_looped(
     M, N, stride_dym, stride_dyn, stride_dhm, stride_dhn, stride_sm, stride_sn,
     IS_RMS: tl.constexpr, HAS_W: tl.constexpr, HAS_IB: tl.constexpr, HAS_DHO: tl.constexpr,
     NEED_DW: tl.constexpr, NEED_DB: tl.constexpr, NEED_DIB: tl.constexpr,
-    BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr, LAUNCH_DEPENDENTS: tl.constexpr = False,
+    BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr, LAUNCH_DEPENDENTS: tl.constexpr,
 ):
     if LAUNCH_DEPENDENTS:
         gdc_launch_dependents()

@@ -98,7 +98,7 @@ INTERPRET_PROGRAMS = 4
 # whole partial buffer of a persistent grid (<= 2 programs per SM) in one or two loads. Launched as a
 # programmatic dependent launch (sm_90+, eager only): its programs start while the row kernel runs and
 # wait in griddepcontrol.wait, so the kernel boundary's latency overlaps. H100, bf16 backward, device
-# time (scratch/ab_colsum.py, best of three alternating rounds), (128 columns, 32 rows) -> (32, 256) + PDL:
+# time (scripts/ab_norm_bwd.py colsum, best of three alternating rounds), (128 columns, 32 rows) -> (32, 256) + PDL:
 # LN 4096^2 52.2 -> 48.1 us, bias-LN 56.7 -> 50.2, rms 51.0 -> 46.4, LN 8192^2 164.7 -> 160.4, LN
 # 16384x4096 158.5 -> 155.2, rms 150.0 -> 144.5, LN 8192x512 44.9 -> 37.4; PDL alone, -1 to +3 us.
 COLSUM_BLOCK_C = 32
@@ -285,7 +285,9 @@ def norm_bwd_into(
         )
     if grads:
         k = len(grads)  # slots past k are compiled out of colsum: any tensor stands in
-        pdl_meta = {"WAIT_PRIMARY": True, "launch_pdl": True} if pdl else {}
+        # No constexpr of these kernels has a default: inductor (torch 2.11) drops an argument passed with its
+        # default value from a user kernel's launch, and its launcher then misses a grid argument.
+        pdl_meta = {"WAIT_PRIMARY": pdl, **({"launch_pdl": True} if pdl else {})}
         launcher(kf.colsum)[(cdiv(N, COLSUM_BLOCK_C), k)](
             *(parts + parts[:1] * (3 - k)), *(grads + grads[:1] * (3 - k)), programs, N,
             K=k, BLOCK_P=COLSUM_BLOCK_P, BLOCK_C=COLSUM_BLOCK_C, num_warps=COLSUM_WARPS, **pdl_meta,
