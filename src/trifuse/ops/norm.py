@@ -77,7 +77,7 @@ BWD_PREFETCH = True
 BWD_KEEP_VECTOR_ELEMS = 12288
 # LayerNorm: instead of the register prefetch, the loop's loads pipelined through shared memory, this
 # many stages (1: the register prefetch). H100, bf16 backward, device time, best of three alternating
-# rounds (scripts/ab_norm_bwd.py stages), register prefetch -> 3 stages: LN 8192^2 161.1 -> 148.6 us,
+# rounds (scripts/ab_norm.py stages), register prefetch -> 3 stages: LN 8192^2 161.1 -> 148.6 us,
 # bias-LN 162.2 -> 151.8; LN 16384x4096 153.9 -> 147.9; bias-LN 32768x2048 154.9 -> 151.1; LN 4096^2
 # 48.4 -> 46.8; LN 8192x512 37.8 -> 34.6; LN 32768x2048 level (148.0 / 148.8). 2 stages is slower than
 # either, 4 no better than 3. RMSNorm keeps the register prefetch: rms 16384x4096 144.9 vs 148.8 with
@@ -98,7 +98,7 @@ INTERPRET_PROGRAMS = 4
 # whole partial buffer of a persistent grid (<= 2 programs per SM) in one or two loads. Launched as a
 # programmatic dependent launch (sm_90+, eager only): its programs start while the row kernel runs and
 # wait in griddepcontrol.wait, so the kernel boundary's latency overlaps. H100, bf16 backward, device
-# time (scripts/ab_norm_bwd.py colsum, best of three alternating rounds), (128 columns, 32 rows) -> (32, 256) + PDL:
+# time (scripts/ab_norm.py colsum, best of three alternating rounds), (128 columns, 32 rows) -> (32, 256) + PDL:
 # LN 4096^2 52.2 -> 48.1 us, bias-LN 56.7 -> 50.2, rms 51.0 -> 46.4, LN 8192^2 164.7 -> 160.4, LN
 # 16384x4096 158.5 -> 155.2, rms 150.0 -> 144.5, LN 8192x512 44.9 -> 37.4; PDL alone, -1 to +3 us.
 COLSUM_BLOCK_C = 32

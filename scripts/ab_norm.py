@@ -25,18 +25,22 @@ VARIANTS = {
     },
     "stages": {"reg": {"BWD_STAGES_LN": 1}, "s2": {"BWD_STAGES_LN": 2}, "s3": {"BWD_STAGES_LN": 3},
                "s4": {"BWD_STAGES_LN": 4}},
+    "fwd": {"early": {"FWD_EARLY_PARAMS": True}, "late": {"FWD_EARLY_PARAMS": False}},
 }
 CASES = [("LN", 4096, 4096), ("biasLN", 4096, 4096), ("rms", 4096, 4096), ("add_rms", 4096, 4096),
          ("LN", 8192, 8192), ("biasLN", 8192, 8192), ("rms", 8192, 8192), ("LN", 16384, 4096),
          ("biasLN", 16384, 4096), ("rms", 16384, 4096), ("add_rms", 16384, 4096), ("LN", 32768, 2048),
          ("biasLN", 32768, 2048), ("LN", 8192, 512), ("rms", 8192, 512)]
+FWD_CASES = [(k, m, n, torch.bfloat16) for k in ("LN", "biasLN", "rms", "add_rms")
+             for m, n in ((4096, 4096), (16384, 4096), (8192, 8192), (32768, 2048), (8192, 512))]
+FWD_CASES += [("LN", 512, 8192, torch.float32), ("rms", 512, 8192, torch.float32)]
 
 
 def main(which: str) -> None:
     variants = VARIANTS[which]
     defaults = {k: getattr(on, k) for v in variants.values() for k in v}
-    for kind, m, n in CASES:
-        x = torch.randn(m, n, device="cuda", dtype=torch.bfloat16)
+    for kind, m, n, dtype in FWD_CASES if which == "fwd" else [(*c, torch.bfloat16) for c in CASES]:
+        x = torch.randn(m, n, device="cuda", dtype=dtype)
         dy, dho = torch.randn_like(x), torch.randn_like(x)
         w, ib = torch.randn(n, device="cuda", dtype=x.dtype), torch.randn(n, device="cuda", dtype=x.dtype)
         mean, rstd = torch.randn(m, device="cuda"), torch.rand(m, device="cuda") + 0.5
@@ -47,7 +51,14 @@ def main(which: str) -> None:
             on.norm_bwd_into(dy, dho if use_dho else None, x, ib if use_ib else None, w, None if rms else mean,
                              rstd, rms, dx, dw, None if rms else db, dib if use_ib else None)
 
+        def run_fwd():  # dx holds y, dw is unused, dho the residual, db the bias, dy h
+            on.norm_fwd_into(x, w, None if rms else db, ib if use_ib else None, dho if use_dho else None, 1e-5,
+                             rms, dx, dy if use_dho else None, None if rms else mean, rstd)
+
         nbytes = (3 + use_dho) * m * n * x.element_size()
+        if which == "fwd":
+            run, nbytes = run_fwd, (2 + 2 * use_dho) * m * n * x.element_size()
+            db.normal_()
         times, ref = {}, None
         for _ in range(3):
             for name, consts in variants.items():
@@ -56,8 +67,9 @@ def main(which: str) -> None:
                 with direct_launch():
                     dx.fill_(float("nan"))
                     dw.fill_(float("nan"))
+                    rstd.fill_(float("nan"))
                     run()
-                    got = (dx.float(), dw.float())
+                    got = (dx.float(), rstd.clone()) if which == "fwd" else (dx.float(), dw.float())
                     ref = ref or tuple(t.clone() for t in got)
                     err = max(((a - b).abs().max() / b.abs().max()).item() for a, b in zip(got, ref))
                     if not err < 1e-2:
