@@ -26,11 +26,28 @@ VARIANTS = {
     "stages": {"reg": {"BWD_STAGES_LN": 1}, "s2": {"BWD_STAGES_LN": 2}, "s3": {"BWD_STAGES_LN": 3},
                "s4": {"BWD_STAGES_LN": 4}},
     "fwd": {"early": {"FWD_EARLY_PARAMS": True}, "late": {"FWD_EARLY_PARAMS": False}},
+    "wide-fwd": {
+        "rows": {"MAX_FUSED_N_FWD": 32768},
+        "loop": {"MAX_FUSED_N_FWD": 8192, "LOOP_BLOCK_N": 4096, "LOOP_FWD_STAGES": 1, "LOOP_FWD_WARPS": 16},
+        "loop_s3": {"MAX_FUSED_N_FWD": 8192, "LOOP_BLOCK_N": 4096, "LOOP_FWD_STAGES": 3, "LOOP_FWD_WARPS": 16},
+        "loop2k_s3_w8": {"MAX_FUSED_N_FWD": 8192, "LOOP_BLOCK_N": 2048, "LOOP_FWD_STAGES": 3, "LOOP_FWD_WARPS": 8},
+        "loop2k_s4_w8": {"MAX_FUSED_N_FWD": 8192, "LOOP_BLOCK_N": 2048, "LOOP_FWD_STAGES": 4, "LOOP_FWD_WARPS": 8},
+    },
+    "wide": {
+        "rows": {"MAX_FUSED_N_BWD": 16384},
+        "loop_r8": {"MAX_FUSED_N_BWD": 8192, "LOOP_BWD_BLOCK_R": 8, "LOOP_BWD_STAGES": 1},
+        "loop_r8_s3": {"MAX_FUSED_N_BWD": 8192, "LOOP_BWD_BLOCK_R": 8, "LOOP_BWD_STAGES": 3},
+        "loop_r16_s3": {"MAX_FUSED_N_BWD": 8192, "LOOP_BWD_BLOCK_R": 16, "LOOP_BWD_STAGES": 3},
+        "loop_r16_s3_w16": {"MAX_FUSED_N_BWD": 8192, "LOOP_BWD_BLOCK_R": 16, "LOOP_BWD_STAGES": 3,
+                            "LOOP_BWD_WARPS": 16},
+    },
 }
 CASES = [("LN", 4096, 4096), ("biasLN", 4096, 4096), ("rms", 4096, 4096), ("add_rms", 4096, 4096),
          ("LN", 8192, 8192), ("biasLN", 8192, 8192), ("rms", 8192, 8192), ("LN", 16384, 4096),
          ("biasLN", 16384, 4096), ("rms", 16384, 4096), ("add_rms", 16384, 4096), ("LN", 32768, 2048),
          ("biasLN", 32768, 2048), ("LN", 8192, 512), ("rms", 8192, 512)]
+WIDE_CASES = [(k, m, n) for k in ("LN", "biasLN", "rms", "add_rms")
+              for m, n in ((4096, 12288), (4096, 16384), (2048, 32768), (1024, 65536))]
 FWD_CASES = [(k, m, n, torch.bfloat16) for k in ("LN", "biasLN", "rms", "add_rms")
              for m, n in ((4096, 4096), (16384, 4096), (8192, 8192), (32768, 2048), (8192, 512))]
 FWD_CASES += [("LN", 512, 8192, torch.float32), ("rms", 512, 8192, torch.float32)]
@@ -39,7 +56,10 @@ FWD_CASES += [("LN", 512, 8192, torch.float32), ("rms", 512, 8192, torch.float32
 def main(which: str) -> None:
     variants = VARIANTS[which]
     defaults = {k: getattr(on, k) for v in variants.values() for k in v}
-    for kind, m, n, dtype in FWD_CASES if which == "fwd" else [(*c, torch.bfloat16) for c in CASES]:
+    cases = {"fwd": FWD_CASES, "wide-fwd": [(*c, torch.bfloat16) for c in WIDE_CASES],
+             "wide": [(*c, torch.bfloat16) for c in WIDE_CASES]}.get(which, [(*c, torch.bfloat16) for c in CASES])
+    fwd = which in ("fwd", "wide-fwd")
+    for kind, m, n, dtype in cases:
         x = torch.randn(m, n, device="cuda", dtype=dtype)
         dy, dho = torch.randn_like(x), torch.randn_like(x)
         w, ib = torch.randn(n, device="cuda", dtype=x.dtype), torch.randn(n, device="cuda", dtype=x.dtype)
@@ -56,7 +76,7 @@ def main(which: str) -> None:
                              rms, dx, dy if use_dho else None, None if rms else mean, rstd)
 
         nbytes = (3 + use_dho) * m * n * x.element_size()
-        if which == "fwd":
+        if fwd:
             run, nbytes = run_fwd, (2 + 2 * use_dho) * m * n * x.element_size()
             db.normal_()
         times, ref = {}, None
@@ -69,11 +89,12 @@ def main(which: str) -> None:
                     dw.fill_(float("nan"))
                     rstd.fill_(float("nan"))
                     run()
-                    got = (dx.float(), rstd.clone()) if which == "fwd" else (dx.float(), dw.float())
+                    got = (dx.float(), rstd.clone()) if fwd else (dx.float(), dw.float())
                     ref = ref or tuple(t.clone() for t in got)
                     err = max(((a - b).abs().max() / b.abs().max()).item() for a, b in zip(got, ref))
                     if not err < 1e-2:
-                        print(f"  MISMATCH {name}: {err:.3g}")
+                        nans = [int(t.isnan().sum()) for t in (*got, *ref)]
+                        print(f"  MISMATCH {name}: {err:.3g}, NaNs in outputs / reference {nans}")
                     times.setdefault(name, []).append(time_ms(run, hide_host=True))
         for k, v in defaults.items():
             setattr(on, k, v)

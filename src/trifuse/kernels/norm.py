@@ -113,8 +113,9 @@ def norm_fwd_looped(
     x_ptr, ib_ptr, res_ptr, w_ptr, b_ptr, y_ptr, h_ptr, mean_ptr, rstd_ptr,
     N, stride_xm, stride_xn, stride_rm, stride_rn, eps,
     IS_RMS: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_IB: tl.constexpr,
-    HAS_RES: tl.constexpr, BLOCK_N: tl.constexpr,
+    HAS_RES: tl.constexpr, BLOCK_N: tl.constexpr, STAGES: tl.constexpr,
 ):
+    """STAGES: both chunk loops' loads pipelined through shared memory, this deep (1: not)."""
     row = tl.program_id(0).to(tl.int64)
     x_row = x_ptr + row * stride_xm
     res_row = res_ptr + row * stride_rm
@@ -124,7 +125,7 @@ def norm_fwd_looped(
     count = tl.full([], 0.0, tl.float32)
     mean = tl.full([], 0.0, tl.float32)
     m2 = tl.full([], 0.0, tl.float32)  # RMSNorm: the sum of squares; LayerNorm: the sum of squared deviations (Chan's M2)
-    for start in range(0, N, BLOCK_N):
+    for start in tl.range(0, N, BLOCK_N, num_stages=STAGES):
         cols = start + tl.arange(0, BLOCK_N)
         mask = cols < N
         h = _load_h_chunk(x_row, ib_ptr, res_row, h_row, cols, mask, stride_xn, stride_rn,
@@ -149,7 +150,7 @@ def norm_fwd_looped(
         tl.store(mean_ptr + row, mean)
     tl.store(rstd_ptr + row, rstd)
     n_chunks = tl.cdiv(N, BLOCK_N)
-    for i in range(n_chunks):
+    for i in tl.range(n_chunks, num_stages=STAGES):
         cols = (n_chunks - 1 - i) * BLOCK_N + tl.arange(0, BLOCK_N)
         mask = cols < N
         h = _load_h_chunk(x_row, ib_ptr, res_row, h_row, cols, mask, stride_xn, stride_rn,

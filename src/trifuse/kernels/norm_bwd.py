@@ -166,8 +166,9 @@ def norm_bwd_looped(
     M, N, stride_dym, stride_dyn, stride_dhm, stride_dhn, stride_sm, stride_sn,
     IS_RMS: tl.constexpr, HAS_W: tl.constexpr, HAS_IB: tl.constexpr, HAS_DHO: tl.constexpr,
     NEED_DW: tl.constexpr, NEED_DB: tl.constexpr, NEED_DIB: tl.constexpr,
-    BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr, LAUNCH_DEPENDENTS: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr, LAUNCH_DEPENDENTS: tl.constexpr, STAGES: tl.constexpr,
 ):
+    """STAGES: both chunk loops' loads pipelined through shared memory, this deep (1: not)."""
     if LAUNCH_DEPENDENTS:
         gdc_launch_dependents()
     pid = tl.program_id(0)
@@ -182,7 +183,7 @@ def norm_bwd_looped(
     # Pass 1: the row sums mean(g * h_hat) and mean(g).
     s1 = tl.zeros([BLOCK_R], dtype=tl.float32)
     s2 = tl.zeros([BLOCK_R], dtype=tl.float32)
-    for start in range(0, N, BLOCK_N):
+    for start in tl.range(0, N, BLOCK_N, num_stages=STAGES):
         cols = start + tl.arange(0, BLOCK_N)
         h_hat, _dy, g, _mask = _looped_chunk(src_ptr, dy_ptr, ib_ptr, w_ptr, rows, row_ok, cols, N, mean, rstd,
                                              stride_sm, stride_sn, stride_dym, stride_dyn, HAS_IB, HAS_W)
@@ -192,7 +193,7 @@ def norm_bwd_looped(
     c2 = row_mean(s2, N)
     # Pass 2, last chunk first: dh, dx, and this program's column sums.
     n_chunks = tl.cdiv(N, BLOCK_N)
-    for i in range(n_chunks):
+    for i in tl.range(n_chunks, num_stages=STAGES):
         cols = (n_chunks - 1 - i) * BLOCK_N + tl.arange(0, BLOCK_N)
         col_ok = cols < N
         h_hat, dy, g, mask = _looped_chunk(src_ptr, dy_ptr, ib_ptr, w_ptr, rows, row_ok, cols, N, mean, rstd,

@@ -22,8 +22,24 @@ MAX_FUSED_N_FWD = 32768
 MAX_FUSED_N_BWD = 16384
 # Chunk of a wide row the looped kernels handle per step; the backward takes BLOCK_R rows at once.
 LOOP_BLOCK_N = 4096
+LOOP_FWD_STAGES = 1
+LOOP_FWD_WARPS = 16
 LOOP_BWD_BLOCK_N = 1024
-LOOP_BWD_BLOCK_R = 8
+LOOP_BWD_BLOCK_R = 16
+LOOP_BWD_WIDEST_BLOCK_R = 8  # rows wider than LOOP_BWD_BLOCK_R_MAX_N
+LOOP_BWD_BLOCK_R_MAX_N = 32768
+LOOP_BWD_STAGES = 3
+LOOP_BWD_WARPS = 8
+# Rows of 12k-16k (BLOCK_N 16384) spill in the one-pass backward (ptxas: 120-208 B at 32 warps), which
+# holds the whole row and its column sums in registers. LayerNorm takes the looped kernel past
+# FUSED_BWD_LN_MAX_N; RMSNorm (one column sum fewer) only where the row fills at most 3/4 of its tile.
+# H100, bf16, device time, best of three alternating rounds (scripts/ab_norm.py wide), one-pass ->
+# looped (16 rows a program, 3 stages): LN 4096x12288 475.6 -> 208.8 us, 4096x16384 529.6 -> 271.7,
+# bias-LN 396.6 -> 239.8 / 480.1 -> 307.4; rms 4096x12288 198.7 -> 188.1, add_rms 226.6 -> 216.6; but
+# rms 4096x16384 225.6 -> 245.1, add_rms 269.6 -> 285.4. The looped kernel itself, 8 -> 16 rows and
+# 1 -> 3 stages: LN 2048x32768 345.8 -> 274.6, bias-LN 528.3 -> 303.2; at 65536 8 rows and 3 stages
+# were best (LN 1024x65536 404.7 -> 345.1, 385.5 with 16 rows). 16 warps were slower everywhere.
+FUSED_BWD_LN_MAX_N = 8192
 # Elements one program of the one-pass kernels aims to hold: several short rows at once, so narrow
 # rows (N = 512) still move enough bytes per program to hide memory latency. H200 sweep (scripts/
 # sweep_norm.py, bf16): the forward at 2048 matched or beat 4096 everywhere (LN 32768x2048 3.84 vs 3.66
@@ -195,7 +211,7 @@ def norm_fwd_into(
     x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
     input_bias: torch.Tensor | None, residual: torch.Tensor | None, eps: float, is_rms: bool,
     y: torch.Tensor, h: torch.Tensor | None, mean: torch.Tensor | None, rstd: torch.Tensor,
-    max_fused_n: int = MAX_FUSED_N_FWD,
+    max_fused_n: int | None = None,
 ) -> None:
     """y = norm(x + input_bias + residual) * weight + bias; h (needed iff residual) gets the sum.
 
@@ -204,6 +220,7 @@ def norm_fwd_into(
     M, N = x.shape
     if M == 0 or N == 0:
         return
+    max_fused_n = MAX_FUSED_N_FWD if max_fused_n is None else max_fused_n  # read per call: sweeps set it
     # Absent tensors are never read (their constexpr flag is off); x stands in for the pointer.
     args = (x, input_bias if input_bias is not None else x, residual if residual is not None else x,
             weight if weight is not None else x, bias if bias is not None else x, y,
@@ -220,7 +237,7 @@ def norm_fwd_into(
     else:
         block_n = min(LOOP_BLOCK_N, next_pow2(max_fused_n))
         launcher(kf.norm_fwd_looped)[(M,)](
-            *args, N, *strides, eps, **flags, BLOCK_N=block_n, num_warps=16,
+            *args, N, *strides, eps, **flags, BLOCK_N=block_n, STAGES=LOOP_FWD_STAGES, num_warps=LOOP_FWD_WARPS,
         )
 
 
@@ -228,7 +245,7 @@ def norm_bwd_into(
     dy: torch.Tensor, dh_out: torch.Tensor | None, src: torch.Tensor, input_bias: torch.Tensor | None,
     weight: torch.Tensor | None, mean: torch.Tensor | None, rstd: torch.Tensor, is_rms: bool,
     dx: torch.Tensor, dweight: torch.Tensor | None = None, dbias: torch.Tensor | None = None,
-    dinput_bias: torch.Tensor | None = None, max_fused_n: int = MAX_FUSED_N_BWD,
+    dinput_bias: torch.Tensor | None = None, max_fused_n: int | None = None,
     num_programs: int | None = None,
 ) -> None:
     """dx = dh; dweight/dbias/dinput_bias (each optional, any float dtype) get their column sums.
@@ -238,6 +255,7 @@ def norm_bwd_into(
     """
     M, N = src.shape
     grads = [g for g in (dweight, dbias, dinput_bias) if g is not None]
+    max_fused_n = MAX_FUSED_N_BWD if max_fused_n is None else max_fused_n
     if N == 0:
         return
     if M == 0:
@@ -246,11 +264,13 @@ def norm_bwd_into(
         return
     vectors = (weight is not None) + (input_bias is not None) + len(grads)
     device = src.device
-    if N <= max_fused_n:
+    fused = N <= max_fused_n and not _looped_bwd_pays(N, is_rms)
+    if fused:
         plan = bwd_plan(M, N, vectors, src.element_size(), device)
         cfg, programs = plan.rows, num_programs or plan.programs
     else:
-        block_r = min(LOOP_BWD_BLOCK_R, next_pow2(int(M)))
+        rows = LOOP_BWD_BLOCK_R if N <= LOOP_BWD_BLOCK_R_MAX_N else LOOP_BWD_WIDEST_BLOCK_R
+        block_r = min(rows, next_pow2(int(M)))
         programs = cdiv(M, block_r)
     # One fp32 partial row per program and per gradient, in separate tensors (see kernels colsum);
     # colsum adds them in a fixed order. Absent gradients' buffers are never written (flags off).
@@ -266,7 +286,7 @@ def norm_bwd_into(
              "HAS_DHO": dh_out is not None, "NEED_DW": dweight is not None, "NEED_DB": dbias is not None,
              "NEED_DIB": dinput_bias is not None}
     pdl = bool(grads) and _pdl_ok(device)
-    if N <= max_fused_n:
+    if fused:
         # 16-bit data only: fp32 stages would double the shared memory and can halve the persistent
         # grid's programs per SM (not measured).
         piped = not is_rms and src.element_size() == 2 and cfg.block_n <= BWD_PREFETCH_MAX_N
@@ -281,7 +301,8 @@ def norm_bwd_into(
     else:
         block_n = min(LOOP_BWD_BLOCK_N, next_pow2(max_fused_n))
         launcher(kb.norm_bwd_looped)[(programs,)](
-            *args, **flags, BLOCK_R=block_r, BLOCK_N=block_n, LAUNCH_DEPENDENTS=pdl, num_warps=8,
+            *args, **flags, BLOCK_R=block_r, BLOCK_N=block_n, LAUNCH_DEPENDENTS=pdl, STAGES=LOOP_BWD_STAGES,
+            num_warps=LOOP_BWD_WARPS,
         )
     if grads:
         k = len(grads)  # slots past k are compiled out of colsum: any tensor stands in
@@ -292,6 +313,14 @@ def norm_bwd_into(
             *(parts + parts[:1] * (3 - k)), *(grads + grads[:1] * (3 - k)), programs, N,
             K=k, BLOCK_P=COLSUM_BLOCK_P, BLOCK_C=COLSUM_BLOCK_C, num_warps=COLSUM_WARPS, **pdl_meta,
         )
+
+
+def _looped_bwd_pays(n: int, is_rms: bool) -> bool:
+    """Rows the one-pass backward could hold but the looped kernel runs faster (see FUSED_BWD_LN_MAX_N)."""
+    if not is_rms:
+        return n > FUSED_BWD_LN_MAX_N
+    block_n = next_pow2(n)
+    return block_n > FUSED_BWD_LN_MAX_N and 4 * n <= 3 * block_n
 
 
 def _pdl_ok(device: torch.device) -> bool:
