@@ -209,7 +209,8 @@ def test_opcheck_full_gpu(device):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("shape", [(4096, 4096), (1024, 65536), (8192, 512), (3, 17, 2048), (64, 32769)])
+@pytest.mark.parametrize("shape", [(4096, 4096), (1024, 65536), (8192, 512), (3, 17, 2048), (64, 32769),
+                                   (64, 12288), (65, 16384)])
 @pytest.mark.parametrize("kind", KINDS)
 def test_bf16_large_shapes_gpu(device, kind, shape):
     check(kind, make_inputs(kind, shape, device, torch.bfloat16, w_dtype=torch.float32))

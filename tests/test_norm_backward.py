@@ -110,6 +110,23 @@ def test_backward_plan():
     assert (narrow.rows.block_m, narrow.programs) == (4, 2 * sms)
 
 
+def test_wide_rows_route_to_the_looped_kernels():
+    # The H100 A/Bs' policy (ops/norm.py FUSED_BWD_LN_MAX_N, FWD_LOOPED_LN_N): LayerNorm past 8192 streams
+    # its rows in both directions up to 16384; RMSNorm's backward only where the row fills <= 3/4 of its tile.
+    import trifuse.ops.norm as on
+
+    assert not on._looped_bwd_pays(8192, False) and on._looped_bwd_pays(8193, False)
+    assert on._looped_bwd_pays(12288, True) and not on._looped_bwd_pays(16384, True)
+    assert not on._looped_bwd_pays(8192, True) and not on._looped_bwd_pays(13000, True)
+    assert on.FWD_LOOPED_LN_N == (on.FUSED_BWD_LN_MAX_N, on.MAX_FUSED_N_BWD)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_rows_past_8192_through_the_api(device, kind):
+    # 9000 wide: LayerNorm takes the looped kernels forward and backward, RMSNorm the looped backward.
+    check(kind, make_inputs(kind, (3, 9000), device, torch.float32))
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_backward_is_deterministic(device, kind):
     t = leaves(make_inputs(kind, (67, 300), device, torch.float32))

@@ -22,8 +22,14 @@ MAX_FUSED_N_FWD = 32768
 MAX_FUSED_N_BWD = 16384
 # Chunk of a wide row the looped kernels handle per step; the backward takes BLOCK_R rows at once.
 LOOP_BLOCK_N = 4096
-LOOP_FWD_STAGES = 1
+LOOP_FWD_STAGES = 1  # 3 was slower everywhere (scripts/ab_norm.py wide-fwd: LN 4096x12288 97.7 vs 85.1 us)
 LOOP_FWD_WARPS = 16
+# LayerNorm's forward (no residual) over rows of 8k-16k: the looped kernel beats the one-pass one, whose
+# 16k tile wastes a quarter of its lanes at 12288 and makes two reductions over it. H100, bf16, device
+# time, best of three alternating rounds (scripts/ab_norm.py wide-fwd), one-pass -> looped: LN 4096x12288
+# 112.8 -> 85.1 us, 4096x16384 124.9 -> 114.5, bias-LN 117.0 -> 89.3 / 129.2 -> 120.1. Not at 32768 (LN
+# 100.5 -> 129.8), nor for RMSNorm (rms 4096x12288 73.3 -> 77.1, add_rms 139.7 -> 143.2).
+FWD_LOOPED_LN_N = (8192, 16384)
 LOOP_BWD_BLOCK_N = 1024
 LOOP_BWD_BLOCK_R = 16
 LOOP_BWD_WIDEST_BLOCK_R = 8  # rows wider than LOOP_BWD_BLOCK_R_MAX_N
@@ -228,7 +234,8 @@ def norm_fwd_into(
     flags = {"IS_RMS": is_rms, "HAS_W": weight is not None, "HAS_B": bias is not None,
              "HAS_IB": input_bias is not None, "HAS_RES": residual is not None}
     strides = (*_stride(x), *_stride(residual))
-    if N <= max_fused_n:
+    looped_ln = not is_rms and residual is None and FWD_LOOPED_LN_N[0] < N <= FWD_LOOPED_LN_N[1]
+    if N <= max_fused_n and not looped_ln:
         cfg = fwd_config(M, N, is_rms, residual is not None)
         launcher(kf.norm_fwd_rows)[(cdiv(M, cfg.block_m),)](
             *args, M, N, *strides, eps, **flags,
