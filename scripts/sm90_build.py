@@ -5,7 +5,8 @@ report registers, spill stack, shared memory and, with --sass, the SASS instruct
                                      [--dropout] [--sass]
   python3 scripts/sm90_build.py gemm-ws [--act gelu] [--b-rowmajor] [--sass]
   python3 scripts/sm90_build.py attn-fwd [--head-dim 128] [--causal] [--fold] [--sass]
-  python3 scripts/sm90_build.py norm-bwd [--kind ln|bias-ln|rms|add-rms] [--shape 8192x8192] [--sass]
+  python3 scripts/sm90_build.py norm-bwd [--kind ln|bias-ln|rms|add-rms|add-ln] [--shape 8192x8192]
+                                         [--dtype bf16|fp32] [--stages S] [--sass]   (the launcher's choice)
 
 Integer arguments get the 16-divisibility and unit strides the GPU's specialization gives them (without
 them the build is not the one the GPU runs: unvectorized loads, spills). SASS counts are per kernel, so
@@ -119,32 +120,30 @@ def attn_fwd(args) -> None:
 
 def norm_bwd(args) -> None:
     import trifuse.ops.norm as on
-    from trifuse.kernels import norm_bwd as kb
 
     m, n = (int(v) for v in args.shape.split("x"))
-    rms, ib, dho = args.kind in ("rms", "add-rms"), args.kind == "bias-ln", args.kind == "add-rms"
+    kind = args.kind
+    rms, ib, dho = kind in ("rms", "add-rms"), kind == "bias-ln", kind.startswith("add")
     grads = 1 + (not rms) + ib
-    vectors = 1 + ib + grads
-    plan = on.bwd_plan(m, n, vectors, 2, torch.device("cuda", 0)) if torch.cuda.is_available() else None
-    if plan is None:  # no GPU here: bwd_plan's SM count is the H100's
+    elem = {"bf16": 2, "fp32": 4}[args.dtype]
+    if not torch.cuda.is_available():  # the launcher sizes persistent grids from the H100's SM count
         on.device_props = lambda index: ((9, 0), 132)
-        plan = on.bwd_plan(m, n, vectors, 2, torch.device("cuda", 0))
-    cfg = plan.rows
-    sig = {n_: "*bf16" for n_ in ("dy_ptr", "dho_ptr", "src_ptr", "ib_ptr", "w_ptr")}
-    sig.update(mean_ptr="*fp32", rstd_ptr="*fp32", dx_ptr="*bf16", pdw_ptr="*fp32", pdb_ptr="*fp32", pdib_ptr="*fp32")
-    sig.update({n_: "i32" for n_ in ("M", "N", "stride_dym", "stride_dhm", "stride_sm")})
+    if args.stages:
+        on.BWD_STAGES_LN = on.LOOP_BWD_STAGES = args.stages
+    launch = on.bwd_launch(m, n, 1 + ib + grads, elem, rms, torch.device("cuda", 0))
+    ptr = f"*{args.dtype}"
+    sig = {p.name: ptr for p in launch.kernel.params if p.name.endswith("_ptr")}
+    sig.update({k: "*fp32" for k in ("mean_ptr", "rstd_ptr", "pdw_ptr", "pdb_ptr", "pdib_ptr")})
+    sig.update({k: "i32" for k in ("M", "N", "stride_dym", "stride_dhm", "stride_sm")})
     ce = {"stride_dyn": 1, "stride_dhn": 1, "stride_sn": 1, "IS_RMS": rms, "HAS_W": True, "HAS_IB": ib,
-          "HAS_DHO": dho, "NEED_DW": True, "NEED_DB": not rms, "NEED_DIB": ib, "BLOCK_M": cfg.block_m,
-          "BLOCK_N": cfg.block_n, "PREFETCH": args.stages == 1 and cfg.block_n <= on.BWD_PREFETCH_MAX_N,
-          "STAGES": args.stages,
-          "RELOAD_VECS": plan.reload_vecs, "PAIRED_SUMS": on.BWD_PAIRED_SUMS, "LAUNCH_DEPENDENTS": True}
-    order = [p.name for p in kb.norm_bwd_rows.params]
-    sig = {k: sig[k] for k in order if k in sig}
-    aligned = tuple(k for k in sig if k.endswith("_ptr") or k in ("N", "stride_dym", "stride_dhm", "stride_sm"))
-    c = triton.compile(_source(kb.norm_bwd_rows, sig, ce, aligned), target=TARGET,
-                       options={"num_warps": cfg.num_warps})
-    report(c, f"norm_bwd_rows stages {args.stages} {args.kind} {m}x{n} {cfg} programs {plan.programs} reload {plan.reload_vecs}",
-           args.sass)
+          "HAS_DHO": dho, "NEED_DW": True, "NEED_DB": not rms, "NEED_DIB": ib, "LAUNCH_DEPENDENTS": True}
+    ce.update({k: v for k, v in launch.meta.items() if k != "num_warps"})
+    sig = {p.name: sig[p.name] for p in launch.kernel.params if p.name in sig}
+    aligned = tuple(k for k in sig if k != "M")  # pointers, N and the row strides
+    c = triton.compile(_source(launch.kernel, sig, ce, aligned), target=TARGET,
+                       options={"num_warps": launch.meta["num_warps"]})
+    meta = ", ".join(f"{k} {v}" for k, v in launch.meta.items())
+    report(c, f"{launch.kernel.__name__} {kind} {args.dtype} {m}x{n}: {meta}, programs {launch.programs}", args.sass)
 
 
 def main() -> None:
@@ -165,9 +164,10 @@ def main() -> None:
     f.add_argument("--causal", action="store_true")
     f.add_argument("--fold", action="store_true", help="FOLD_SCALE: the scale inside exp2's argument")
     nb = sub.add_parser("norm-bwd")
-    nb.add_argument("--kind", default="ln", choices=("ln", "bias-ln", "rms", "add-rms"))
+    nb.add_argument("--kind", default="ln", choices=("ln", "bias-ln", "rms", "add-rms", "add-ln"))
     nb.add_argument("--shape", default="8192x8192")
-    nb.add_argument("--stages", type=int, default=1, help="> 1: pipelined loads instead of the register prefetch")
+    nb.add_argument("--dtype", default="bf16", choices=("bf16", "fp32"))
+    nb.add_argument("--stages", type=int, default=0, help="override the launcher's pipelining stages")
     for p in (g, w, f, nb):
         p.add_argument("--sass", action="store_true", help="print the SASS instruction mix")
     args = ap.parse_args()

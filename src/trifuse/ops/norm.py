@@ -31,6 +31,9 @@ LOOP_FWD_WARPS = 16
 # 100.5 -> 129.8), nor for RMSNorm (rms 4096x12288 73.3 -> 77.1, add_rms 139.7 -> 143.2).
 FWD_LOOPED_LN_N = (8192, 16384)
 LOOP_BWD_BLOCK_N = 1024
+# Rows a looped-backward program takes, for 16-bit data (wider elements: proportionally fewer, so that the
+# pipelined stages fit shared memory: sm_90 builds of the worst case, add_* with dh_out, 3 stages: bf16
+# 16 rows 140 KB, fp32 8 rows 200 KB, fp32 16 rows 265 KB, over the 227 KB a program may have).
 LOOP_BWD_BLOCK_R = 16
 LOOP_BWD_WIDEST_BLOCK_R = 8  # rows wider than LOOP_BWD_BLOCK_R_MAX_N
 LOOP_BWD_BLOCK_R_MAX_N = 32768
@@ -262,7 +265,6 @@ def norm_bwd_into(
     """
     M, N = src.shape
     grads = [g for g in (dweight, dbias, dinput_bias) if g is not None]
-    max_fused_n = MAX_FUSED_N_BWD if max_fused_n is None else max_fused_n
     if N == 0:
         return
     if M == 0:
@@ -271,14 +273,8 @@ def norm_bwd_into(
         return
     vectors = (weight is not None) + (input_bias is not None) + len(grads)
     device = src.device
-    fused = N <= max_fused_n and not _looped_bwd_pays(N, is_rms)
-    if fused:
-        plan = bwd_plan(M, N, vectors, src.element_size(), device)
-        cfg, programs = plan.rows, num_programs or plan.programs
-    else:
-        rows = LOOP_BWD_BLOCK_R if N <= LOOP_BWD_BLOCK_R_MAX_N else LOOP_BWD_WIDEST_BLOCK_R
-        block_r = min(rows, next_pow2(int(M)))
-        programs = cdiv(M, block_r)
+    launch = bwd_launch(M, N, vectors, src.element_size(), is_rms, device, max_fused_n, num_programs)
+    programs = launch.programs
     # One fp32 partial row per program and per gradient, in separate tensors (see kernels colsum);
     # colsum adds them in a fixed order. Absent gradients' buffers are never written (flags off).
     # Sizes as separate ints: a size tuple parses ~2 us slower.
@@ -293,24 +289,7 @@ def norm_bwd_into(
              "HAS_DHO": dh_out is not None, "NEED_DW": dweight is not None, "NEED_DB": dbias is not None,
              "NEED_DIB": dinput_bias is not None}
     pdl = bool(grads) and _pdl_ok(device)
-    if fused:
-        # 16-bit data only: fp32 stages would double the shared memory and can halve the persistent
-        # grid's programs per SM (not measured).
-        piped = not is_rms and src.element_size() == 2 and cfg.block_n <= BWD_PREFETCH_MAX_N
-        stages = BWD_STAGES_LN if piped else 1
-        prefetch = stages == 1 and BWD_PREFETCH and cfg.block_n <= BWD_PREFETCH_MAX_N
-        launcher(kb.norm_bwd_rows)[(programs,)](
-            *args, **flags, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
-            PREFETCH=prefetch, STAGES=stages,
-            RELOAD_VECS=plan.reload_vecs, PAIRED_SUMS=BWD_PAIRED_SUMS, LAUNCH_DEPENDENTS=pdl,
-            num_warps=cfg.num_warps,
-        )
-    else:
-        block_n = min(LOOP_BWD_BLOCK_N, next_pow2(max_fused_n))
-        launcher(kb.norm_bwd_looped)[(programs,)](
-            *args, **flags, BLOCK_R=block_r, BLOCK_N=block_n, LAUNCH_DEPENDENTS=pdl, STAGES=LOOP_BWD_STAGES,
-            num_warps=LOOP_BWD_WARPS,
-        )
+    launcher(launch.kernel)[(programs,)](*args, **flags, LAUNCH_DEPENDENTS=pdl, **launch.meta)
     if grads:
         k = len(grads)  # slots past k are compiled out of colsum: any tensor stands in
         # No constexpr of these kernels has a default: inductor (torch 2.11) drops an argument passed with its
@@ -320,6 +299,45 @@ def norm_bwd_into(
             *(parts + parts[:1] * (3 - k)), *(grads + grads[:1] * (3 - k)), programs, N,
             K=k, BLOCK_P=COLSUM_BLOCK_P, BLOCK_C=COLSUM_BLOCK_C, num_warps=COLSUM_WARPS, **pdl_meta,
         )
+
+
+@dataclass(frozen=True)
+class BwdLaunch:
+    """The backward's row kernel, its grid and its launch constants (the tensors' flags aside)."""
+    kernel: object
+    programs: int
+    meta: dict
+
+
+def bwd_launch(m: int, n: int, vectors: int, elem_size: int, is_rms: bool, device: torch.device,
+               max_fused_n: int | None = None, num_programs: int | None = None) -> BwdLaunch:
+    """The one-pass kernel (bwd_plan's tile and grid) or the looped one, as norm_bwd_into launches it.
+
+    vectors and elem_size as for bwd_plan; max_fused_n and num_programs override the widest one-pass row
+    and the persistent grid (tests, sweeps)."""
+    max_fused_n = MAX_FUSED_N_BWD if max_fused_n is None else max_fused_n
+    if n <= max_fused_n and not _looped_bwd_pays(n, is_rms):
+        plan = bwd_plan(m, n, vectors, elem_size, device)
+        cfg = plan.rows
+        # 16-bit data only: fp32 stages would double the shared memory and can halve the persistent
+        # grid's programs per SM (not measured).
+        piped = not is_rms and elem_size == 2 and cfg.block_n <= BWD_PREFETCH_MAX_N
+        stages = BWD_STAGES_LN if piped else 1
+        meta = {"BLOCK_M": cfg.block_m, "BLOCK_N": cfg.block_n,
+                "PREFETCH": stages == 1 and BWD_PREFETCH and cfg.block_n <= BWD_PREFETCH_MAX_N,
+                "STAGES": stages, "RELOAD_VECS": plan.reload_vecs, "PAIRED_SUMS": BWD_PAIRED_SUMS,
+                "num_warps": cfg.num_warps}
+        return BwdLaunch(kb.norm_bwd_rows, num_programs or plan.programs, meta)
+    block_r = min(looped_bwd_rows(n, elem_size), next_pow2(int(m)))
+    meta = {"BLOCK_R": block_r, "BLOCK_N": min(LOOP_BWD_BLOCK_N, next_pow2(max_fused_n)),
+            "STAGES": LOOP_BWD_STAGES, "num_warps": LOOP_BWD_WARPS}
+    return BwdLaunch(kb.norm_bwd_looped, cdiv(m, block_r), meta)
+
+
+def looped_bwd_rows(n: int, elem_size: int) -> int:
+    """BLOCK_R of the looped backward: LOOP_BWD_BLOCK_R (or _WIDEST_) rows of 16-bit data, fewer for wider."""
+    rows = LOOP_BWD_BLOCK_R if n <= LOOP_BWD_BLOCK_R_MAX_N else LOOP_BWD_WIDEST_BLOCK_R
+    return max(1, rows * 2 // elem_size)
 
 
 def _looped_bwd_pays(n: int, is_rms: bool) -> bool:
