@@ -1,9 +1,11 @@
-"""The norm backward's launch configs fit an H100's per-program shared memory.
+"""Launch configs fit an H100's per-program shared memory: the norm backward's (whose choice depends on
+dtype and width) and the attention forward's (at D = 128 it takes 224 of the 227 KB).
 
-scripts/sm90_build.py compiles the kernel and constants the launcher picks (`ops.norm.bwd_launch`) for
-sm_90 with the ptxas the triton wheel ships, so no GPU is needed. A config over the limit compiles but
-fails at launch on the GPU (OutOfResources), which the interpreter tests cannot see. It runs in a child
-process: under TRITON_INTERPRET=1 the kernels are interpreter functions, which do not compile."""
+scripts/sm90_build.py compiles the kernel and constants the launcher picks (`ops.norm.bwd_launch`,
+`ops.attention.fwd_config`) for sm_90 with the ptxas the triton wheel ships, so no GPU is needed. A config
+over the limit compiles but fails at launch on the GPU (OutOfResources), which the interpreter tests
+cannot see. It runs in a child process: under TRITON_INTERPRET=1 the kernels are interpreter functions,
+which do not compile."""
 import os
 import re
 import subprocess
@@ -28,10 +30,18 @@ pytestmark = pytest.mark.skipif(
     ("bias-ln", "bf16", "8192x8192"),   # one-pass, pipelined through shared memory
 ])
 def test_norm_backward_fits_shared_memory(kind, dtype, shape):
+    assert _shared_bytes("norm-bwd", "--kind", kind, "--dtype", dtype, "--shape", shape) <= SM90_MAX_SHARED
+
+
+@pytest.mark.parametrize("head_dim", [128, 256])
+def test_attention_forward_fits_shared_memory(head_dim):
+    assert _shared_bytes("attn-fwd", "--head-dim", str(head_dim)) <= SM90_MAX_SHARED
+
+
+def _shared_bytes(*args: str) -> int:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    cmd = [sys.executable, str(ROOT / "scripts" / "sm90_build.py"), "norm-bwd", "--kind", kind, "--dtype", dtype,
-           "--shape", shape]
-    out = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, timeout=600)  # output read below
+    cmd = [sys.executable, str(ROOT / "scripts" / "sm90_build.py"), *args]
+    out = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, timeout=600)  # read below
     found = re.search(r"shared memory (\d+) B", out.stdout)
     assert found, out.stdout + out.stderr
-    assert int(found.group(1)) <= SM90_MAX_SHARED, out.stdout
+    return int(found.group(1))
