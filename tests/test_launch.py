@@ -71,3 +71,16 @@ def test_fast_kernel_respecializes(device):
             tol = 1e-3 if x.dtype == torch.float16 else 1e-5
             torch.testing.assert_close(y.double(), ref, atol=tol, rtol=tol)
     assert len(fast.cache) == len(cases)
+
+
+@pytest.mark.parametrize("hip", [None, "6.4"])
+def test_device_props_hides_rocm_capability(monkeypatch, hip):
+    # ROCm reports gfx9 parts (MI200 / MI300) as capability 9.x: the sm_90 paths (TMA, Gluon, PDL) must not
+    # see it, so a ROCm build gets capability (0, 0) and the portable kernels.
+    from trifuse.ops._launch import device_props
+
+    props = SimpleNamespace(major=9, minor=4, multi_processor_count=304)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index: props)
+    monkeypatch.setattr(torch.version, "hip", hip)
+    want = ((9, 4) if hip is None else (0, 0), 304)
+    assert device_props.__wrapped__(0) == want

@@ -44,9 +44,12 @@ def next_pow2(n: int) -> int:
 @functools.cache
 def device_props(index: int) -> tuple[tuple[int, int], int]:
     """(compute capability, SM count) of CUDA device `index`, read once: the property query costs
-    microseconds, and launchers size persistent grids from it on every call."""
+    microseconds, and launchers size persistent grids from it on every call.
+
+    ROCm builds report AMD gfx9 parts as capability 9.x, which the NVIDIA-only paths (TMA, the Gluon GEMM,
+    programmatic dependent launch) test for: there the capability is (0, 0), the portable kernels' case."""
     p = torch.cuda.get_device_properties(index)
-    return (p.major, p.minor), p.multi_processor_count
+    return (0, 0) if torch.version.hip else (p.major, p.minor), p.multi_processor_count
 
 
 def _hooked(hook) -> bool:
