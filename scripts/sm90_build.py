@@ -5,6 +5,7 @@ report registers, spill stack, shared memory and, with --sass, the SASS instruct
                                      [--dropout] [--sass]
   python3 scripts/sm90_build.py gemm-ws [--act gelu] [--b-rowmajor] [--sass]
   python3 scripts/sm90_build.py attn-fwd [--head-dim 128] [--causal] [--fold] [--sass]
+  python3 scripts/sm90_build.py attn-fwd-ws [--head-dim 128] [--causal] [--stages 2] [--sass]
   python3 scripts/sm90_build.py norm-bwd [--kind ln|bias-ln|rms|add-rms|add-ln] [--shape 8192x8192]
                                          [--dtype bf16|fp32] [--stages S] [--sass]   (the launcher's choice)
 
@@ -118,6 +119,26 @@ def attn_fwd(args) -> None:
     report(c, f"attention_fwd D={d} causal={args.causal} fold={args.fold} {cfg}", args.sass)
 
 
+def attn_fwd_ws(args) -> None:
+    from triton.experimental.gluon._runtime import GluonASTSource
+    from triton.runtime.jit import mangle_type
+
+    import trifuse.ops.attention as oa
+    from trifuse.kernels import attention_fwd_ws as kw
+
+    d = args.head_dim
+    t = torch.empty(2, 4, 256, d, dtype=torch.bfloat16)  # descriptors only need the layout and dtype here
+    descs = {"q_desc": oa.ws_desc(t, oa.WS_Q_ROWS), "k_desc": oa.ws_desc(t, oa.WS_BLOCK_N),
+             "v_desc": oa.ws_desc(t, oa.WS_BLOCK_N), "o_desc": oa.ws_desc(t, oa.WS_Q_ROWS)}
+    sig = {n: mangle_type(dsc) for n, dsc in descs.items()}
+    sig.update(lse_ptr="*fp32", Hq="i32", Hkv="i32", Sq="i32", Skv="i32", sm_scale="fp32", chunk="i32")
+    stages = args.stages or oa.ws_stages(d)
+    ce = {"CAUSAL": args.causal, "STAGES": stages, "CONSUMER_REGS": oa.WS_REGS[0], "PRODUCER_REGS": oa.WS_REGS[1]}
+    c = triton.compile(_source(kw.attention_fwd_ws, sig, ce, ("lse_ptr",), GluonASTSource), target=TARGET,
+                       options={"num_warps": 4, "maxnreg": oa.WS_MAXNREG})
+    report(c, f"attention_fwd_ws D={d} causal={args.causal} stages={stages}", args.sass)
+
+
 def norm_bwd(args) -> None:
     import trifuse.ops.norm as on
 
@@ -163,15 +184,19 @@ def main() -> None:
     f.add_argument("--head-dim", type=int, default=128)
     f.add_argument("--causal", action="store_true")
     f.add_argument("--fold", action="store_true", help="FOLD_SCALE: the scale inside exp2's argument")
+    fw = sub.add_parser("attn-fwd-ws")
+    fw.add_argument("--head-dim", type=int, default=128)
+    fw.add_argument("--causal", action="store_true")
+    fw.add_argument("--stages", type=int, default=0, help="override the launcher's ring depth")
     nb = sub.add_parser("norm-bwd")
     nb.add_argument("--kind", default="ln", choices=("ln", "bias-ln", "rms", "add-rms", "add-ln"))
     nb.add_argument("--shape", default="8192x8192")
     nb.add_argument("--dtype", default="bf16", choices=("bf16", "fp32"))
     nb.add_argument("--stages", type=int, default=0, help="override the launcher's pipelining stages")
-    for p in (g, w, f, nb):
+    for p in (g, w, f, fw, nb):
         p.add_argument("--sass", action="store_true", help="print the SASS instruction mix")
     args = ap.parse_args()
-    {"gemm": gemm, "gemm-ws": gemm_ws, "attn-fwd": attn_fwd, "norm-bwd": norm_bwd}[args.kernel](args)
+    {"gemm": gemm, "gemm-ws": gemm_ws, "attn-fwd": attn_fwd, "attn-fwd-ws": attn_fwd_ws, "norm-bwd": norm_bwd}[args.kernel](args)
 
 
 if __name__ == "__main__":

@@ -279,6 +279,66 @@ def test_half_precision_gpu(device, shape, causal, dtype):
     check(*make_qkv(b, hq, hkv, sq, skv, d, dtype, device), causal)
 
 
+def _layout_qkv(b, hq, hkv, sq, skv, d, dtype, device, layout):
+    """q, k, v in SDPA's (B, H, S, D) view: stored so ("bhsd"), as (B, S, H, D) ("bshd", HF's layout) or
+    as one fused (B, S, 3, H, D) projection ("qkv", Sq = Skv, Hq = Hkv)."""
+    if layout == "bhsd":
+        return make_qkv(b, hq, hkv, sq, skv, d, dtype, device)
+    if layout == "bshd":
+        q = torch.randn(b, sq, hq, d, device=device).to(dtype).transpose(1, 2)
+        k, v = (torch.randn(b, skv, hkv, d, device=device).to(dtype).transpose(1, 2) for _ in range(2))
+        return q, k, v
+    x = torch.randn(b, sq, 3, hq, d, device=device).to(dtype)
+    return tuple(x[:, :, i].transpose(1, 2) for i in range(3))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("shape, layout", [
+    ((1, 1, 1, 1, 1, 128), "bhsd"),           # one query, one key
+    ((2, 4, 2, 127, 300, 128), "bshd"),       # ragged blocks, Sq < Skv, GQA
+    ((1, 4, 1, 300, 17, 128), "bhsd"),        # Sq > Skv: rows past the keys see every key
+    ((1, 2, 2, 4097, 4097, 128), "qkv"),      # fused projection views, a one-row last block
+    ((1, 4, 1, 200, 4099, 64), "bshd"),       # D = 64 takes the kernel from 4096 keys on
+], ids=str)
+def test_warp_specialized_forward_gpu(device, shape, layout, causal, dtype):
+    from trifuse.ops._launch import device_props
+    from trifuse.ops.attention import ws_applies
+
+    if device_props(device.index or 0)[0] != (9, 0):
+        pytest.skip("the warp-specialized forward is sm_90 only")
+    b, hq, hkv, sq, skv, d = shape
+    q, k, v = _layout_qkv(b, hq, hkv, sq, skv, d, dtype, device, layout)
+    out = poison(torch.empty_like(q))
+    lse = poison(torch.empty(q.shape[:3], device=device))
+    scale = 1 / math.sqrt(d)
+    assert ws_applies(q, k, v, out, scale)
+    attention_fwd_into(q, k, v, out, lse, causal, scale)
+    ref = attention_ref(q.double(), k.double(), v.double(), causal=causal, scale=scale)
+    assert_close_to_ref(out, ref, sdpa(q, k, v, causal), floor=FLOOR[dtype])
+    torch.testing.assert_close(lse.double(), attention_lse_ref(q, k, causal=causal, scale=scale), atol=1e-4,
+                               rtol=1e-5)
+
+
+@pytest.mark.gpu
+def test_warp_specialized_forward_falls_back_where_it_cannot_run(device):
+    # Head dims it does not take, fp32, a scale <= 0 and rows TMA cannot address still run (Triton kernel).
+    from trifuse.ops.attention import ws_applies
+
+    cases = [(*make_qkv(1, 2, 2, 300, 300, 96, torch.bfloat16, device), 0.1),
+             (*make_qkv(1, 2, 2, 300, 300, 128, torch.float32, device), 0.1),
+             (*make_qkv(1, 2, 2, 300, 300, 128, torch.bfloat16, device), -0.1),
+             (*(t[..., :128] for t in make_qkv(1, 2, 2, 300, 300, 132, torch.bfloat16, device)), 0.1)]
+    for q, k, v, scale in cases:
+        out = poison(torch.empty_like(q))
+        lse = poison(torch.empty(q.shape[:3], device=device))
+        assert not ws_applies(q, k, v, out, scale)
+        attention_fwd_into(q, k, v, out, lse, True, scale)
+        ref = attention_ref(q.double(), k.double(), v.double(), causal=True, scale=scale)
+        assert_close_to_ref(out, ref, sdpa(q, k, v, True, scale), floor=FLOOR[q.dtype])
+
+
 @pytest.mark.gpu
 def test_fp32_gpu_matches(device):
     check(*make_qkv(1, 4, 2, 300, 257, 64, torch.float32, device), True)

@@ -6,17 +6,21 @@ argument on the launchers overrides both.
 """
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 
 import torch
+import triton
 
 from ..kernels import attention_bwd as kb
 from ..kernels import attention_fwd as kf
 from ..runtime import INTERPRET
-from ._launch import cdiv, launcher, next_pow2
+from ._launch import cdiv, device_props, launcher, next_pow2
 
 SUPPORTED_HEAD_DIMS = (32, 64, 96, 128, 256)
+# The Gluon kernel is written against triton 3.6's API (list-of-(function, args) warp_specialize).
+WS_TRITON = tuple(int(x) for x in triton.__version__.split(".")[:2]) >= (3, 6)
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
@@ -163,6 +167,67 @@ def bwd_config(head_dim: int, causal: bool, dtype: torch.dtype, seq_q: int) -> B
     return BwdConfig(64, 128, 128, 64, 8, 8, 3)
 
 
+# The warp-specialized Gluon forward (kernels/attention_fwd_ws.py): 64 query rows per consumer warpgroup,
+# two warpgroups a program, key blocks of WS_BLOCK_N through a ring of ws_stages(D) stages. H100, bf16,
+# device time, best of three alternating rounds (scripts/ab_attention.py time), TFLOP/s, Triton kernel ->
+# this one at 2 / 3 stages, D=128 non-causal: 465 -> 506 / 596 (8x16x2048), 507 -> 560 / 645 (4096), 535 ->
+# 600 / 659 (16384); causal 373 -> 437 / 489, 440 -> 506 / 588, 513 -> 556 / 679; cuDNN 651 / 676 / 675 and
+# 509 / 573 / 634. D=64 (4 stages): 406 -> 403 (8x32x2048), 351 -> 324 causal; 428 -> 451 (2x32x8192), 405 ->
+# 443 causal: there the kernel is used only from WS_MIN_SKV_D64 keys on.
+WS_Q_ROWS = 64
+WS_BLOCK_N = 128
+WS_REGS = (240, 32)  # consumer warpgroup, producer warp (setmaxnreg): 8 x 240 + 4 x 32 warps' registers = 64K
+WS_MAXNREG = 168  # at launch: 12 warps (4 + 4 + the producer's warpgroup) x 32 x 168 fits the register file
+WS_HEAD_DIMS = (64, 128)
+WS_MIN_SKV_D64 = 4096
+
+
+def ws_stages(head_dim: int) -> int:
+    # Shared memory: Q (2 x 64 x D) plus a K and a V block per stage: 224 KB at D=128, 144 KB at D=64.
+    return 3 if head_dim > 64 else 4
+
+
+def ws_desc(t: torch.Tensor, rows: int):
+    """A host descriptor of t (B, H, S, D) for [1, 1, rows, D] tiles, built without the dataclass's checks
+    (ws_applies has checked what they check)."""
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+    block = (1, 1, rows, int(t.shape[3]))
+    desc = object.__new__(TensorDescriptor)
+    desc.base, desc.shape, desc.strides = t, list(t.shape), list(t.stride())
+    desc.block_shape, desc.layout, desc.padding = list(block), _ws_layout(block, t.dtype), "zero"
+    return desc
+
+
+@functools.cache
+def _ws_layout(block: tuple[int, ...], dtype: torch.dtype):
+    from triton.experimental.gluon import language as gl
+
+    return gl.NVMMASharedLayout.get_default_for(list(block), gl.bfloat16 if dtype == torch.bfloat16 else gl.float16)
+
+
+def ws_applies(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor, scale: float) -> bool:
+    """Whether the forward goes to the warp-specialized Gluon kernel: an sm_90 GPU (not the interpreter),
+    triton >= 3.6, 16-bit data, D of 128 (64 from WS_MIN_SKV_D64 keys on), a positive scale (folded into
+    exp2), real tensors (not traced: torch.compile's wrap_triton takes Triton kernels, not Gluon ones) that
+    TMA can address (unit last stride, 16-byte aligned base and strides)."""
+    if INTERPRET or not WS_TRITON or q.dtype not in (torch.float16, torch.bfloat16) or not scale > 0:
+        return False
+    d = int(q.shape[3])
+    if d not in WS_HEAD_DIMS or (d == 64 and int(k.shape[2]) < WS_MIN_SKV_D64):
+        return False
+    if q.device.type != "cuda" or device_props(q.device.index)[0] != (9, 0):
+        return False
+    if torch.compiler.is_compiling() or type(q) is not torch.Tensor:
+        return False
+    return all(_tma_ok(t) for t in (q, k, v, out))
+
+
+def _tma_ok(t: torch.Tensor) -> bool:
+    st = t.stride()
+    return st[3] == 1 and t.data_ptr() % 16 == 0 and all(x % 8 == 0 for x in st[:3])
+
+
 def _dims(q: torch.Tensor, k: torch.Tensor):
     B, Hq, Sq, D = q.shape
     # D becomes a constexpr: concrete even when torch.compile hands SymInts.
@@ -180,6 +245,9 @@ def attention_fwd_into(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: t
         out.zero_()
         lse.fill_(float("-inf"))
         return
+    if config is None and ws_applies(q, k, v, out, scale):
+        _launch_fwd_ws(q, k, v, out, lse, causal, scale)
+        return
     cfg = config or fwd_config(D, causal, q.dtype, int(Sq))
     unit_programs = cdiv(Sq, cfg.block_m) * (Hq // Hkv)  # per (batch, KV head)
     launcher(kf.attention_fwd)[(unit_programs * B * Hkv,)](
@@ -188,6 +256,19 @@ def attention_fwd_into(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: t
         CAUSAL=causal, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_D=block_d(D), HEAD_D=D,
         PREC=dot_precision(q.dtype), NUM_STAGES=cfg.num_stages, FOLD_SCALE=cfg.fold_scale and scale > 0,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    )
+
+
+def _launch_fwd_ws(q, k, v, out, lse, causal: bool, scale: float) -> None:
+    from ..kernels import attention_fwd_ws as kw
+
+    B, Hq, Sq, D, Hkv, Skv = _dims(q, k)
+    unit_programs = cdiv(Sq, 2 * WS_Q_ROWS) * (Hq // Hkv)
+    kw.attention_fwd_ws[(unit_programs * B * Hkv,)](
+        ws_desc(q, WS_Q_ROWS), ws_desc(k, WS_BLOCK_N), ws_desc(v, WS_BLOCK_N), ws_desc(out, WS_Q_ROWS), lse,
+        Hq, Hkv, Sq, Skv, scale, lpt_chunk(causal, 2 * Skv * D * k.element_size(), unit_programs),
+        CAUSAL=causal, STAGES=ws_stages(D), CONSUMER_REGS=WS_REGS[0], PRODUCER_REGS=WS_REGS[1], num_warps=4,
+        maxnreg=WS_MAXNREG,
     )
 
 
