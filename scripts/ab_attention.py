@@ -3,8 +3,9 @@
   python3 scripts/ab_attention.py check   # outputs and LSE vs an fp32 SDPA reference, odd shapes, poisoned
   python3 scripts/ab_attention.py time [STAGES...]  # device time, alternating rounds, best of three
 
-`time` runs the bench suite's D=128 / D=64 shapes: the Triton kernel, the Gluon kernel (at each ring depth
-given, default the launcher's) and SDPA's cuDNN backend, alternating within each of three rounds.
+`time` runs the bench suite's D=128 / D=64 shapes: the Triton kernel, the Gluon kernel (the launcher's grid, at each
+ring depth given, default the launcher's; "grid": one program a tile) and SDPA's cuDNN backend,
+alternating within each of three rounds.
 """
 # ruff: noqa: B023 - run() is timed before the loop moves on
 import math
@@ -19,8 +20,10 @@ import trifuse.ops.attention as oa
 from trifuse.bench.timing import time_ms
 from trifuse.library.eager import direct_launch
 
+oa.WS_MIN_SKV_D64 = 0  # the kernel itself at every length, whatever the launcher's choice
 
-def run_fwd(q, k, v, causal, kernel, stages=None, out=None, lse=None):
+
+def run_fwd(q, k, v, causal, kernel, stages=None, out=None, lse=None, persistent=None):
     """(out, lse) of one launch; poisoned first unless the caller passes its buffers (timing)."""
     B, Hq, Sq, D = q.shape
     if out is None:
@@ -33,9 +36,9 @@ def run_fwd(q, k, v, causal, kernel, stages=None, out=None, lse=None):
             if stages:
                 oa.ws_stages = lambda d: stages
             try:
-                if not oa.ws_applies(q, k, v, out, scale):
+                if not oa.ws_applies(q, k, v, out, scale, causal):
                     raise RuntimeError("ws does not apply")
-                oa._launch_fwd_ws(q, k, v, out, lse, causal, scale)
+                oa._launch_fwd_ws(q, k, v, out, lse, causal, scale, persistent)
             finally:
                 oa.ws_stages = saved
         else:
@@ -73,7 +76,9 @@ def check() -> None:
                             v = torch.randn(b, skv, hkv, d, device="cuda", dtype=dtype).transpose(1, 2)
                         ref_o, ref_l = reference(q, k, v, causal)
                         got_o, got_l = run_fwd(q, k, v, causal, "ws")
+                        grid_o, _ = run_fwd(q, k, v, causal, "ws", persistent=False)
                         tri_o, _ = run_fwd(q, k, v, causal, "triton")
+                        assert torch.equal(grid_o, got_o), "the persistent and per-tile grids differ"
                         err = (got_o.float() - ref_o).abs().max().item()
                         tri_err = (tri_o.float() - ref_o).abs().max().item()
                         lse_err = (got_l - ref_l).abs().max().item()
@@ -94,7 +99,7 @@ def time(stages: list[int]) -> None:
     shapes = [(b, 16, s, 128, hkv) for b, s in ((32, 512), (16, 1024), (8, 2048), (4, 4096), (2, 8192), (1, 16384))
               for hkv in (16,)]
     shapes += [(8, 16, 2048, 128, 2), (2, 16, 8192, 128, 2), (8, 32, 2048, 64, 32), (2, 32, 8192, 64, 32)]
-    variants = ["triton"] + [f"ws{s}" for s in stages] + ["cudnn"]
+    variants = ["triton"] + [f"ws{s}" for s in stages] + ["grid", "cudnn"]
     for b, h, s, d, hkv in shapes:
         for causal in (False, True):
             q = torch.randn(b, h, s, d, device="cuda", dtype=torch.bfloat16)
@@ -108,6 +113,9 @@ def time(stages: list[int]) -> None:
                         def run():
                             with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
                                 F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=hkv != h)
+                    elif name == "grid":
+                        def run():
+                            run_fwd(q, k, v, causal, "ws", out=out, lse=lse, persistent=False)
                     elif name == "triton":
                         def run():
                             run_fwd(q, k, v, causal, "triton", out=out, lse=lse)

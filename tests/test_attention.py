@@ -313,7 +313,7 @@ def test_warp_specialized_forward_gpu(device, shape, layout, causal, dtype):
     out = poison(torch.empty_like(q))
     lse = poison(torch.empty(q.shape[:3], device=device))
     scale = 1 / math.sqrt(d)
-    assert ws_applies(q, k, v, out, scale)
+    assert ws_applies(q, k, v, out, scale, causal)
     attention_fwd_into(q, k, v, out, lse, causal, scale)
     ref = attention_ref(q.double(), k.double(), v.double(), causal=causal, scale=scale)
     assert_close_to_ref(out, ref, sdpa(q, k, v, causal), floor=FLOOR[dtype])
@@ -333,10 +333,10 @@ def test_warp_specialized_forward_falls_back_where_it_cannot_run(device):
     for q, k, v, scale in cases:
         out = poison(torch.empty_like(q))
         lse = poison(torch.empty(q.shape[:3], device=device))
-        assert not ws_applies(q, k, v, out, scale)
+        assert not ws_applies(q, k, v, out, scale, True)
         attention_fwd_into(q, k, v, out, lse, True, scale)
         ref = attention_ref(q.double(), k.double(), v.double(), causal=True, scale=scale)
-        assert_close_to_ref(out, ref, sdpa(q, k, v, True, scale), floor=FLOOR[q.dtype])
+        assert_close_to_ref(out, ref, sdpa(q, k, v, True, scale, math=True), floor=FLOOR[q.dtype])
 
 
 @pytest.mark.gpu

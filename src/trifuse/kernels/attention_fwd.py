@@ -103,16 +103,22 @@ def longest_first(rest, units, chunk, num_blocks, CAUSAL: tl.constexpr):
 
 @triton.jit
 def query_block(Hq, Hkv, Sq, chunk, BLOCK_M: tl.constexpr, CAUSAL: tl.constexpr):
-    """This program's (batch, KV head, query head) as int64 and its first query row.
+    """This program's (batch, KV head, query head) as int64 and its first query row (tile_of with one
+    program a tile)."""
+    return tile_of(tl.program_id(0), tl.num_programs(0), Hq, Hkv, Sq, chunk, BLOCK_M, CAUSAL)
+
+
+@triton.jit
+def tile_of(tile, tiles, Hq, Hkv, Sq, chunk, BLOCK_M: tl.constexpr, CAUSAL: tl.constexpr):
+    """(batch, KV head, query head) as int64 and the first query row of query block `tile` of `tiles`.
 
     The G query heads of one KV group are side by side (they read the same K/V tiles); above them,
     `longest_first` orders query blocks and (batch, KV head) units. With causal the last query block
     of a unit is its longest."""
     G = Hq // Hkv
     num_m = tl.cdiv(Sq, BLOCK_M)
-    pid = tl.program_id(0)
-    g = pid % G
-    rank, bk = longest_first(pid // G, tl.num_programs(0) // (G * num_m), chunk, num_m, CAUSAL)
+    g = tile % G
+    rank, bk = longest_first(tile // G, tiles // (G * num_m), chunk, num_m, CAUSAL)
     if CAUSAL:
         mb = num_m - 1 - rank
     else:

@@ -169,11 +169,18 @@ def bwd_config(head_dim: int, causal: bool, dtype: torch.dtype, seq_q: int) -> B
 
 # The warp-specialized Gluon forward (kernels/attention_fwd_ws.py): 64 query rows per consumer warpgroup,
 # two warpgroups a program, key blocks of WS_BLOCK_N through a ring of ws_stages(D) stages. H100, bf16,
-# device time, best of three alternating rounds (scripts/ab_attention.py time), TFLOP/s, Triton kernel ->
-# this one at 2 / 3 stages, D=128 non-causal: 465 -> 506 / 596 (8x16x2048), 507 -> 560 / 645 (4096), 535 ->
-# 600 / 659 (16384); causal 373 -> 437 / 489, 440 -> 506 / 588, 513 -> 556 / 679; cuDNN 651 / 676 / 675 and
-# 509 / 573 / 634. D=64 (4 stages): 406 -> 403 (8x32x2048), 351 -> 324 causal; 428 -> 451 (2x32x8192), 405 ->
-# 443 causal: there the kernel is used only from WS_MIN_SKV_D64 keys on.
+# device time, best of three alternating rounds (scripts/ab_attention.py time), TFLOP/s:
+# - one program a tile, Triton kernel -> this one at 2 / 3 stages, D=128 non-causal: 465 -> 506 / 596
+#   (8x16x2048), 507 -> 560 / 645 (4096), 535 -> 600 / 659 (16384); causal 373 -> 437 / 489, 440 -> 506 /
+#   588, 513 -> 556 / 679; cuDNN 651 / 676 / 675 and 509 / 573 / 634.
+# - persistent (the next tile's loads overlap this one's tail and stores) against one program a tile, two
+#   runs: non-causal 399-402 / 343-347 (32x16x512), 503-509 / 468 (1024), 583-590 / 565 (2048), 628-638 /
+#   622-625 (4096), 645-657 / 651-668 (16384); causal much slower (2048: 348-406 / 436-443; 16384: 439-466
+#   / 658-664): a static assignment of tiles of unequal length, round-robin or snake, leaves programs with
+#   unequal work where the hardware's block scheduler balances it. So: persistent without causal only.
+# - D=64 (4 stages), persistent non-causal / one program a tile causal: 8x32x2048 410 vs the Triton
+#   kernel's 402, causal 301 vs 352; 2x32x8192 449 vs 426, causal 427 vs 403: causal D=64 takes the kernel
+#   from WS_MIN_SKV_D64 keys on.
 WS_Q_ROWS = 64
 WS_BLOCK_N = 128
 WS_REGS = (240, 32)  # consumer warpgroup, producer warp (setmaxnreg): 8 x 240 + 4 x 32 warps' registers = 64K
@@ -206,21 +213,23 @@ def _ws_layout(block: tuple[int, ...], dtype: torch.dtype):
     return gl.NVMMASharedLayout.get_default_for(list(block), gl.bfloat16 if dtype == torch.bfloat16 else gl.float16)
 
 
-def ws_applies(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor, scale: float) -> bool:
+def ws_applies(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor, scale: float,
+               causal: bool) -> bool:
     """Whether the forward goes to the warp-specialized Gluon kernel: an sm_90 GPU (not the interpreter),
-    triton >= 3.6, 16-bit data, D of 128 (64 from WS_MIN_SKV_D64 keys on), a positive scale (folded into
-    exp2), real tensors (not traced: torch.compile's wrap_triton takes Triton kernels, not Gluon ones) that
-    TMA can address (unit last stride, 16-byte aligned base and strides)."""
+    triton >= 3.6, 16-bit data, D of 128 or 64 (causal: from WS_MIN_SKV_D64 keys on), a positive scale (folded into
+    exp2), real tensors (not traced: torch.compile's wrap_triton takes Triton kernels, not Gluon ones), q, k,
+    v that TMA can address (unit last stride, 16-byte aligned base and strides) and an out with a unit last
+    stride."""
     if INTERPRET or not WS_TRITON or q.dtype not in (torch.float16, torch.bfloat16) or not scale > 0:
         return False
     d = int(q.shape[3])
-    if d not in WS_HEAD_DIMS or (d == 64 and int(k.shape[2]) < WS_MIN_SKV_D64):
+    if d not in WS_HEAD_DIMS or (d == 64 and causal and int(k.shape[2]) < WS_MIN_SKV_D64):
         return False
     if q.device.type != "cuda" or device_props(q.device.index)[0] != (9, 0):
         return False
     if torch.compiler.is_compiling() or type(q) is not torch.Tensor:
         return False
-    return all(_tma_ok(t) for t in (q, k, v, out))
+    return out.stride(3) == 1 and all(_tma_ok(t) for t in (q, k, v))
 
 
 def _tma_ok(t: torch.Tensor) -> bool:
@@ -245,7 +254,7 @@ def attention_fwd_into(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: t
         out.zero_()
         lse.fill_(float("-inf"))
         return
-    if config is None and ws_applies(q, k, v, out, scale):
+    if config is None and ws_applies(q, k, v, out, scale, causal):
         _launch_fwd_ws(q, k, v, out, lse, causal, scale)
         return
     cfg = config or fwd_config(D, causal, q.dtype, int(Sq))
@@ -259,15 +268,20 @@ def attention_fwd_into(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: t
     )
 
 
-def _launch_fwd_ws(q, k, v, out, lse, causal: bool, scale: float) -> None:
+def _launch_fwd_ws(q, k, v, out, lse, causal: bool, scale: float, persistent: bool | None = None) -> None:
+    """persistent: min(tiles, SMs) programs; by default without causal only (see WS_Q_ROWS's note)."""
     from ..kernels import attention_fwd_ws as kw
 
     B, Hq, Sq, D, Hkv, Skv = _dims(q, k)
     unit_programs = cdiv(Sq, 2 * WS_Q_ROWS) * (Hq // Hkv)
-    kw.attention_fwd_ws[(unit_programs * B * Hkv,)](
-        ws_desc(q, WS_Q_ROWS), ws_desc(k, WS_BLOCK_N), ws_desc(v, WS_BLOCK_N), ws_desc(out, WS_Q_ROWS), lse,
-        Hq, Hkv, Sq, Skv, scale, lpt_chunk(causal, 2 * Skv * D * k.element_size(), unit_programs),
-        CAUSAL=causal, STAGES=ws_stages(D), CONSUMER_REGS=WS_REGS[0], PRODUCER_REGS=WS_REGS[1], num_warps=4,
+    tiles = unit_programs * B * Hkv
+    if persistent is None:
+        persistent = not causal
+    programs = min(tiles, device_props(q.device.index)[1]) if persistent else tiles
+    kw.attention_fwd_ws[(programs,)](
+        ws_desc(q, WS_Q_ROWS), ws_desc(k, WS_BLOCK_N), ws_desc(v, WS_BLOCK_N), out, lse, *out.stride()[:3],
+        Hq, Hkv, Sq, Skv, scale, lpt_chunk(causal, 2 * Skv * D * k.element_size(), unit_programs), tiles,
+        CAUSAL=causal, STAGES=ws_stages(D), PERSISTENT=persistent, CONSUMER_REGS=WS_REGS[0], PRODUCER_REGS=WS_REGS[1], num_warps=4,
         maxnreg=WS_MAXNREG,
     )
 
