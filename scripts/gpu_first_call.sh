@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
-# The next session's first GPU call (docs/NOTES.md "Eighth session"): the tests not yet run on a GPU (the
-# fp32 looped norm backward, its rows a program scaled by element size; fp32 rows of 12288 / 40000), then
-# the whole suite (the eighth session's run, before that fix: 675 passed, 12 skipped, 339 s at -n 16).
-# About 8-9 minutes with the machine's start; carry [".whl"].
+# The next session's first GPU call (docs/NOTES.md "Ninth session"): the new Gluon attention forward's
+# tests first, then the whole suite, not rerun as a whole since the eighth session (675 passed, 12
+# skipped, 339 s at -n 16). About 8-9 minutes with the machine's start; carry [".whl"].
 set -uo pipefail
 source "$(dirname "$0")/gpu_env.sh"
 nvidia-smi --query-gpu=name --format=csv,noheader | tee "$OUT/gpu.txt"
-timeout 120 python3 -m pytest -q -p no:warnings -n 16 tests/test_norm.py -k "fp32_wide_rows or large_shapes" \
+timeout 120 python3 -m pytest -q -p no:warnings -n 16 tests/test_attention.py -k "warp_specialized" \
   >"$OUT/tests_new.log" 2>&1
 tail -1 "$OUT/tests_new.log"; grep -E "^(FAILED|ERROR)" "$OUT/tests_new.log" | head -20
 timeout 420 python3 -m pytest -q -p no:warnings -n 16 tests >"$OUT/tests.log" 2>&1
