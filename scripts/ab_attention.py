@@ -20,7 +20,7 @@ import trifuse.ops.attention as oa
 from trifuse.bench.timing import time_ms
 from trifuse.library.eager import direct_launch
 
-oa.WS_MIN_SKV_D64 = 0  # the kernel itself at every length, whatever the launcher's choice
+oa.WS_MIN_SKV_D64 = oa.WS_MIN_SQ = oa.WS_MIN_FLOPS = 0  # the kernel itself at every length, whatever the launcher's choice
 
 
 def run_fwd(q, k, v, causal, kernel, stages=None, out=None, lse=None, persistent=None):

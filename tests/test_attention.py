@@ -298,13 +298,15 @@ def _layout_qkv(b, hq, hkv, sq, skv, d, dtype, device, layout):
 @pytest.mark.parametrize("shape, layout", [
     ((1, 1, 1, 1, 1, 128), "bhsd"),           # one query, one key
     ((2, 4, 2, 127, 300, 128), "bshd"),       # ragged blocks, Sq < Skv, GQA
+    ((2, 8, 2, 4096, 4095, 128), "bshd"),     # enough work for the launcher to choose the kernel
     ((1, 4, 1, 300, 17, 128), "bhsd"),        # Sq > Skv: rows past the keys see every key
     ((1, 2, 2, 4097, 4097, 128), "qkv"),      # fused projection views, a one-row last block
     ((1, 4, 1, 200, 4099, 64), "bshd"),       # D = 64 takes the kernel from 4096 keys on
 ], ids=str)
 def test_warp_specialized_forward_gpu(device, shape, layout, causal, dtype):
+    # The kernel itself at every shape (the launcher sends short query blocks elsewhere), then the routing.
     from trifuse.ops._launch import device_props
-    from trifuse.ops.attention import ws_applies
+    from trifuse.ops.attention import WS_MIN_FLOPS, WS_MIN_SQ, _launch_fwd_ws, ws_applies
 
     if device_props(device.index or 0)[0] != (9, 0):
         pytest.skip("the warp-specialized forward is sm_90 only")
@@ -313,8 +315,12 @@ def test_warp_specialized_forward_gpu(device, shape, layout, causal, dtype):
     out = poison(torch.empty_like(q))
     lse = poison(torch.empty(q.shape[:3], device=device))
     scale = 1 / math.sqrt(d)
-    assert ws_applies(q, k, v, out, scale, causal)
-    attention_fwd_into(q, k, v, out, lse, causal, scale)
+    routed = ws_applies(q, k, v, out, scale, causal)
+    assert routed == (sq >= WS_MIN_SQ and attention_flops(b, hq, sq, skv, d, causal) >= WS_MIN_FLOPS)
+    if routed:
+        attention_fwd_into(q, k, v, out, lse, causal, scale)
+    else:
+        _launch_fwd_ws(q, k, v, out, lse, causal, scale)
     ref = attention_ref(q.double(), k.double(), v.double(), causal=causal, scale=scale)
     assert_close_to_ref(out, ref, sdpa(q, k, v, causal), floor=FLOOR[dtype])
     torch.testing.assert_close(lse.double(), attention_lse_ref(q, k, causal=causal, scale=scale), atol=1e-4,

@@ -187,6 +187,14 @@ WS_REGS = (240, 32)  # consumer warpgroup, producer warp (setmaxnreg): 8 x 240 +
 WS_MAXNREG = 168  # at launch: 12 warps (4 + 4 + the producer's warpgroup) x 32 x 168 fits the register file
 WS_HEAD_DIMS = (64, 128)
 WS_MIN_SKV_D64 = 4096
+# Short query blocks (decode-like) keep the Triton kernel, whose 64-row tiles waste less of them; so do small
+# problems: this kernel's launch (Triton's launcher with descriptor arguments) costs more host time than the
+# Triton kernel's FastKernel launch. H100 host, enqueue time a causal call, this kernel / the Triton one:
+# 108-118 / 45-50 us (1x16x128x128 to 4x16x2048x128); wall time a call in a loop at 1x16x512x128 111 / 47 us
+# (host-bound), at 4x16x2048x128 160 / 181 us. WS_MIN_FLOPS (the FLOP model's count, ~60 us of device time)
+# keeps the kernel where its device time outlasts the difference.
+WS_MIN_SQ = 128
+WS_MIN_FLOPS = 2 ** 35
 
 
 def ws_stages(head_dim: int) -> int:
@@ -216,14 +224,18 @@ def _ws_layout(block: tuple[int, ...], dtype: torch.dtype):
 def ws_applies(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor, scale: float,
                causal: bool) -> bool:
     """Whether the forward goes to the warp-specialized Gluon kernel: an sm_90 GPU (not the interpreter),
-    triton >= 3.6, 16-bit data, D of 128 or 64 (causal: from WS_MIN_SKV_D64 keys on), a positive scale (folded into
+    triton >= 3.6, 16-bit data, at least WS_MIN_SQ queries and WS_MIN_FLOPS of work, D of 128 or 64 (causal:
+    from WS_MIN_SKV_D64 keys on), a positive scale (folded into
     exp2), real tensors (not traced: torch.compile's wrap_triton takes Triton kernels, not Gluon ones), q, k,
     v that TMA can address (unit last stride, 16-byte aligned base and strides) and an out with a unit last
     stride."""
     if INTERPRET or not WS_TRITON or q.dtype not in (torch.float16, torch.bfloat16) or not scale > 0:
         return False
     d = int(q.shape[3])
-    if d not in WS_HEAD_DIMS or (d == 64 and causal and int(k.shape[2]) < WS_MIN_SKV_D64):
+    B, Hq, Sq, _, _, Skv = _dims(q, k)
+    if d not in WS_HEAD_DIMS or Sq < WS_MIN_SQ or (d == 64 and causal and Skv < WS_MIN_SKV_D64):
+        return False
+    if attention_flops(int(B), int(Hq), int(Sq), int(Skv), d, causal) < WS_MIN_FLOPS:
         return False
     if q.device.type != "cuda" or device_props(q.device.index)[0] != (9, 0):
         return False
