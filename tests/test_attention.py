@@ -264,6 +264,39 @@ def test_opcheck(device):
                           (torch.randn_like(out), q, k, v, out, lse, True, 0.125), test_utils=("test_schema",))
 
 
+@pytest.mark.parametrize("dtype, shape, causal, scale, takes", [
+    (torch.bfloat16, (8, 16, 2048, 128, 16, 2048), True, 0.1, True),
+    (torch.float16, (4, 16, 4096, 128, 2, 4096), False, 0.1, True),     # GQA
+    (torch.float32, (8, 16, 2048, 128, 16, 2048), True, 0.1, False),    # fp32: the Triton kernel's ieee dots
+    (torch.bfloat16, (8, 16, 2048, 96, 16, 2048), True, 0.1, False),    # D = 96
+    (torch.bfloat16, (8, 16, 2048, 128, 16, 2048), True, 0.0, False),   # the scale folds into exp2: > 0
+    (torch.bfloat16, (8, 16, 2048, 128, 16, 2048), True, -0.1, False),
+    (torch.bfloat16, (512, 16, 64, 128, 16, 4096), False, 0.1, False),  # short query blocks (decode-like)
+    (torch.bfloat16, (1, 16, 512, 128, 16, 512), True, 0.1, False),     # too small to pay for the launch
+    (torch.bfloat16, (32, 16, 512, 128, 16, 512), True, 0.1, True),     # 2^35 FLOPs: the bench's smallest
+    (torch.bfloat16, (8, 32, 2048, 64, 32, 2048), True, 0.1, False),    # D = 64 causal under 4096 keys
+    (torch.bfloat16, (8, 32, 2048, 64, 32, 2048), False, 0.1, True),
+    (torch.bfloat16, (2, 32, 8192, 64, 32, 8192), True, 0.1, True),
+])
+def test_warp_specialized_forward_takes(dtype, shape, causal, scale, takes):
+    # The problem rules of the Gluon forward's choice (the device and TMA checks need a GPU).
+    from trifuse.ops.attention import ws_fits
+
+    assert ws_fits(dtype, *shape, causal, scale) is takes
+
+
+def test_tma_addressable_layouts():
+    from trifuse.ops.attention import tma_addressable
+
+    x = torch.empty(2, 300, 3, 4, 64, dtype=torch.bfloat16)  # a fused QKV projection
+    assert tma_addressable(x[:, :, 1].transpose(1, 2))
+    assert tma_addressable(torch.empty(2, 4, 300, 64, dtype=torch.bfloat16))
+    assert not tma_addressable(torch.empty(2, 4, 300, 68, dtype=torch.bfloat16)[..., :64])  # 136-byte rows
+    flat = torch.empty(2 * 4 * 300 * 64 + 1, dtype=torch.bfloat16)
+    assert not tma_addressable(flat[1:].view(2, 4, 300, 64))  # contiguous, but 2 bytes off alignment
+    assert not tma_addressable(torch.empty(2, 4, 64, 300, dtype=torch.bfloat16).transpose(2, 3))
+
+
 # ---------------------------------------------------------------------------------------------- GPU
 
 

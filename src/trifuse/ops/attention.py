@@ -223,30 +223,36 @@ def _ws_layout(block: tuple[int, ...], dtype: torch.dtype):
 
 def ws_applies(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor, scale: float,
                causal: bool) -> bool:
-    """Whether the forward goes to the warp-specialized Gluon kernel: an sm_90 GPU (not the interpreter),
-    triton >= 3.6, 16-bit data, at least WS_MIN_SQ queries and WS_MIN_FLOPS of work, D of 128 or 64 (causal:
-    from WS_MIN_SKV_D64 keys on), a positive scale (folded into
-    exp2), real tensors (not traced: torch.compile's wrap_triton takes Triton kernels, not Gluon ones), q, k,
-    v that TMA can address (unit last stride, 16-byte aligned base and strides) and an out with a unit last
-    stride."""
-    if INTERPRET or not WS_TRITON or q.dtype not in (torch.float16, torch.bfloat16) or not scale > 0:
-        return False
-    d = int(q.shape[3])
-    B, Hq, Sq, _, _, Skv = _dims(q, k)
-    if d not in WS_HEAD_DIMS or Sq < WS_MIN_SQ or (d == 64 and causal and Skv < WS_MIN_SKV_D64):
-        return False
-    if attention_flops(int(B), int(Hq), int(Sq), int(Skv), d, causal) < WS_MIN_FLOPS:
+    """Whether the forward goes to the warp-specialized Gluon kernel: a problem it takes (ws_fits) on an
+    sm_90 GPU (not the interpreter) with triton >= 3.6, real tensors (not traced: torch.compile's wrap_triton
+    takes Triton kernels, not Gluon ones), q, k, v that TMA can address (tma_addressable) and an out with a
+    unit last stride."""
+    if INTERPRET or not WS_TRITON or not ws_fits(q.dtype, *_dims(q, k), causal, scale):
         return False
     if q.device.type != "cuda" or device_props(q.device.index)[0] != (9, 0):
         return False
     if torch.compiler.is_compiling() or type(q) is not torch.Tensor:
         return False
-    return out.stride(3) == 1 and all(_tma_ok(t) for t in (q, k, v))
+    return out.stride(3) == 1 and all(tma_addressable(t) for t in (q, k, v))
 
 
-def _tma_ok(t: torch.Tensor) -> bool:
+def ws_fits(dtype: torch.dtype, B: int, Hq: int, Sq: int, D: int, Hkv: int, Skv: int, causal: bool,
+            scale: float) -> bool:
+    """The problems the Gluon forward takes: 16-bit data, a positive scale (folded into exp2), D of 128 or
+    64 (causal: from WS_MIN_SKV_D64 keys on), at least WS_MIN_SQ queries and WS_MIN_FLOPS of work."""
+    if dtype not in (torch.float16, torch.bfloat16) or not scale > 0 or D not in WS_HEAD_DIMS:
+        return False
+    if Sq < WS_MIN_SQ or (D == 64 and causal and Skv < WS_MIN_SKV_D64):
+        return False
+    return attention_flops(int(B), int(Hq), int(Sq), int(Skv), D, causal) >= WS_MIN_FLOPS
+
+
+def tma_addressable(t: torch.Tensor) -> bool:
+    """A (B, H, S, D) tensor a 4-D TMA descriptor can read: unit last stride, 16-byte aligned base and other
+    strides (16-bit data)."""
     st = t.stride()
     return st[3] == 1 and t.data_ptr() % 16 == 0 and all(x % 8 == 0 for x in st[:3])
+
 
 
 def _dims(q: torch.Tensor, k: torch.Tensor):
