@@ -2,6 +2,8 @@
 
   python3 scripts/ab_attention.py check   # outputs and LSE vs an fp32 SDPA reference, odd shapes, poisoned
   python3 scripts/ab_attention.py time [STAGES...]  # device time, alternating rounds, best of three
+  python3 scripts/ab_attention.py bwd-check   # the experimental Gluon dK/dV kernel vs the Triton one
+  python3 scripts/ab_attention.py bwd-time    # the backward with either dK/dV kernel, and cuDNN's
 
 `time` runs the bench suite's D=128 / D=64 shapes: the Triton kernel, the Gluon kernel (the launcher's grid, at each
 ring depth given, default the launcher's; "grid": one program a tile) and SDPA's cuDNN backend,
@@ -91,6 +93,74 @@ def check() -> None:
     print(f"check: {bad} bad")
 
 
+def run_bwd(q, k, v, do, out, lse, causal, ws, grads=None):
+    """(dq, dk, dv) of one backward, poisoned first unless the caller passes them (timing); ws: the Gluon
+    dK/dV kernel (ops.attention.WS_BWD)."""
+    dq, dk, dv = grads or (torch.full_like(t, float("nan")) for t in (q, k, v))
+    oa.WS_BWD = ws
+    try:
+        with direct_launch():
+            if ws and not oa.ws_bwd_applies(q, k, v, do, dk, dv, 1 / math.sqrt(q.shape[-1])):
+                raise RuntimeError("the Gluon dK/dV kernel does not apply")
+            oa.attention_bwd_into(do, q, k, v, out, lse, dq, dk, dv, causal, 1 / math.sqrt(q.shape[-1]))
+    finally:
+        oa.WS_BWD = False
+    return dq, dk, dv
+
+
+def bwd_check() -> None:
+    torch.manual_seed(0)
+    bad = 0
+    for dtype in (torch.bfloat16, torch.float16):
+        for d in (64, 128):
+            for b, hq, hkv, sq, skv in ((1, 1, 1, 1, 1), (2, 4, 4, 127, 127), (1, 8, 2, 1000, 1000),
+                                        (2, 2, 1, 17, 300), (1, 2, 2, 300, 17), (1, 4, 4, 129, 257),
+                                        (1, 2, 1, 4097, 4097)):
+                for causal in (False, True):
+                    q = torch.randn(b, hq, sq, d, device="cuda", dtype=dtype)
+                    k = torch.randn(b, skv, hkv, d, device="cuda", dtype=dtype).transpose(1, 2)
+                    v = torch.randn(b, hkv, skv, d, device="cuda", dtype=dtype)
+                    do = torch.randn_like(q)
+                    out, lse = run_fwd(q, k, v, causal, "triton")
+                    ws = run_bwd(q, k, v, do, out, lse, causal, True)
+                    tri = run_bwd(q, k, v, do, out, lse, causal, False)
+                    errs = [(a.float() - t.float()).abs().max().item() for a, t in zip(ws, tri)]
+                    scale = max(t.float().abs().max().item() for t in tri[1:])
+                    ok = all(e <= 2e-2 * max(scale, 1) for e in errs) and not any(t.isnan().any() for t in ws)
+                    bad += not ok
+                    print(f"{'OK ' if ok else 'BAD'} {dtype} D={d} {b}x{hq}/{hkv}x{sq}x{skv} causal={causal}: "
+                          f"|ws - triton| dq {errs[0]:.2e} dk {errs[1]:.2e} dv {errs[2]:.2e} (max |dk, dv| {scale:.2e})",
+                          flush=True)
+    print(f"bwd-check: {bad} bad")
+
+
+def bwd_time() -> None:
+    shapes = [(8, 16, 2048, 128, 16), (4, 16, 4096, 128, 16), (1, 16, 16384, 128, 16), (8, 16, 2048, 128, 2),
+              (8, 32, 2048, 64, 32)]
+    for b, h, s, d, hkv in shapes:
+        for causal in (False, True):
+            q = torch.randn(b, h, s, d, device="cuda", dtype=torch.bfloat16)
+            k, v = (torch.randn(b, hkv, s, d, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+            do = torch.randn_like(q)
+            out, lse = run_fwd(q, k, v, causal, "triton")
+            qg, kg, vg = (t.clone().requires_grad_() for t in (q, k, v))
+            with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+                ref = F.scaled_dot_product_attention(qg, kg, vg, is_causal=causal, enable_gqa=hkv != h)
+            grads = tuple(torch.empty_like(t) for t in (q, k, v))
+            best = {}
+            for _ in range(3):
+                for name in ("triton", "ws", "cudnn"):
+                    if name == "cudnn":
+                        def run():
+                            torch.autograd.grad(ref, (qg, kg, vg), do, retain_graph=True)
+                    else:
+                        def run():
+                            run_bwd(q, k, v, do, out, lse, causal, name == "ws", grads)
+                    best[name] = min(best.get(name, 1e9), time_ms(run, hide_host=True))
+            row = "  ".join(f"{n} {2.5 * tflops(b, h, s, d, causal, t):.0f}" for n, t in best.items())
+            print(f"bwd {b}x{h}x{s}x{d} hkv={hkv} causal={causal}: {row} TFLOP/s", flush=True)
+
+
 def tflops(b, h, s, d, causal, ms):
     return 4 * b * h * s * s * d / (2 if causal else 1) / ms / 1e9
 
@@ -133,5 +203,9 @@ if __name__ == "__main__":
     what = sys.argv[1] if len(sys.argv) > 1 else "check"
     if what == "check":
         check()
+    elif what == "bwd-check":
+        bwd_check()
+    elif what == "bwd-time":
+        bwd_time()
     else:
         time([int(x) for x in sys.argv[2:]] or [0])

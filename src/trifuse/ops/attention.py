@@ -304,6 +304,42 @@ def _launch_fwd_ws(q, k, v, out, lse, causal: bool, scale: float, persistent: bo
     )
 
 
+# EXPERIMENTAL, off (WS_BWD = False): the warp-specialized Gluon dK/dV kernel (kernels/attention_bwd_ws.py),
+# built for sm_90 offline but not yet run on a GPU; scripts/ab_attention.py bwd-check / bwd-time switch it
+# on. 64-row query blocks and WS_BWD_STAGES of Q and dO in the ring; dQ stays the Triton kernel's.
+WS_BWD = False
+WS_BWD_BLOCK_M = 64
+WS_BWD_STAGES = 2
+
+
+def ws_bwd_applies(q, k, v, do, dk, dv, scale: float) -> bool:
+    """The Gluon dK/dV kernel's conditions (when WS_BWD is on): as ws_applies's, without the size rules,
+    for q, k, v, do, with dk and dv of a unit last stride."""
+    if INTERPRET or not WS_TRITON or q.dtype not in (torch.float16, torch.bfloat16) or not scale > 0:
+        return False
+    if int(q.shape[3]) not in WS_HEAD_DIMS or q.device.type != "cuda" or device_props(q.device.index)[0] != (9, 0):
+        return False
+    if torch.compiler.is_compiling() or type(q) is not torch.Tensor:
+        return False
+    return dk.stride(3) == 1 and dv.stride(3) == 1 and all(tma_addressable(t) for t in (q, k, v, do))
+
+
+def _launch_dkdv_ws(q, k, v, do, lse, delta, dk, dv, causal: bool, scale: float) -> None:
+    """dK, dV of attention_bwd_into through the Gluon kernel (EXPERIMENTAL, see above); delta as
+    attention_bwd_delta writes it. q, k, v, do TMA-addressable; dk, dv with a unit last stride."""
+    from ..kernels import attention_bwd_ws as kw
+
+    B, Hq, Sq, D, Hkv, Skv = _dims(q, k)
+    key_blocks = cdiv(Skv, 128)
+    chunk = lpt_chunk(causal, 2 * (Hq // Hkv) * Sq * D * q.element_size(), key_blocks)
+    kw.attention_bwd_dkdv_ws[(key_blocks * B * Hkv,)](
+        ws_desc(q, WS_BWD_BLOCK_M), ws_desc(do, WS_BWD_BLOCK_M), ws_desc(k, 64), ws_desc(v, 64), lse, delta,
+        dk, dv, *dk.stride()[:3], *dv.stride()[:3], Hq, Hkv, Sq, Skv, scale, chunk,
+        CAUSAL=causal, STAGES=WS_BWD_STAGES, CONSUMER_REGS=WS_REGS[0], PRODUCER_REGS=WS_REGS[1], num_warps=4,
+        maxnreg=WS_MAXNREG,
+    )
+
+
 def attention_bwd_into(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
                        lse: torch.Tensor, dq: torch.Tensor, dk: torch.Tensor, dv: torch.Tensor, causal: bool,
                        scale: float, config: BwdConfig | None = None) -> None:
@@ -326,8 +362,12 @@ def attention_bwd_into(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
     )
     common = {"CAUSAL": causal, "BLOCK_D": bd, "HEAD_D": D, "PREC": prec, "NUM_STAGES": cfg.num_stages,
                   "num_stages": cfg.num_stages}
+    if WS_BWD and ws_bwd_applies(q, k, v, do, dk, dv, scale):
+        _launch_dkdv_ws(q, k, v, do, lse, delta, dk, dv, causal, scale)
+        _launch_dq(q, k, v, do, lse, delta, dq, causal, scale, cfg, common)
+        return
     group = Hq // Hkv
-    kv_blocks, q_programs = cdiv(Skv, cfg.block_n1), cdiv(Sq, cfg.block_m2) * group
+    kv_blocks = cdiv(Skv, cfg.block_n1)
     split = dkdv_head_split(group, kv_blocks * B * Hkv, causal)
     if split > 1:  # fp32 partials, one per head slice; separate buffers (mutated arguments must not alias)
         dk_out = dk.new_empty(split, B, Hkv, Skv, D, dtype=torch.float32)
@@ -345,6 +385,12 @@ def attention_bwd_into(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
     if split > 1:
         dk.copy_(dk_out.sum(0))  # a fixed-order reduction: deterministic
         dv.copy_(dv_out.sum(0))
+    _launch_dq(q, k, v, do, lse, delta, dq, causal, scale, cfg, common)
+
+
+def _launch_dq(q, k, v, do, lse, delta, dq, causal: bool, scale: float, cfg: BwdConfig, common: dict) -> None:
+    B, Hq, Sq, D, Hkv, Skv = _dims(q, k)
+    q_programs = cdiv(Sq, cfg.block_m2) * (Hq // Hkv)
     launcher(kb.attention_bwd_dq)[(q_programs * B * Hkv,)](
         q, k, v, do, lse, delta, dq,
         *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dq.stride(),

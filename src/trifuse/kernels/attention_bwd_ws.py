@@ -1,0 +1,175 @@
+"""Hopper (sm_90) flash attention backward, dK and dV, warp specialized in Gluon. EXPERIMENTAL: built for
+sm_90 offline (scripts/sm90_build.py attn-dkdv-ws) but not yet run on a GPU, and no launcher uses it
+(`ops.attention._launch_dkdv_ws` is called only by scripts/ab_attention.py's bwd checks).
+
+A program owns 128 keys of one (batch, KV head): two consumer warpgroups of 64 keys each keep their K and
+V rows in shared memory and their dK, dV accumulators in registers, and loop over the query blocks (BM
+rows) of every query head of the KV group, which a producer warp streams (Q and dO through a ring, TMA).
+Per query block, in the transposed form that keeps keys on the rows:
+  S^T = K Q^T, P^T = exp2(S^T * scale * log2 e - lse2), dP^T = V dO^T, dS^T = P^T (dP^T - delta),
+  dV += P^T dO, dK += dS^T Q     (dK scaled once at the end)
+with P^T and dS^T as register A operands. The warpgroups take turns at the tensor cores (`turn` barriers,
+three turns a block: S^T; dP^T with dV; dK), so one's elementwise steps overlap the other's MMAs. Deterministic: no atomics (dQ is the Triton kernel's, attention_bwd.py). Query rows past Sq read as
+zeros (their P^T meets a zero dO and a zero Q), so only the causal diagonal needs a mask.
+"""
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma, warpgroup_mma_wait
+
+from .attention_fwd import longest_first
+
+LOG2E = gl.constexpr(1.4426950408889634)
+WG_KEYS = gl.constexpr(64)  # keys a consumer warpgroup owns (m64 MMAs)
+
+
+@gluon.jit
+def _key_block(Hkv, Skv, Sq, chunk, BM: gl.constexpr, CAUSAL: gl.constexpr):
+    """(batch, KV head, first key) of this program and its first and end query blocks. With causal, low
+    key blocks see the most query rows and start first (longest_first over `chunk` units)."""
+    num_n = gl.cdiv(Skv, 2 * WG_KEYS)
+    nb, unit = longest_first(gl.program_id(0), gl.num_programs(0) // num_n, chunk, num_n, CAUSAL)
+    start_n = nb * 2 * WG_KEYS
+    if CAUSAL:
+        m_lo = start_n // BM  # query i sees key j iff j <= i (top-left)
+    else:
+        m_lo = 0
+    return unit // Hkv, unit % Hkv, start_n, m_lo, gl.cdiv(Sq, BM)
+
+
+@gluon.jit
+def _producer(q_desc, do_desc, k_desc, v_desc, q_bufs, do_bufs, k_smem, v_smem, kv_ready, ready, empty,
+              Hq, Hkv, Sq, Skv, chunk, STAGES: gl.constexpr, CAUSAL: gl.constexpr):
+    """One warp: both warpgroups' K and V rows once, then Q and dO of every query block of every query
+    head of the group, in order, into the ring."""
+    BM: gl.constexpr = q_desc.block_type.shape[2]
+    b, hk, start_n, m_lo, n_m = _key_block(Hkv, Skv, Sq, chunk, BM, CAUSAL)
+    G = Hq // Hkv
+    mbarrier.expect(kv_ready, 2 * (k_desc.block_type.nbytes + v_desc.block_type.nbytes))
+    for w in gl.static_range(2):
+        tma.async_copy_global_to_shared(k_desc, [b, hk, start_n + w * WG_KEYS, 0], kv_ready, k_smem.index(w))
+        tma.async_copy_global_to_shared(v_desc, [b, hk, start_n + w * WG_KEYS, 0], kv_ready, v_smem.index(w))
+    it = 0
+    for g in range(G):
+        h = hk * G + g
+        for mb in range(m_lo, n_m):
+            s = it % STAGES
+            mbarrier.wait(empty.index(s), ((it // STAGES) & 1) ^ 1)
+            mbarrier.expect(ready.index(s), q_desc.block_type.nbytes + do_desc.block_type.nbytes)
+            tma.async_copy_global_to_shared(q_desc, [b, h, mb * BM, 0], ready.index(s), q_bufs.index(s))
+            tma.async_copy_global_to_shared(do_desc, [b, h, mb * BM, 0], ready.index(s), do_bufs.index(s))
+            it += 1
+
+
+@gluon.jit
+def _wait_turn(turn, k, WG: gl.constexpr):
+    # Warpgroup 0 goes first: its first wait is on the phase before the barrier's first, complete.
+    mbarrier.wait(turn.index(WG), (k & 1) ^ (1 - WG))
+
+
+@gluon.jit
+def _consumer(q_bufs, do_bufs, k_smem, v_smem, kv_ready, ready, empty, turn, lse_ptr, delta_ptr, dk_ptr,
+              dv_ptr, stride_dkb, stride_dkh, stride_dkn, stride_dvb, stride_dvh, stride_dvn,
+              Hq, Hkv, Sq, Skv, sm_scale, chunk, CAUSAL: gl.constexpr, STAGES: gl.constexpr,
+              WG: gl.constexpr):
+    """Warpgroup WG: keys start_n + 64 WG ... + 63 against every query block of the group."""
+    BM: gl.constexpr = q_bufs.type.shape[3]
+    HEAD_D: gl.constexpr = q_bufs.type.shape[4]
+    dtype: gl.constexpr = q_bufs.dtype
+    st_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                        instr_shape=[16, BM, 16])
+    acc_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                         instr_shape=[16, HEAD_D, 16])
+    a_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=acc_layout, k_width=2)
+    b, hk, start_n, m_lo, n_m = _key_block(Hkv, Skv, Sq, chunk, BM, CAUSAL)
+    G = Hq // Hkv
+    qk_scale = sm_scale * LOG2E
+    keys = start_n + WG * WG_KEYS + gl.arange(0, WG_KEYS, layout=gl.SliceLayout(1, st_layout))
+    kw = k_smem.index(WG).reshape([WG_KEYS, HEAD_D])
+    vw = v_smem.index(WG).reshape([WG_KEYS, HEAD_D])
+    zero_st = gl.zeros([WG_KEYS, BM], gl.float32, st_layout)
+    dk = gl.zeros([WG_KEYS, HEAD_D], gl.float32, acc_layout)
+    dv = gl.zeros([WG_KEYS, HEAD_D], gl.float32, acc_layout)
+    mbarrier.wait(kv_ready, 0)
+    it = 0
+    for g in range(G):
+        row0 = (b.to(gl.int64) * Hq + hk * G + g) * Sq
+        for mb in range(m_lo, n_m):
+            s = it % STAGES
+            rows = mb * BM + gl.arange(0, BM, layout=gl.SliceLayout(0, st_layout))
+            lse2 = gl.load(lse_ptr + row0 + rows, mask=rows < Sq, other=0.0) * LOG2E
+            delta = gl.load(delta_ptr + row0 + rows, mask=rows < Sq, other=0.0)
+            mbarrier.wait(ready.index(s), (it // STAGES) & 1)
+            q = q_bufs.index(s).reshape([BM, HEAD_D])
+            do = do_bufs.index(s).reshape([BM, HEAD_D])
+
+            # Three turns a block, so S^T and dP^T never hold registers at the same time: S^T; then dP^T
+            # with dV (P^T is ready); then dK.
+            _wait_turn(turn, 3 * it, WG)
+            s_t = warpgroup_mma(kw, q.permute((1, 0)), zero_st, use_acc=False, is_async=True)
+            mbarrier.arrive(turn.index(1 - WG), count=1)
+            s_t = warpgroup_mma_wait(0, deps=(s_t, ))
+            p_t = gl.exp2(s_t * qk_scale - gl.expand_dims(lse2, 0))
+            if CAUSAL:  # noqa: SIM102 -- a constexpr test outside, a runtime one inside
+                if mb * BM < start_n + 2 * WG_KEYS:  # the diagonal: key j is seen by rows i >= j
+                    p_t = gl.where(gl.expand_dims(rows, 0) >= gl.expand_dims(keys, 1), p_t, 0.0)
+            p_a = gl.convert_layout(p_t.to(dtype), a_layout)
+
+            _wait_turn(turn, 3 * it + 1, WG)
+            dp_t = warpgroup_mma(vw, do.permute((1, 0)), zero_st, use_acc=False, is_async=True)
+            dv = warpgroup_mma(p_a, do, dv, is_async=True)
+            mbarrier.arrive(turn.index(1 - WG), count=1)
+            dp_t = warpgroup_mma_wait(1, deps=(dp_t, ))
+            ds_a = gl.convert_layout((p_t * (dp_t - gl.expand_dims(delta, 0))).to(dtype), a_layout)
+
+            _wait_turn(turn, 3 * it + 2, WG)
+            dk = warpgroup_mma(ds_a, q, dk, is_async=True)
+            mbarrier.arrive(turn.index(1 - WG), count=1)
+            dv, dk = warpgroup_mma_wait(0, deps=(dv, dk))
+            mbarrier.arrive(empty.index(s), count=1)
+            it += 1
+
+    key_rows = gl.convert_layout(keys, gl.SliceLayout(1, acc_layout))
+    cols = gl.arange(0, HEAD_D, layout=gl.SliceLayout(0, acc_layout))
+    ok = gl.expand_dims(key_rows < Skv, 1)
+    rows64 = gl.expand_dims(key_rows.to(gl.int64), 1)
+    dk_base = dk_ptr + b.to(gl.int64) * stride_dkb + hk.to(gl.int64) * stride_dkh
+    gl.store(dk_base + rows64 * stride_dkn + gl.expand_dims(cols, 0), (dk * sm_scale).to(dtype), mask=ok)
+    dv_base = dv_ptr + b.to(gl.int64) * stride_dvb + hk.to(gl.int64) * stride_dvh
+    gl.store(dv_base + rows64 * stride_dvn + gl.expand_dims(cols, 0), dv.to(dtype), mask=ok)
+
+
+@gluon.jit
+def attention_bwd_dkdv_ws(q_desc, do_desc, k_desc, v_desc, lse_ptr, delta_ptr, dk_ptr, dv_ptr,
+                          stride_dkb, stride_dkh, stride_dkn, stride_dvb, stride_dvh, stride_dvn,
+                          Hq, Hkv, Sq, Skv, sm_scale, chunk,
+                          CAUSAL: gl.constexpr, STAGES: gl.constexpr, CONSUMER_REGS: gl.constexpr,
+                          PRODUCER_REGS: gl.constexpr):
+    """q_desc / do_desc: [1, 1, BM, D] tiles of q, do (B, Hq, Sq, D); k_desc / v_desc: [1, 1, 64, D] tiles of
+    k, v (B, Hkv, Skv, D); lse, delta (B, Hq, Sq) fp32 contiguous; dk, dv (B, Hkv, Skv, D) with a unit last
+    stride. Launch with num_warps=4 and cdiv(Skv, 128) x B x Hkv programs."""
+    dtype: gl.constexpr = q_desc.dtype
+    q_bufs = gl.allocate_shared_memory(dtype, [STAGES] + q_desc.block_type.shape, q_desc.layout)
+    do_bufs = gl.allocate_shared_memory(dtype, [STAGES] + do_desc.block_type.shape, do_desc.layout)
+    k_smem = gl.allocate_shared_memory(dtype, [2] + k_desc.block_type.shape, k_desc.layout)
+    v_smem = gl.allocate_shared_memory(dtype, [2] + v_desc.block_type.shape, v_desc.layout)
+    kv_ready = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    mbarrier.init(kv_ready, count=1)
+    for i in gl.static_range(STAGES):
+        mbarrier.init(ready.index(i), count=1)
+        mbarrier.init(empty.index(i), count=2)  # both consumers release a stage
+    for i in gl.static_range(2):
+        mbarrier.init(turn.index(i), count=1)
+    # Argument tuples written out in place: a constexpr kept in a tuple variable arrives as a tensor.
+    gl.warp_specialize([
+        (_consumer, (q_bufs, do_bufs, k_smem, v_smem, kv_ready, ready, empty, turn, lse_ptr, delta_ptr, dk_ptr,
+                     dv_ptr, stride_dkb, stride_dkh, stride_dkn, stride_dvb, stride_dvh, stride_dvn, Hq, Hkv, Sq,
+                     Skv, sm_scale, chunk, CAUSAL, STAGES, 0)),
+        (_consumer, (q_bufs, do_bufs, k_smem, v_smem, kv_ready, ready, empty, turn, lse_ptr, delta_ptr, dk_ptr,
+                     dv_ptr, stride_dkb, stride_dkh, stride_dkn, stride_dvb, stride_dvh, stride_dvn, Hq, Hkv, Sq,
+                     Skv, sm_scale, chunk, CAUSAL, STAGES, 1)),
+        (_producer, (q_desc, do_desc, k_desc, v_desc, q_bufs, do_bufs, k_smem, v_smem, kv_ready, ready, empty,
+                     Hq, Hkv, Sq, Skv, chunk, STAGES, CAUSAL)),
+    ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
