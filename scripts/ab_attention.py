@@ -100,7 +100,7 @@ def run_bwd(q, k, v, do, out, lse, causal, ws, grads=None):
     oa.WS_BWD = ws
     try:
         with direct_launch():
-            if ws and not oa.ws_bwd_applies(q, k, v, do, dk, dv, 1 / math.sqrt(q.shape[-1])):
+            if ws and not oa.ws_bwd_applies(q, k, v, do, lse, dk, dv, 1 / math.sqrt(q.shape[-1])):
                 raise RuntimeError("the Gluon dK/dV kernel does not apply")
             oa.attention_bwd_into(do, q, k, v, out, lse, dq, dk, dv, causal, 1 / math.sqrt(q.shape[-1]))
     finally:

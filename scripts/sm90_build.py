@@ -153,14 +153,16 @@ def attn_dkdv_ws(args) -> None:
     t = torch.empty(2, 4, 256, d, dtype=torch.bfloat16)  # descriptors only need the layout and dtype here
     descs = {"q_desc": oa.ws_desc(t, oa.WS_BWD_BLOCK_M), "do_desc": oa.ws_desc(t, oa.WS_BWD_BLOCK_M),
              "k_desc": oa.ws_desc(t, 64), "v_desc": oa.ws_desc(t, 64)}
+    rows = torch.empty(2, 4, 256)
+    descs.update(lse_desc=oa.rows_desc(rows, oa.WS_BWD_BLOCK_M), delta_desc=oa.rows_desc(rows, oa.WS_BWD_BLOCK_M))
     sig = {n: mangle_type(dsc) for n, dsc in descs.items()}
-    sig.update(lse_ptr="*fp32", delta_ptr="*fp32", dk_ptr="*bf16", dv_ptr="*bf16")
+    sig.update(dk_ptr="*bf16", dv_ptr="*bf16")
     strides = ("stride_dkb", "stride_dkh", "stride_dkn", "stride_dvb", "stride_dvh", "stride_dvn")
     sig.update({n: "i32" for n in strides})
     sig.update(Hq="i32", Hkv="i32", Sq="i32", Skv="i32", sm_scale="fp32", chunk="i32")
     stages = args.stages or oa.WS_BWD_STAGES
     ce = {"CAUSAL": args.causal, "STAGES": stages, "CONSUMER_REGS": oa.WS_REGS[0], "PRODUCER_REGS": oa.WS_REGS[1]}
-    aligned = ("lse_ptr", "delta_ptr", "dk_ptr", "dv_ptr", *strides)
+    aligned = ("dk_ptr", "dv_ptr", *strides)
     c = triton.compile(_source(kw.attention_bwd_dkdv_ws, sig, ce, aligned, GluonASTSource), target=TARGET,
                        options={"num_warps": 4, "maxnreg": oa.WS_MAXNREG})
     report(c, f"attention_bwd_dkdv_ws D={d} causal={args.causal} stages={stages}", args.sass)

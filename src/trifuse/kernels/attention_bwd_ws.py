@@ -4,13 +4,15 @@ sm_90 offline (scripts/sm90_build.py attn-dkdv-ws) but not yet run on a GPU, and
 
 A program owns 128 keys of one (batch, KV head): two consumer warpgroups of 64 keys each keep their K and
 V rows in shared memory and their dK, dV accumulators in registers, and loop over the query blocks (BM
-rows) of every query head of the KV group, which a producer warp streams (Q and dO through a ring, TMA).
+rows) of every query head of the KV group, which a producer warp streams through a ring with TMA: Q, dO,
+and LSE and delta as 1-D boxes (which keeps their pointer math out of the consumers' registers).
 Per query block, in the transposed form that keeps keys on the rows:
   S^T = K Q^T, P^T = exp2(S^T * scale * log2 e - lse2), dP^T = V dO^T, dS^T = P^T (dP^T - delta),
   dV += P^T dO, dK += dS^T Q     (dK scaled once at the end)
 with P^T and dS^T as register A operands. The warpgroups take turns at the tensor cores (`turn` barriers,
 three turns a block: S^T; dP^T with dV; dK), so one's elementwise steps overlap the other's MMAs. Deterministic: no atomics (dQ is the Triton kernel's, attention_bwd.py). Query rows past Sq read as
-zeros (their P^T meets a zero dO and a zero Q), so only the causal diagonal needs a mask.
+zeros, but their LSE is the next head's, so the last query block masks P^T past Sq (as the causal
+diagonal does).
 """
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
@@ -37,10 +39,11 @@ def _key_block(Hkv, Skv, Sq, chunk, BM: gl.constexpr, CAUSAL: gl.constexpr):
 
 
 @gluon.jit
-def _producer(q_desc, do_desc, k_desc, v_desc, q_bufs, do_bufs, k_smem, v_smem, kv_ready, ready, empty,
-              Hq, Hkv, Sq, Skv, chunk, STAGES: gl.constexpr, CAUSAL: gl.constexpr):
-    """One warp: both warpgroups' K and V rows once, then Q and dO of every query block of every query
-    head of the group, in order, into the ring."""
+def _producer(q_desc, do_desc, k_desc, v_desc, lse_desc, delta_desc, q_bufs, do_bufs, lse_bufs, delta_bufs,
+              k_smem, v_smem, kv_ready, ready, empty, Hq, Hkv, Sq, Skv, chunk, STAGES: gl.constexpr,
+              CAUSAL: gl.constexpr):
+    """One warp: both warpgroups' K and V rows once, then Q, dO, LSE and delta of every query block of
+    every query head of the group, in order, into the ring."""
     BM: gl.constexpr = q_desc.block_type.shape[2]
     b, hk, start_n, m_lo, n_m = _key_block(Hkv, Skv, Sq, chunk, BM, CAUSAL)
     G = Hq // Hkv
@@ -51,12 +54,16 @@ def _producer(q_desc, do_desc, k_desc, v_desc, q_bufs, do_bufs, k_smem, v_smem, 
     it = 0
     for g in range(G):
         h = hk * G + g
+        row0 = (b * Hq + h) * Sq
         for mb in range(m_lo, n_m):
             s = it % STAGES
             mbarrier.wait(empty.index(s), ((it // STAGES) & 1) ^ 1)
-            mbarrier.expect(ready.index(s), q_desc.block_type.nbytes + do_desc.block_type.nbytes)
+            mbarrier.expect(ready.index(s), q_desc.block_type.nbytes + do_desc.block_type.nbytes
+                            + lse_desc.block_type.nbytes + delta_desc.block_type.nbytes)
             tma.async_copy_global_to_shared(q_desc, [b, h, mb * BM, 0], ready.index(s), q_bufs.index(s))
             tma.async_copy_global_to_shared(do_desc, [b, h, mb * BM, 0], ready.index(s), do_bufs.index(s))
+            tma.async_copy_global_to_shared(lse_desc, [row0 + mb * BM], ready.index(s), lse_bufs.index(s))
+            tma.async_copy_global_to_shared(delta_desc, [row0 + mb * BM], ready.index(s), delta_bufs.index(s))
             it += 1
 
 
@@ -67,7 +74,7 @@ def _wait_turn(turn, k, WG: gl.constexpr):
 
 
 @gluon.jit
-def _consumer(q_bufs, do_bufs, k_smem, v_smem, kv_ready, ready, empty, turn, lse_ptr, delta_ptr, dk_ptr,
+def _consumer(q_bufs, do_bufs, lse_bufs, delta_bufs, k_smem, v_smem, kv_ready, ready, empty, turn, dk_ptr,
               dv_ptr, stride_dkb, stride_dkh, stride_dkn, stride_dvb, stride_dvh, stride_dvn,
               Hq, Hkv, Sq, Skv, sm_scale, chunk, CAUSAL: gl.constexpr, STAGES: gl.constexpr,
               WG: gl.constexpr):
@@ -91,13 +98,10 @@ def _consumer(q_bufs, do_bufs, k_smem, v_smem, kv_ready, ready, empty, turn, lse
     dv = gl.zeros([WG_KEYS, HEAD_D], gl.float32, acc_layout)
     mbarrier.wait(kv_ready, 0)
     it = 0
+    vec_layout: gl.constexpr = gl.SliceLayout(0, st_layout)
     for g in range(G):
-        row0 = (b.to(gl.int64) * Hq + hk * G + g) * Sq
         for mb in range(m_lo, n_m):
             s = it % STAGES
-            rows = mb * BM + gl.arange(0, BM, layout=gl.SliceLayout(0, st_layout))
-            lse2 = gl.load(lse_ptr + row0 + rows, mask=rows < Sq, other=0.0) * LOG2E
-            delta = gl.load(delta_ptr + row0 + rows, mask=rows < Sq, other=0.0)
             mbarrier.wait(ready.index(s), (it // STAGES) & 1)
             q = q_bufs.index(s).reshape([BM, HEAD_D])
             do = do_bufs.index(s).reshape([BM, HEAD_D])
@@ -108,9 +112,14 @@ def _consumer(q_bufs, do_bufs, k_smem, v_smem, kv_ready, ready, empty, turn, lse
             s_t = warpgroup_mma(kw, q.permute((1, 0)), zero_st, use_acc=False, is_async=True)
             mbarrier.arrive(turn.index(1 - WG), count=1)
             s_t = warpgroup_mma_wait(0, deps=(s_t, ))
+            lse2 = lse_bufs.index(s).load(vec_layout) * LOG2E
             p_t = gl.exp2(s_t * qk_scale - gl.expand_dims(lse2, 0))
+            if (mb + 1) * BM > Sq:  # the last block: its rows past Sq read the next head's LSE
+                rows = mb * BM + gl.arange(0, BM, layout=vec_layout)
+                p_t = gl.where(gl.expand_dims(rows < Sq, 0), p_t, 0.0)
             if CAUSAL:  # noqa: SIM102 -- a constexpr test outside, a runtime one inside
                 if mb * BM < start_n + 2 * WG_KEYS:  # the diagonal: key j is seen by rows i >= j
+                    rows = mb * BM + gl.arange(0, BM, layout=vec_layout)
                     p_t = gl.where(gl.expand_dims(rows, 0) >= gl.expand_dims(keys, 1), p_t, 0.0)
             p_a = gl.convert_layout(p_t.to(dtype), a_layout)
 
@@ -119,6 +128,7 @@ def _consumer(q_bufs, do_bufs, k_smem, v_smem, kv_ready, ready, empty, turn, lse
             dv = warpgroup_mma(p_a, do, dv, is_async=True)
             mbarrier.arrive(turn.index(1 - WG), count=1)
             dp_t = warpgroup_mma_wait(1, deps=(dp_t, ))
+            delta = delta_bufs.index(s).load(vec_layout)
             ds_a = gl.convert_layout((p_t * (dp_t - gl.expand_dims(delta, 0))).to(dtype), a_layout)
 
             _wait_turn(turn, 3 * it + 2, WG)
@@ -139,17 +149,20 @@ def _consumer(q_bufs, do_bufs, k_smem, v_smem, kv_ready, ready, empty, turn, lse
 
 
 @gluon.jit
-def attention_bwd_dkdv_ws(q_desc, do_desc, k_desc, v_desc, lse_ptr, delta_ptr, dk_ptr, dv_ptr,
+def attention_bwd_dkdv_ws(q_desc, do_desc, k_desc, v_desc, lse_desc, delta_desc, dk_ptr, dv_ptr,
                           stride_dkb, stride_dkh, stride_dkn, stride_dvb, stride_dvh, stride_dvn,
                           Hq, Hkv, Sq, Skv, sm_scale, chunk,
                           CAUSAL: gl.constexpr, STAGES: gl.constexpr, CONSUMER_REGS: gl.constexpr,
                           PRODUCER_REGS: gl.constexpr):
     """q_desc / do_desc: [1, 1, BM, D] tiles of q, do (B, Hq, Sq, D); k_desc / v_desc: [1, 1, 64, D] tiles of
-    k, v (B, Hkv, Skv, D); lse, delta (B, Hq, Sq) fp32 contiguous; dk, dv (B, Hkv, Skv, D) with a unit last
+    k, v (B, Hkv, Skv, D); lse_desc / delta_desc: [BM] tiles of lse, delta (B, Hq, Sq) fp32 contiguous,
+    flattened (1-D: any Sq; a block's rows past Sq read the next head's, masked); dk, dv (B, Hkv, Skv, D) with a unit last
     stride. Launch with num_warps=4 and cdiv(Skv, 128) x B x Hkv programs."""
     dtype: gl.constexpr = q_desc.dtype
     q_bufs = gl.allocate_shared_memory(dtype, [STAGES] + q_desc.block_type.shape, q_desc.layout)
     do_bufs = gl.allocate_shared_memory(dtype, [STAGES] + do_desc.block_type.shape, do_desc.layout)
+    lse_bufs = gl.allocate_shared_memory(gl.float32, [STAGES] + lse_desc.block_type.shape, lse_desc.layout)
+    delta_bufs = gl.allocate_shared_memory(gl.float32, [STAGES] + delta_desc.block_type.shape, delta_desc.layout)
     k_smem = gl.allocate_shared_memory(dtype, [2] + k_desc.block_type.shape, k_desc.layout)
     v_smem = gl.allocate_shared_memory(dtype, [2] + v_desc.block_type.shape, v_desc.layout)
     kv_ready = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
@@ -164,12 +177,12 @@ def attention_bwd_dkdv_ws(q_desc, do_desc, k_desc, v_desc, lse_ptr, delta_ptr, d
         mbarrier.init(turn.index(i), count=1)
     # Argument tuples written out in place: a constexpr kept in a tuple variable arrives as a tensor.
     gl.warp_specialize([
-        (_consumer, (q_bufs, do_bufs, k_smem, v_smem, kv_ready, ready, empty, turn, lse_ptr, delta_ptr, dk_ptr,
+        (_consumer, (q_bufs, do_bufs, lse_bufs, delta_bufs, k_smem, v_smem, kv_ready, ready, empty, turn, dk_ptr,
                      dv_ptr, stride_dkb, stride_dkh, stride_dkn, stride_dvb, stride_dvh, stride_dvn, Hq, Hkv, Sq,
                      Skv, sm_scale, chunk, CAUSAL, STAGES, 0)),
-        (_consumer, (q_bufs, do_bufs, k_smem, v_smem, kv_ready, ready, empty, turn, lse_ptr, delta_ptr, dk_ptr,
+        (_consumer, (q_bufs, do_bufs, lse_bufs, delta_bufs, k_smem, v_smem, kv_ready, ready, empty, turn, dk_ptr,
                      dv_ptr, stride_dkb, stride_dkh, stride_dkn, stride_dvb, stride_dvh, stride_dvn, Hq, Hkv, Sq,
                      Skv, sm_scale, chunk, CAUSAL, STAGES, 1)),
-        (_producer, (q_desc, do_desc, k_desc, v_desc, q_bufs, do_bufs, k_smem, v_smem, kv_ready, ready, empty,
-                     Hq, Hkv, Sq, Skv, chunk, STAGES, CAUSAL)),
+        (_producer, (q_desc, do_desc, k_desc, v_desc, lse_desc, delta_desc, q_bufs, do_bufs, lse_bufs, delta_bufs,
+                     k_smem, v_smem, kv_ready, ready, empty, Hq, Hkv, Sq, Skv, chunk, STAGES, CAUSAL)),
     ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])

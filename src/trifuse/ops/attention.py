@@ -214,6 +214,18 @@ def ws_desc(t: torch.Tensor, rows: int):
     return desc
 
 
+def rows_desc(t: torch.Tensor, rows: int):
+    """A 1-D host descriptor of a contiguous fp32 t (any shape, 16-byte aligned) for [rows] boxes."""
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+    desc = object.__new__(TensorDescriptor)
+    desc.base, desc.shape, desc.strides = t, [t.numel()], [1]
+    desc.block_shape, desc.padding = [rows], "zero"
+    desc.layout = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=32, rank=1)
+    return desc
+
+
 @functools.cache
 def _ws_layout(block: tuple[int, ...], dtype: torch.dtype):
     from triton.experimental.gluon import language as gl
@@ -312,14 +324,17 @@ WS_BWD_BLOCK_M = 64
 WS_BWD_STAGES = 2
 
 
-def ws_bwd_applies(q, k, v, do, dk, dv, scale: float) -> bool:
+def ws_bwd_applies(q, k, v, do, lse, dk, dv, scale: float) -> bool:
     """The Gluon dK/dV kernel's conditions (when WS_BWD is on): as ws_applies's, without the size rules,
-    for q, k, v, do, with dk and dv of a unit last stride."""
+    for q, k, v, do, with dk and dv of a unit last stride and a contiguous, 16-byte aligned lse."""
     if INTERPRET or not WS_TRITON or q.dtype not in (torch.float16, torch.bfloat16) or not scale > 0:
         return False
     if int(q.shape[3]) not in WS_HEAD_DIMS or q.device.type != "cuda" or device_props(q.device.index)[0] != (9, 0):
         return False
     if torch.compiler.is_compiling() or type(q) is not torch.Tensor:
+        return False
+    # lse is read through a 1-D descriptor (delta is this function's caller's own buffer).
+    if not lse.is_contiguous() or lse.data_ptr() % 16:
         return False
     return dk.stride(3) == 1 and dv.stride(3) == 1 and all(tma_addressable(t) for t in (q, k, v, do))
 
@@ -333,8 +348,8 @@ def _launch_dkdv_ws(q, k, v, do, lse, delta, dk, dv, causal: bool, scale: float)
     key_blocks = cdiv(Skv, 128)
     chunk = lpt_chunk(causal, 2 * (Hq // Hkv) * Sq * D * q.element_size(), key_blocks)
     kw.attention_bwd_dkdv_ws[(key_blocks * B * Hkv,)](
-        ws_desc(q, WS_BWD_BLOCK_M), ws_desc(do, WS_BWD_BLOCK_M), ws_desc(k, 64), ws_desc(v, 64), lse, delta,
-        dk, dv, *dk.stride()[:3], *dv.stride()[:3], Hq, Hkv, Sq, Skv, scale, chunk,
+        ws_desc(q, WS_BWD_BLOCK_M), ws_desc(do, WS_BWD_BLOCK_M), ws_desc(k, 64), ws_desc(v, 64),
+        rows_desc(lse, WS_BWD_BLOCK_M), rows_desc(delta, WS_BWD_BLOCK_M), dk, dv, *dk.stride()[:3], *dv.stride()[:3], Hq, Hkv, Sq, Skv, scale, chunk,
         CAUSAL=causal, STAGES=WS_BWD_STAGES, CONSUMER_REGS=WS_REGS[0], PRODUCER_REGS=WS_REGS[1], num_warps=4,
         maxnreg=WS_MAXNREG,
     )
@@ -362,7 +377,7 @@ def attention_bwd_into(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
     )
     common = {"CAUSAL": causal, "BLOCK_D": bd, "HEAD_D": D, "PREC": prec, "NUM_STAGES": cfg.num_stages,
                   "num_stages": cfg.num_stages}
-    if WS_BWD and ws_bwd_applies(q, k, v, do, dk, dv, scale):
+    if WS_BWD and ws_bwd_applies(q, k, v, do, lse, dk, dv, scale):
         _launch_dkdv_ws(q, k, v, do, lse, delta, dk, dv, causal, scale)
         _launch_dq(q, k, v, do, lse, delta, dq, causal, scale, cfg, common)
         return
