@@ -94,8 +94,8 @@ def check() -> None:
 
 
 def run_bwd(q, k, v, do, out, lse, causal, ws, grads=None):
-    """(dq, dk, dv) of one backward, poisoned first unless the caller passes them (timing); ws: the Gluon
-    dK/dV kernel (ops.attention.WS_BWD)."""
+    """(dq, dk, dv) of one backward, poisoned first unless the caller passes them (timing); ws: the
+    experimental Gluon kernels (ops.attention.WS_BWD: True for dK/dV, "all" for dQ too)."""
     dq, dk, dv = grads or (torch.full_like(t, float("nan")) for t in (q, k, v))
     oa.WS_BWD = ws
     try:
@@ -122,15 +122,16 @@ def bwd_check() -> None:
                     v = torch.randn(b, hkv, skv, d, device="cuda", dtype=dtype)
                     do = torch.randn_like(q)
                     out, lse = run_fwd(q, k, v, causal, "triton")
-                    ws = run_bwd(q, k, v, do, out, lse, causal, True)
                     tri = run_bwd(q, k, v, do, out, lse, causal, False)
-                    errs = [(a.float() - t.float()).abs().max().item() for a, t in zip(ws, tri)]
-                    scale = max(t.float().abs().max().item() for t in tri[1:])
-                    ok = all(e <= 2e-2 * max(scale, 1) for e in errs) and not any(t.isnan().any() for t in ws)
-                    bad += not ok
-                    print(f"{'OK ' if ok else 'BAD'} {dtype} D={d} {b}x{hq}/{hkv}x{sq}x{skv} causal={causal}: "
-                          f"|ws - triton| dq {errs[0]:.2e} dk {errs[1]:.2e} dv {errs[2]:.2e} (max |dk, dv| {scale:.2e})",
-                          flush=True)
+                    scale = max(t.float().abs().max().item() for t in tri)
+                    for mode in (True, "all"):
+                        ws = run_bwd(q, k, v, do, out, lse, causal, mode)
+                        errs = [(a.float() - t.float()).abs().max().item() for a, t in zip(ws, tri)]
+                        ok = all(e <= 2e-2 * max(scale, 1) for e in errs) and not any(t.isnan().any() for t in ws)
+                        bad += not ok
+                        print(f"{'OK ' if ok else 'BAD'} ws={mode} {dtype} D={d} {b}x{hq}/{hkv}x{sq}x{skv} "
+                              f"causal={causal}: |ws - triton| dq {errs[0]:.2e} dk {errs[1]:.2e} dv {errs[2]:.2e} "
+                              f"(max |grad| {scale:.2e})", flush=True)
     print(f"bwd-check: {bad} bad")
 
 
@@ -149,13 +150,14 @@ def bwd_time() -> None:
             grads = tuple(torch.empty_like(t) for t in (q, k, v))
             best = {}
             for _ in range(3):
-                for name in ("triton", "ws", "cudnn"):
+                for name in ("triton", "ws", "wsall", "cudnn"):
                     if name == "cudnn":
                         def run():
                             torch.autograd.grad(ref, (qg, kg, vg), do, retain_graph=True)
                     else:
                         def run():
-                            run_bwd(q, k, v, do, out, lse, causal, name == "ws", grads)
+                            run_bwd(q, k, v, do, out, lse, causal, {"triton": False, "ws": True}.get(name, "all"),
+                                    grads)
                     best[name] = min(best.get(name, 1e9), time_ms(run, hide_host=True))
             row = "  ".join(f"{n} {2.5 * tflops(b, h, s, d, causal, t):.0f}" for n, t in best.items())
             print(f"bwd {b}x{h}x{s}x{d} hkv={hkv} causal={causal}: {row} TFLOP/s", flush=True)

@@ -7,6 +7,7 @@ report registers, spill stack, shared memory and, with --sass, the SASS instruct
   python3 scripts/sm90_build.py attn-fwd [--head-dim 128] [--causal] [--fold] [--sass]
   python3 scripts/sm90_build.py attn-fwd-ws [--head-dim 128] [--causal] [--stages 2] [--sass]
   python3 scripts/sm90_build.py attn-dkdv-ws [--head-dim 128] [--causal] [--stages 2] [--sass]
+  python3 scripts/sm90_build.py attn-dq-ws [--head-dim 128] [--causal] [--stages 3] [--sass]
   python3 scripts/sm90_build.py norm-bwd [--kind ln|bias-ln|rms|add-rms|add-ln] [--shape 8192x8192]
                                          [--dtype bf16|fp32] [--stages S] [--sass]   (the launcher's choice)
 
@@ -168,6 +169,28 @@ def attn_dkdv_ws(args) -> None:
     report(c, f"attention_bwd_dkdv_ws D={d} causal={args.causal} stages={stages}", args.sass)
 
 
+def attn_dq_ws(args) -> None:
+    from triton.experimental.gluon._runtime import GluonASTSource
+    from triton.runtime.jit import mangle_type
+
+    import trifuse.ops.attention as oa
+    from trifuse.kernels import attention_bwd_ws as kw
+
+    d = args.head_dim
+    t = torch.empty(2, 4, 256, d, dtype=torch.bfloat16)  # descriptors only need the layout and dtype here
+    descs = {"q_desc": oa.ws_desc(t, 64), "do_desc": oa.ws_desc(t, 64), "k_desc": oa.ws_desc(t, oa.WS_DQ_BLOCK_N),
+             "v_desc": oa.ws_desc(t, oa.WS_DQ_BLOCK_N)}
+    sig = {n: mangle_type(dsc) for n, dsc in descs.items()}
+    sig.update(lse_ptr="*fp32", delta_ptr="*fp32", dq_ptr="*bf16", stride_dqb="i32", stride_dqh="i32",
+               stride_dqm="i32", Hq="i32", Hkv="i32", Sq="i32", Skv="i32", sm_scale="fp32", chunk="i32")
+    stages = args.stages or oa.WS_DQ_STAGES
+    ce = {"CAUSAL": args.causal, "STAGES": stages, "CONSUMER_REGS": oa.WS_REGS[0], "PRODUCER_REGS": oa.WS_REGS[1]}
+    aligned = ("lse_ptr", "delta_ptr", "dq_ptr", "stride_dqb", "stride_dqh", "stride_dqm")
+    c = triton.compile(_source(kw.attention_bwd_dq_ws, sig, ce, aligned, GluonASTSource), target=TARGET,
+                       options={"num_warps": 4, "maxnreg": oa.WS_MAXNREG})
+    report(c, f"attention_bwd_dq_ws D={d} causal={args.causal} stages={stages}", args.sass)
+
+
 def norm_bwd(args) -> None:
     import trifuse.ops.norm as on
 
@@ -221,15 +244,19 @@ def main() -> None:
     bw.add_argument("--head-dim", type=int, default=128)
     bw.add_argument("--causal", action="store_true")
     bw.add_argument("--stages", type=int, default=0, help="override the ring depth")
+    bq = sub.add_parser("attn-dq-ws")
+    bq.add_argument("--head-dim", type=int, default=128)
+    bq.add_argument("--causal", action="store_true")
+    bq.add_argument("--stages", type=int, default=0, help="override the ring depth")
     nb = sub.add_parser("norm-bwd")
     nb.add_argument("--kind", default="ln", choices=("ln", "bias-ln", "rms", "add-rms", "add-ln"))
     nb.add_argument("--shape", default="8192x8192")
     nb.add_argument("--dtype", default="bf16", choices=("bf16", "fp32"))
     nb.add_argument("--stages", type=int, default=0, help="override the launcher's pipelining stages")
-    for p in (g, w, f, fw, bw, nb):
+    for p in (g, w, f, fw, bw, bq, nb):
         p.add_argument("--sass", action="store_true", help="print the SASS instruction mix")
     args = ap.parse_args()
-    {"gemm": gemm, "gemm-ws": gemm_ws, "attn-fwd": attn_fwd, "attn-fwd-ws": attn_fwd_ws, "attn-dkdv-ws": attn_dkdv_ws,
+    {"gemm": gemm, "gemm-ws": gemm_ws, "attn-fwd": attn_fwd, "attn-fwd-ws": attn_fwd_ws, "attn-dkdv-ws": attn_dkdv_ws, "attn-dq-ws": attn_dq_ws,
      "norm-bwd": norm_bwd}[args.kernel](args)
 
 

@@ -57,6 +57,13 @@ def test_experimental_attention_backward_builds(head_dim, causal):
         assert re.search(r"spill stack (\d+) B", report).group(1) == "0", report
 
 
+@pytest.mark.parametrize("head_dim, causal", [(128, True), (64, False)])
+def test_experimental_attention_dq_builds_without_spills(head_dim, causal):
+    report = _build("attn-dq-ws", "--head-dim", str(head_dim), *(["--causal"] if causal else []))
+    assert int(re.search(r"shared memory (\d+) B", report).group(1)) <= SM90_MAX_SHARED
+    assert re.search(r"spill stack (\d+) B", report).group(1) == "0", report
+
+
 def _build(*args: str) -> str:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     cmd = [sys.executable, str(ROOT / "scripts" / "sm90_build.py"), *args]

@@ -18,10 +18,11 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma, warpgroup_mma_wait
 
-from .attention_fwd import longest_first
+from .attention_fwd import longest_first, tile_of
 
 LOG2E = gl.constexpr(1.4426950408889634)
-WG_KEYS = gl.constexpr(64)  # keys a consumer warpgroup owns (m64 MMAs)
+WG_KEYS = gl.constexpr(64)  # keys a dK/dV consumer warpgroup owns (m64 MMAs)
+WG_ROWS = gl.constexpr(64)  # query rows a dQ consumer warpgroup owns
 
 
 @gluon.jit
@@ -185,4 +186,143 @@ def attention_bwd_dkdv_ws(q_desc, do_desc, k_desc, v_desc, lse_desc, delta_desc,
                      Skv, sm_scale, chunk, CAUSAL, STAGES, 1)),
         (_producer, (q_desc, do_desc, k_desc, v_desc, lse_desc, delta_desc, q_bufs, do_bufs, lse_bufs, delta_bufs,
                      k_smem, v_smem, kv_ready, ready, empty, Hq, Hkv, Sq, Skv, chunk, STAGES, CAUSAL)),
+    ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
+
+
+@gluon.jit
+def _dq_producer(q_desc, do_desc, k_desc, v_desc, q_smem, do_smem, k_bufs, v_bufs, q_ready, k_ready, v_ready,
+                 empty, Hq, Hkv, Sq, Skv, chunk, STAGES: gl.constexpr, CAUSAL: gl.constexpr):
+    """One warp: the tile's Q and dO (both warpgroups' halves) once, then every K and V block of its key
+    range into the ring."""
+    BN: gl.constexpr = k_desc.block_type.shape[2]
+    b64, hk64, h64, start_m = tile_of(gl.program_id(0), gl.num_programs(0), Hq, Hkv, Sq, chunk, 2 * WG_ROWS,
+                                      CAUSAL)
+    b, hk, h = b64.to(gl.int32), hk64.to(gl.int32), h64.to(gl.int32)
+    n_blocks, _ = _dq_key_range(start_m, Skv, BN, CAUSAL)
+    mbarrier.expect(q_ready, 2 * (q_desc.block_type.nbytes + do_desc.block_type.nbytes))
+    for w in gl.static_range(2):
+        tma.async_copy_global_to_shared(q_desc, [b, h, start_m + w * WG_ROWS, 0], q_ready, q_smem.index(w))
+        tma.async_copy_global_to_shared(do_desc, [b, h, start_m + w * WG_ROWS, 0], q_ready, do_smem.index(w))
+    for j in range(n_blocks):
+        s = j % STAGES
+        mbarrier.wait(empty.index(s), ((j // STAGES) & 1) ^ 1)
+        mbarrier.expect(k_ready.index(s), k_desc.block_type.nbytes)
+        tma.async_copy_global_to_shared(k_desc, [b, hk, j * BN, 0], k_ready.index(s), k_bufs.index(s))
+        mbarrier.expect(v_ready.index(s), v_desc.block_type.nbytes)
+        tma.async_copy_global_to_shared(v_desc, [b, hk, j * BN, 0], v_ready.index(s), v_bufs.index(s))
+
+
+@gluon.jit
+def _dq_key_range(start_m, Skv, BN: gl.constexpr, CAUSAL: gl.constexpr):
+    """Key blocks of a 128-row query tile and the first key that needs a mask (causal diagonal, Skv tail)."""
+    full_n = (Skv // BN) * BN
+    if CAUSAL:
+        hi_free = gl.minimum((start_m // BN) * BN, full_n)
+        hi = gl.minimum(start_m + 2 * WG_ROWS, Skv)
+    else:
+        hi_free = full_n
+        hi = Skv
+    return gl.cdiv(hi, BN), hi_free
+
+
+@gluon.jit
+def _dq_consumer(q_smem, do_smem, k_bufs, v_bufs, q_ready, k_ready, v_ready, empty, turn, lse_ptr, delta_ptr,
+                 dq_ptr, stride_dqb, stride_dqh, stride_dqm, Hq, Hkv, Sq, Skv, sm_scale, chunk,
+                 CAUSAL: gl.constexpr, STAGES: gl.constexpr, WG: gl.constexpr):
+    """Warpgroup WG: dQ of rows start_m + 64 WG ... + 63 over the tile's key blocks."""
+    BN: gl.constexpr = k_bufs.type.shape[3]
+    HEAD_D: gl.constexpr = k_bufs.type.shape[4]
+    dtype: gl.constexpr = k_bufs.dtype
+    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                       instr_shape=[16, BN, 16])
+    acc_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                         instr_shape=[16, HEAD_D, 16])
+    a_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=acc_layout, k_width=2)
+    b64, _, h64, start_m = tile_of(gl.program_id(0), gl.num_programs(0), Hq, Hkv, Sq, chunk, 2 * WG_ROWS, CAUSAL)
+    n_blocks, hi_free = _dq_key_range(start_m, Skv, BN, CAUSAL)
+    qk_scale = sm_scale * LOG2E
+    rows = start_m + WG * WG_ROWS + gl.arange(0, WG_ROWS, layout=gl.SliceLayout(1, s_layout))
+    row0 = (b64 * Hq + h64) * Sq
+    lse2 = gl.load(lse_ptr + row0 + rows, mask=rows < Sq, other=0.0) * LOG2E
+    delta = gl.load(delta_ptr + row0 + rows, mask=rows < Sq, other=0.0)
+    q = q_smem.index(WG).reshape([WG_ROWS, HEAD_D])
+    do = do_smem.index(WG).reshape([WG_ROWS, HEAD_D])
+    zero_s = gl.zeros([WG_ROWS, BN], gl.float32, s_layout)
+    dq = gl.zeros([WG_ROWS, HEAD_D], gl.float32, acc_layout)
+    mbarrier.wait(q_ready, 0)
+    for j in range(n_blocks):
+        s = j % STAGES
+        k_t = k_bufs.index(s).reshape([BN, HEAD_D])
+        v_t = v_bufs.index(s).reshape([BN, HEAD_D])
+        mbarrier.wait(k_ready.index(s), (j // STAGES) & 1)
+        _wait_turn(turn, 3 * j, WG)
+        s_ij = warpgroup_mma(q, k_t.permute((1, 0)), zero_s, use_acc=False, is_async=True)
+        mbarrier.arrive(turn.index(1 - WG), count=1)
+        s_ij = warpgroup_mma_wait(0, deps=(s_ij, ))
+        p = gl.exp2(s_ij * qk_scale - gl.expand_dims(lse2, 1))
+        if j * BN >= hi_free:  # the causal diagonal and the Skv tail (zero K rows would give exp2(-lse))
+            cols = j * BN + gl.arange(0, BN, layout=gl.SliceLayout(0, s_layout))
+            valid = gl.expand_dims(cols < Skv, 0)
+            if CAUSAL:
+                valid = valid & (gl.expand_dims(cols, 0) <= gl.expand_dims(rows, 1))
+            p = gl.where(valid, p, 0.0)
+
+        mbarrier.wait(v_ready.index(s), (j // STAGES) & 1)
+        _wait_turn(turn, 3 * j + 1, WG)
+        dp = warpgroup_mma(do, v_t.permute((1, 0)), zero_s, use_acc=False, is_async=True)
+        mbarrier.arrive(turn.index(1 - WG), count=1)
+        dp = warpgroup_mma_wait(0, deps=(dp, ))
+        ds_a = gl.convert_layout((p * (dp - gl.expand_dims(delta, 1))).to(dtype), a_layout)
+
+        _wait_turn(turn, 3 * j + 2, WG)
+        dq = warpgroup_mma(ds_a, k_t, dq, is_async=True)
+        mbarrier.arrive(turn.index(1 - WG), count=1)
+        dq = warpgroup_mma_wait(0, deps=(dq, ))
+        mbarrier.arrive(empty.index(s), count=1)
+
+    o_rows = gl.convert_layout(rows, gl.SliceLayout(1, acc_layout))
+    cols_d = gl.arange(0, HEAD_D, layout=gl.SliceLayout(0, acc_layout))
+    base = dq_ptr + b64 * stride_dqb + h64 * stride_dqh
+    offs = gl.expand_dims(o_rows.to(gl.int64) * stride_dqm, 1) + gl.expand_dims(cols_d, 0)
+    gl.store(base + offs, (dq * sm_scale).to(dtype), mask=gl.expand_dims(o_rows < Sq, 1))
+
+
+@gluon.jit
+def attention_bwd_dq_ws(q_desc, do_desc, k_desc, v_desc, lse_ptr, delta_ptr, dq_ptr, stride_dqb, stride_dqh,
+                        stride_dqm, Hq, Hkv, Sq, Skv, sm_scale, chunk,
+                        CAUSAL: gl.constexpr, STAGES: gl.constexpr, CONSUMER_REGS: gl.constexpr,
+                        PRODUCER_REGS: gl.constexpr):
+    """dQ, EXPERIMENTAL like the dK/dV kernel above. A program owns 128 query rows of one (batch, query
+    head) (two warpgroups of 64), keeps Q and dO in shared memory and streams K and V blocks: S = Q K^T,
+    P = exp2(S * scale * log2 e - lse2), dP = dO V^T, dQ += P (dP - delta) K, three turns a block.
+    q_desc / do_desc: [1, 1, 64, D] tiles; k_desc / v_desc: [1, 1, BN, D] tiles; lse, delta (B, Hq, Sq)
+    fp32 contiguous; dq (B, Hq, Sq, D) with a unit last stride. Launch with num_warps=4 and
+    cdiv(Sq, 128) x B x Hq programs; chunk as in attention_fwd."""
+    dtype: gl.constexpr = q_desc.dtype
+    q_smem = gl.allocate_shared_memory(dtype, [2] + q_desc.block_type.shape, q_desc.layout)
+    do_smem = gl.allocate_shared_memory(dtype, [2] + do_desc.block_type.shape, do_desc.layout)
+    k_bufs = gl.allocate_shared_memory(dtype, [STAGES] + k_desc.block_type.shape, k_desc.layout)
+    v_bufs = gl.allocate_shared_memory(dtype, [STAGES] + v_desc.block_type.shape, v_desc.layout)
+    q_ready = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    k_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    mbarrier.init(q_ready, count=1)
+    for i in gl.static_range(STAGES):
+        mbarrier.init(k_ready.index(i), count=1)
+        mbarrier.init(v_ready.index(i), count=1)
+        mbarrier.init(empty.index(i), count=2)  # both consumers release a stage
+    for i in gl.static_range(2):
+        mbarrier.init(turn.index(i), count=1)
+    # Argument tuples written out in place: a constexpr kept in a tuple variable arrives as a tensor.
+    gl.warp_specialize([
+        (_dq_consumer, (q_smem, do_smem, k_bufs, v_bufs, q_ready, k_ready, v_ready, empty, turn, lse_ptr,
+                        delta_ptr, dq_ptr, stride_dqb, stride_dqh, stride_dqm, Hq, Hkv, Sq, Skv, sm_scale, chunk,
+                        CAUSAL, STAGES, 0)),
+        (_dq_consumer, (q_smem, do_smem, k_bufs, v_bufs, q_ready, k_ready, v_ready, empty, turn, lse_ptr,
+                        delta_ptr, dq_ptr, stride_dqb, stride_dqh, stride_dqm, Hq, Hkv, Sq, Skv, sm_scale, chunk,
+                        CAUSAL, STAGES, 1)),
+        (_dq_producer, (q_desc, do_desc, k_desc, v_desc, q_smem, do_smem, k_bufs, v_bufs, q_ready, k_ready,
+                        v_ready, empty, Hq, Hkv, Sq, Skv, chunk, STAGES, CAUSAL)),
     ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])

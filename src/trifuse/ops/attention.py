@@ -316,10 +316,11 @@ def _launch_fwd_ws(q, k, v, out, lse, causal: bool, scale: float, persistent: bo
     )
 
 
-# EXPERIMENTAL, off (WS_BWD = False): the warp-specialized Gluon dK/dV kernel (kernels/attention_bwd_ws.py),
-# built for sm_90 offline but not yet run on a GPU; scripts/ab_attention.py bwd-check / bwd-time switch it
-# on. 64-row query blocks and WS_BWD_STAGES of Q and dO in the ring; dQ stays the Triton kernel's.
-WS_BWD = False
+# EXPERIMENTAL, off (WS_BWD = False): the warp-specialized Gluon backward kernels (kernels/attention_bwd_ws.py),
+# built for sm_90 offline but not yet run on a GPU; scripts/ab_attention.py bwd-check / bwd-time switch them
+# on. WS_BWD = True: the Gluon dK/dV kernel (64-row query blocks, WS_BWD_STAGES of Q, dO, LSE and delta in
+# the ring) with the Triton dQ kernel; "all": the Gluon dQ kernel too (WS_DQ_BLOCK_N keys a step).
+WS_BWD: bool | str = False
 WS_BWD_BLOCK_M = 64
 WS_BWD_STAGES = 2
 
@@ -355,6 +356,24 @@ def _launch_dkdv_ws(q, k, v, do, lse, delta, dk, dv, causal: bool, scale: float)
     )
 
 
+WS_DQ_BLOCK_N = 64
+WS_DQ_STAGES = 3
+
+
+def _launch_dq_ws(q, k, v, do, lse, delta, dq, causal: bool, scale: float) -> None:
+    """dQ of attention_bwd_into through the Gluon kernel (EXPERIMENTAL, with the dK/dV one above)."""
+    from ..kernels import attention_bwd_ws as kw
+
+    B, Hq, Sq, D, Hkv, Skv = _dims(q, k)
+    unit_programs = cdiv(Sq, 128) * (Hq // Hkv)
+    kw.attention_bwd_dq_ws[(unit_programs * B * Hkv,)](
+        ws_desc(q, 64), ws_desc(do, 64), ws_desc(k, WS_DQ_BLOCK_N), ws_desc(v, WS_DQ_BLOCK_N), lse, delta, dq,
+        *dq.stride()[:3], Hq, Hkv, Sq, Skv, scale, lpt_chunk(causal, 2 * Skv * D * k.element_size(), unit_programs),
+        CAUSAL=causal, STAGES=WS_DQ_STAGES, CONSUMER_REGS=WS_REGS[0], PRODUCER_REGS=WS_REGS[1], num_warps=4,
+        maxnreg=WS_MAXNREG,
+    )
+
+
 def attention_bwd_into(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
                        lse: torch.Tensor, dq: torch.Tensor, dk: torch.Tensor, dv: torch.Tensor, causal: bool,
                        scale: float, config: BwdConfig | None = None) -> None:
@@ -379,7 +398,10 @@ def attention_bwd_into(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
                   "num_stages": cfg.num_stages}
     if WS_BWD and ws_bwd_applies(q, k, v, do, lse, dk, dv, scale):
         _launch_dkdv_ws(q, k, v, do, lse, delta, dk, dv, causal, scale)
-        _launch_dq(q, k, v, do, lse, delta, dq, causal, scale, cfg, common)
+        if WS_BWD == "all" and dq.stride(3) == 1:
+            _launch_dq_ws(q, k, v, do, lse, delta, dq, causal, scale)
+        else:
+            _launch_dq(q, k, v, do, lse, delta, dq, causal, scale, cfg, common)
         return
     group = Hq // Hkv
     kv_blocks = cdiv(Skv, cfg.block_n1)
