@@ -19,10 +19,9 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma, warpgroup_mma_wait
 
 from .attention_fwd import longest_first, tile_of
+from .attention_fwd_ws import LOG2E, WG_ROWS, key_range, load_kv_block, wait_turn, wgmma_layout
 
-LOG2E = gl.constexpr(1.4426950408889634)
-WG_KEYS = gl.constexpr(64)  # keys a dK/dV consumer warpgroup owns (m64 MMAs)
-WG_ROWS = gl.constexpr(64)  # query rows a dQ consumer warpgroup owns
+WG_KEYS = gl.constexpr(64)  # keys a dK/dV consumer warpgroup owns (m64 MMAs); dQ's own WG_ROWS query rows
 
 
 @gluon.jit
@@ -69,12 +68,6 @@ def _producer(q_desc, do_desc, k_desc, v_desc, lse_desc, delta_desc, q_bufs, do_
 
 
 @gluon.jit
-def _wait_turn(turn, k, WG: gl.constexpr):
-    # Warpgroup 0 goes first: its first wait is on the phase before the barrier's first, complete.
-    mbarrier.wait(turn.index(WG), (k & 1) ^ (1 - WG))
-
-
-@gluon.jit
 def _consumer(q_bufs, do_bufs, lse_bufs, delta_bufs, k_smem, v_smem, kv_ready, ready, empty, turn, dk_ptr,
               dv_ptr, stride_dkb, stride_dkh, stride_dkn, stride_dvb, stride_dvh, stride_dvn,
               Hq, Hkv, Sq, Skv, sm_scale, chunk, CAUSAL: gl.constexpr, STAGES: gl.constexpr,
@@ -83,10 +76,8 @@ def _consumer(q_bufs, do_bufs, lse_bufs, delta_bufs, k_smem, v_smem, kv_ready, r
     BM: gl.constexpr = q_bufs.type.shape[3]
     HEAD_D: gl.constexpr = q_bufs.type.shape[4]
     dtype: gl.constexpr = q_bufs.dtype
-    st_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
-                                                        instr_shape=[16, BM, 16])
-    acc_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
-                                                         instr_shape=[16, HEAD_D, 16])
+    st_layout: gl.constexpr = wgmma_layout(BM)
+    acc_layout: gl.constexpr = wgmma_layout(HEAD_D)
     a_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=acc_layout, k_width=2)
     b, hk, start_n, m_lo, n_m = _key_block(Hkv, Skv, Sq, chunk, BM, CAUSAL)
     G = Hq // Hkv
@@ -109,7 +100,7 @@ def _consumer(q_bufs, do_bufs, lse_bufs, delta_bufs, k_smem, v_smem, kv_ready, r
 
             # Three turns a block, so S^T and dP^T never hold registers at the same time: S^T; then dP^T
             # with dV (P^T is ready); then dK.
-            _wait_turn(turn, 3 * it, WG)
+            wait_turn(turn, 3 * it, WG)
             s_t = warpgroup_mma(kw, q.permute((1, 0)), zero_st, use_acc=False, is_async=True)
             mbarrier.arrive(turn.index(1 - WG), count=1)
             s_t = warpgroup_mma_wait(0, deps=(s_t, ))
@@ -124,7 +115,7 @@ def _consumer(q_bufs, do_bufs, lse_bufs, delta_bufs, k_smem, v_smem, kv_ready, r
                     p_t = gl.where(gl.expand_dims(rows, 0) >= gl.expand_dims(keys, 1), p_t, 0.0)
             p_a = gl.convert_layout(p_t.to(dtype), a_layout)
 
-            _wait_turn(turn, 3 * it + 1, WG)
+            wait_turn(turn, 3 * it + 1, WG)
             dp_t = warpgroup_mma(vw, do.permute((1, 0)), zero_st, use_acc=False, is_async=True)
             dv = warpgroup_mma(p_a, do, dv, is_async=True)
             mbarrier.arrive(turn.index(1 - WG), count=1)
@@ -132,7 +123,7 @@ def _consumer(q_bufs, do_bufs, lse_bufs, delta_bufs, k_smem, v_smem, kv_ready, r
             delta = delta_bufs.index(s).load(vec_layout)
             ds_a = gl.convert_layout((p_t * (dp_t - gl.expand_dims(delta, 0))).to(dtype), a_layout)
 
-            _wait_turn(turn, 3 * it + 2, WG)
+            wait_turn(turn, 3 * it + 2, WG)
             dk = warpgroup_mma(ds_a, q, dk, is_async=True)
             mbarrier.arrive(turn.index(1 - WG), count=1)
             dv, dk = warpgroup_mma_wait(0, deps=(dv, dk))
@@ -198,31 +189,13 @@ def _dq_producer(q_desc, do_desc, k_desc, v_desc, q_smem, do_smem, k_bufs, v_buf
     b64, hk64, h64, start_m = tile_of(gl.program_id(0), gl.num_programs(0), Hq, Hkv, Sq, chunk, 2 * WG_ROWS,
                                       CAUSAL)
     b, hk, h = b64.to(gl.int32), hk64.to(gl.int32), h64.to(gl.int32)
-    n_blocks, _ = _dq_key_range(start_m, Skv, BN, CAUSAL)
+    n_blocks, _ = key_range(start_m, Skv, BN, CAUSAL)
     mbarrier.expect(q_ready, 2 * (q_desc.block_type.nbytes + do_desc.block_type.nbytes))
     for w in gl.static_range(2):
         tma.async_copy_global_to_shared(q_desc, [b, h, start_m + w * WG_ROWS, 0], q_ready, q_smem.index(w))
         tma.async_copy_global_to_shared(do_desc, [b, h, start_m + w * WG_ROWS, 0], q_ready, do_smem.index(w))
     for j in range(n_blocks):
-        s = j % STAGES
-        mbarrier.wait(empty.index(s), ((j // STAGES) & 1) ^ 1)
-        mbarrier.expect(k_ready.index(s), k_desc.block_type.nbytes)
-        tma.async_copy_global_to_shared(k_desc, [b, hk, j * BN, 0], k_ready.index(s), k_bufs.index(s))
-        mbarrier.expect(v_ready.index(s), v_desc.block_type.nbytes)
-        tma.async_copy_global_to_shared(v_desc, [b, hk, j * BN, 0], v_ready.index(s), v_bufs.index(s))
-
-
-@gluon.jit
-def _dq_key_range(start_m, Skv, BN: gl.constexpr, CAUSAL: gl.constexpr):
-    """Key blocks of a 128-row query tile and the first key that needs a mask (causal diagonal, Skv tail)."""
-    full_n = (Skv // BN) * BN
-    if CAUSAL:
-        hi_free = gl.minimum((start_m // BN) * BN, full_n)
-        hi = gl.minimum(start_m + 2 * WG_ROWS, Skv)
-    else:
-        hi_free = full_n
-        hi = Skv
-    return gl.cdiv(hi, BN), hi_free
+        load_kv_block(k_desc, v_desc, k_bufs, v_bufs, k_ready, v_ready, empty, b, hk, j, j, STAGES)
 
 
 @gluon.jit
@@ -233,13 +206,11 @@ def _dq_consumer(q_smem, do_smem, k_bufs, v_bufs, q_ready, k_ready, v_ready, emp
     BN: gl.constexpr = k_bufs.type.shape[3]
     HEAD_D: gl.constexpr = k_bufs.type.shape[4]
     dtype: gl.constexpr = k_bufs.dtype
-    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
-                                                       instr_shape=[16, BN, 16])
-    acc_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
-                                                         instr_shape=[16, HEAD_D, 16])
+    s_layout: gl.constexpr = wgmma_layout(BN)
+    acc_layout: gl.constexpr = wgmma_layout(HEAD_D)
     a_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=acc_layout, k_width=2)
     b64, _, h64, start_m = tile_of(gl.program_id(0), gl.num_programs(0), Hq, Hkv, Sq, chunk, 2 * WG_ROWS, CAUSAL)
-    n_blocks, hi_free = _dq_key_range(start_m, Skv, BN, CAUSAL)
+    n_blocks, hi_free = key_range(start_m, Skv, BN, CAUSAL)
     qk_scale = sm_scale * LOG2E
     rows = start_m + WG * WG_ROWS + gl.arange(0, WG_ROWS, layout=gl.SliceLayout(1, s_layout))
     row0 = (b64 * Hq + h64) * Sq
@@ -255,7 +226,7 @@ def _dq_consumer(q_smem, do_smem, k_bufs, v_bufs, q_ready, k_ready, v_ready, emp
         k_t = k_bufs.index(s).reshape([BN, HEAD_D])
         v_t = v_bufs.index(s).reshape([BN, HEAD_D])
         mbarrier.wait(k_ready.index(s), (j // STAGES) & 1)
-        _wait_turn(turn, 3 * j, WG)
+        wait_turn(turn, 3 * j, WG)
         s_ij = warpgroup_mma(q, k_t.permute((1, 0)), zero_s, use_acc=False, is_async=True)
         mbarrier.arrive(turn.index(1 - WG), count=1)
         s_ij = warpgroup_mma_wait(0, deps=(s_ij, ))
@@ -268,13 +239,13 @@ def _dq_consumer(q_smem, do_smem, k_bufs, v_bufs, q_ready, k_ready, v_ready, emp
             p = gl.where(valid, p, 0.0)
 
         mbarrier.wait(v_ready.index(s), (j // STAGES) & 1)
-        _wait_turn(turn, 3 * j + 1, WG)
+        wait_turn(turn, 3 * j + 1, WG)
         dp = warpgroup_mma(do, v_t.permute((1, 0)), zero_s, use_acc=False, is_async=True)
         mbarrier.arrive(turn.index(1 - WG), count=1)
         dp = warpgroup_mma_wait(0, deps=(dp, ))
         ds_a = gl.convert_layout((p * (dp - gl.expand_dims(delta, 1))).to(dtype), a_layout)
 
-        _wait_turn(turn, 3 * j + 2, WG)
+        wait_turn(turn, 3 * j + 2, WG)
         dq = warpgroup_mma(ds_a, k_t, dq, is_async=True)
         mbarrier.arrive(turn.index(1 - WG), count=1)
         dq = warpgroup_mma_wait(0, deps=(dq, ))

@@ -38,11 +38,16 @@ LN2 = gl.constexpr(0.6931471805599453)
 WG_ROWS = gl.constexpr(64)  # query rows a consumer warpgroup owns (m64 MMAs)
 
 
+@gluon.constexpr_function
+def wgmma_layout(n):
+    """The accumulator layout of one warpgroup's m64 x n wgmma (also the backward kernels')."""
+    return gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, n, 16])
+
+
 @gluon.jit
-def _block_range(tile, tiles, Hq, Hkv, Sq, Skv, chunk, BN: gl.constexpr, CAUSAL: gl.constexpr):
-    """(batch, KV head, query head, first row) of a tile as int32, its key blocks and the first key that
-    needs a mask."""
-    b64, hk64, h64, start_m = tile_of(tile, tiles, Hq, Hkv, Sq, chunk, 2 * WG_ROWS, CAUSAL)
+def key_range(start_m, Skv, BN: gl.constexpr, CAUSAL: gl.constexpr):
+    """Key blocks of a tile of 2 x WG_ROWS query rows from start_m, and the first key that needs a mask
+    (the causal diagonal, the ragged Skv tail)."""
     full_n = (Skv // BN) * BN
     if CAUSAL:
         # Keys below the tile's first row are visible to all its rows; the diagonal needs the mask.
@@ -51,7 +56,29 @@ def _block_range(tile, tiles, Hq, Hkv, Sq, Skv, chunk, BN: gl.constexpr, CAUSAL:
     else:
         hi_free = full_n
         hi = Skv
-    return b64.to(gl.int32), hk64.to(gl.int32), h64.to(gl.int32), start_m, gl.cdiv(hi, BN), hi_free
+    return gl.cdiv(hi, BN), hi_free
+
+
+@gluon.jit
+def _block_range(tile, tiles, Hq, Hkv, Sq, Skv, chunk, BN: gl.constexpr, CAUSAL: gl.constexpr):
+    """(batch, KV head, query head, first row) of a tile as int32, its key blocks and the first key that
+    needs a mask."""
+    b64, hk64, h64, start_m = tile_of(tile, tiles, Hq, Hkv, Sq, chunk, 2 * WG_ROWS, CAUSAL)
+    n_blocks, hi_free = key_range(start_m, Skv, BN, CAUSAL)
+    return b64.to(gl.int32), hk64.to(gl.int32), h64.to(gl.int32), start_m, n_blocks, hi_free
+
+
+@gluon.jit
+def load_kv_block(k_desc, v_desc, k_bufs, v_bufs, k_ready, v_ready, empty, b, hk, j, it, STAGES: gl.constexpr):
+    """Key block j of (batch b, KV head hk) into ring position `it`, once the consumers have freed it; K and
+    V on their own barriers, so QK^T can start before V lands."""
+    BN: gl.constexpr = k_desc.block_type.shape[2]
+    s = it % STAGES
+    mbarrier.wait(empty.index(s), ((it // STAGES) & 1) ^ 1)
+    mbarrier.expect(k_ready.index(s), k_desc.block_type.nbytes)
+    tma.async_copy_global_to_shared(k_desc, [b, hk, j * BN, 0], k_ready.index(s), k_bufs.index(s))
+    mbarrier.expect(v_ready.index(s), v_desc.block_type.nbytes)
+    tma.async_copy_global_to_shared(v_desc, [b, hk, j * BN, 0], v_ready.index(s), v_bufs.index(s))
 
 
 @gluon.jit
@@ -64,14 +91,9 @@ def _rounds(tiles, PERSISTENT: gl.constexpr):
 
 
 @gluon.jit
-def _tile_at(r, CAUSAL: gl.constexpr):
-    """The tile of round r of this program. Causal tiles come longest first; taking them round-robin would
-    give program 0 the longest tile of every round, so odd rounds run the other way (a snake order)."""
-    programs = gl.num_programs(0)
-    pid = gl.program_id(0)
-    if CAUSAL and r % 2 == 1:
-        pid = programs - 1 - pid
-    return r * programs + pid
+def _tile_at(r):
+    """The tile of round r of this program (round-robin; only non-causal grids are persistent)."""
+    return r * gl.num_programs(0) + gl.program_id(0)
 
 
 @gluon.jit
@@ -82,7 +104,7 @@ def _producer(q_desc, k_desc, v_desc, q_bufs, k_bufs, v_bufs, q_ready, q_empty, 
     it = 0  # ring position, across tiles
     n = 0  # tiles done by this program
     for r in range(_rounds(tiles, PERSISTENT)):
-        tile = _tile_at(r, CAUSAL)
+        tile = _tile_at(r)
         if tile < tiles:
             b, hk, h, start_m, n_blocks, _ = _block_range(tile, tiles, Hq, Hkv, Sq, Skv, chunk, BN, CAUSAL)
             for w in gl.static_range(2):
@@ -91,12 +113,7 @@ def _producer(q_desc, k_desc, v_desc, q_bufs, k_bufs, v_bufs, q_ready, q_empty, 
                 tma.async_copy_global_to_shared(q_desc, [b, h, start_m + w * WG_ROWS, 0], q_ready.index(w),
                                                 q_bufs.index(w))
             for j in range(n_blocks):
-                s = it % STAGES
-                mbarrier.wait(empty.index(s), ((it // STAGES) & 1) ^ 1)
-                mbarrier.expect(k_ready.index(s), k_desc.block_type.nbytes)
-                tma.async_copy_global_to_shared(k_desc, [b, hk, j * BN, 0], k_ready.index(s), k_bufs.index(s))
-                mbarrier.expect(v_ready.index(s), v_desc.block_type.nbytes)
-                tma.async_copy_global_to_shared(v_desc, [b, hk, j * BN, 0], v_ready.index(s), v_bufs.index(s))
+                load_kv_block(k_desc, v_desc, k_bufs, v_bufs, k_ready, v_ready, empty, b, hk, j, it, STAGES)
                 it += 1
             n += 1
 
@@ -114,7 +131,7 @@ def _scores(s, j, rows, hi_free, Skv, CAUSAL: gl.constexpr, BN: gl.constexpr, la
 
 
 @gluon.jit
-def _wait_turn(turn, k, WG: gl.constexpr):
+def wait_turn(turn, k, WG: gl.constexpr):
     # Warpgroup 0 goes first: its first wait is on the phase before the barrier's first, complete.
     mbarrier.wait(turn.index(WG), (k & 1) ^ (1 - WG))
 
@@ -131,10 +148,8 @@ def _consumer(q_bufs, k_bufs, v_bufs, q_ready, q_empty, k_ready, v_ready, empty,
               CAUSAL: gl.constexpr, BN: gl.constexpr, HEAD_D: gl.constexpr, STAGES: gl.constexpr,
               PERSISTENT: gl.constexpr, WG: gl.constexpr):
     """Warpgroup WG: rows 64 WG ... 64 WG + 63 of each of this program's tiles, over every key block."""
-    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
-                                                       instr_shape=[16, BN, 16])
-    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
-                                                       instr_shape=[16, HEAD_D, 16])
+    s_layout: gl.constexpr = wgmma_layout(BN)
+    o_layout: gl.constexpr = wgmma_layout(HEAD_D)
     p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
     dtype: gl.constexpr = q_bufs.dtype
     q = q_bufs.index(WG).reshape([WG_ROWS, HEAD_D])
@@ -143,7 +158,7 @@ def _consumer(q_bufs, k_bufs, v_bufs, q_ready, q_empty, k_ready, v_ready, empty,
     k = 0  # turns taken
     n = 0  # tiles done
     for r in range(_rounds(tiles, PERSISTENT)):
-        tile = _tile_at(r, CAUSAL)
+        tile = _tile_at(r)
         if tile < tiles:
             b, _, h, start_m, n_blocks, hi_free = _block_range(tile, tiles, Hq, Hkv, Sq, Skv, chunk, BN, CAUSAL)
             rows = start_m + WG * WG_ROWS + gl.arange(0, WG_ROWS, layout=gl.SliceLayout(1, s_layout))
@@ -152,7 +167,7 @@ def _consumer(q_bufs, k_bufs, v_bufs, q_ready, q_empty, k_ready, v_ready, empty,
             # Block 0: QK^T and the first softmax (no PV to overlap yet).
             st = it % STAGES
             mbarrier.wait(k_ready.index(st), (it // STAGES) & 1)
-            _wait_turn(turn, k, WG)
+            wait_turn(turn, k, WG)
             s = warpgroup_mma(q, _kv_tile(k_bufs, st, BN, HEAD_D).permute((1, 0)), zero_s, use_acc=False,
                               is_async=True)
             mbarrier.arrive(turn.index(1 - WG), count=1)
@@ -169,7 +184,7 @@ def _consumer(q_bufs, k_bufs, v_bufs, q_ready, q_empty, k_ready, v_ready, empty,
                 st = (it + j) % STAGES
                 mbarrier.wait(k_ready.index(st), ((it + j) // STAGES) & 1)
                 mbarrier.wait(v_ready.index(prev), ((it + j - 1) // STAGES) & 1)
-                _wait_turn(turn, k + j, WG)
+                wait_turn(turn, k + j, WG)
                 s = warpgroup_mma(q, _kv_tile(k_bufs, st, BN, HEAD_D).permute((1, 0)), zero_s, use_acc=False,
                                   is_async=True)
                 acc = warpgroup_mma(p, _kv_tile(v_bufs, prev, BN, HEAD_D), acc, is_async=True)
@@ -189,7 +204,7 @@ def _consumer(q_bufs, k_bufs, v_bufs, q_ready, q_empty, k_ready, v_ready, empty,
             # Every QK^T of the tile is done: the producer may load the next tile's Q half.
             mbarrier.arrive(q_empty.index(WG), count=1)
             mbarrier.wait(v_ready.index(st), ((it + n_blocks - 1) // STAGES) & 1)
-            _wait_turn(turn, k + n_blocks, WG)
+            wait_turn(turn, k + n_blocks, WG)
             acc = warpgroup_mma(p, _kv_tile(v_bufs, st, BN, HEAD_D), acc, is_async=True)
             mbarrier.arrive(turn.index(1 - WG), count=1)
             acc = warpgroup_mma_wait(0, deps=(acc, ))
