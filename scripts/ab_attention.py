@@ -19,10 +19,24 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, "src")
 import trifuse.ops.attention as oa
+import trifuse.ops.attention_ws as ows
 from trifuse.bench.timing import time_ms
 from trifuse.library.eager import direct_launch
 
-oa.WS_MIN_SKV_D64 = oa.WS_MIN_SQ = oa.WS_MIN_FLOPS = 0  # the kernel itself at every length, whatever the launcher's choice
+# The kernels themselves at every length, whatever the launcher's choice.
+ows.WS_MIN_SKV_D64 = ows.WS_MIN_SQ = ows.WS_MIN_FLOPS = 0
+# (B, Hq, Hkv, Sq, Skv) of the correctness checks: one row, ragged blocks, GQA, Sq != Skv both ways.
+CHECK_SHAPES = ((1, 1, 1, 1, 1), (2, 4, 4, 127, 127), (1, 8, 2, 1000, 1000), (2, 2, 1, 17, 300), (1, 2, 2, 300, 17),
+                (1, 4, 4, 129, 257), (1, 2, 1, 4097, 4097), (3, 6, 6, 64, 64))
+
+
+def check_cases():
+    """(dtype, D, shape, causal) of every correctness check."""
+    for dtype in (torch.bfloat16, torch.float16):
+        for d in (64, 128):
+            for shape in CHECK_SHAPES:
+                for causal in (False, True):
+                    yield dtype, d, shape, causal
 
 
 def run_fwd(q, k, v, causal, kernel, stages=None, out=None, lse=None, persistent=None):
@@ -34,15 +48,15 @@ def run_fwd(q, k, v, causal, kernel, stages=None, out=None, lse=None, persistent
     scale = 1 / math.sqrt(D)
     with direct_launch():
         if kernel == "ws":
-            saved = oa.ws_stages
+            saved = ows.ws_stages
             if stages:
-                oa.ws_stages = lambda d: stages
+                ows.ws_stages = lambda d: stages
             try:
-                if not oa.ws_applies(q, k, v, out, scale, causal):
+                if not ows.ws_applies(q, k, v, out, scale, causal):
                     raise RuntimeError("ws does not apply")
-                oa._launch_fwd_ws(q, k, v, out, lse, causal, scale, persistent)
+                ows.launch_fwd(q, k, v, out, lse, causal, scale, persistent)
             finally:
-                oa.ws_stages = saved
+                ows.ws_stages = saved
         else:
             oa.attention_fwd_into(q, k, v, out, lse, causal, scale, config=oa.fwd_config(D, causal, q.dtype, Sq))
     return out, lse
@@ -61,35 +75,30 @@ def reference(q, k, v, causal):
 def check() -> None:
     torch.manual_seed(0)
     bad = 0
-    for dtype in (torch.bfloat16, torch.float16):
-        for d in (64, 128):
-            for b, hq, hkv, sq, skv in ((1, 1, 1, 1, 1), (2, 4, 4, 127, 127), (1, 8, 2, 1000, 1000),
-                                        (2, 2, 1, 17, 300), (1, 2, 2, 300, 17), (1, 4, 4, 129, 257),
-                                        (1, 2, 1, 4097, 4097), (3, 6, 6, 64, 64)):
-                for causal in (False, True):
-                    for layout in ("bhsd", "bshd"):
-                        if layout == "bhsd":
-                            q = torch.randn(b, hq, sq, d, device="cuda", dtype=dtype)
-                            k = torch.randn(b, hkv, skv, d, device="cuda", dtype=dtype)
-                            v = torch.randn(b, hkv, skv, d, device="cuda", dtype=dtype)
-                        else:  # (B, S, H, D) storage seen through a transpose, as HF models hand it
-                            q = torch.randn(b, sq, hq, d, device="cuda", dtype=dtype).transpose(1, 2)
-                            k = torch.randn(b, skv, hkv, d, device="cuda", dtype=dtype).transpose(1, 2)
-                            v = torch.randn(b, skv, hkv, d, device="cuda", dtype=dtype).transpose(1, 2)
-                        ref_o, ref_l = reference(q, k, v, causal)
-                        got_o, got_l = run_fwd(q, k, v, causal, "ws")
-                        grid_o, _ = run_fwd(q, k, v, causal, "ws", persistent=False)
-                        tri_o, _ = run_fwd(q, k, v, causal, "triton")
-                        assert torch.equal(grid_o, got_o), "the persistent and per-tile grids differ"
-                        err = (got_o.float() - ref_o).abs().max().item()
-                        tri_err = (tri_o.float() - ref_o).abs().max().item()
-                        lse_err = (got_l - ref_l).abs().max().item()
-                        ok = err <= max(2 * tri_err, 1e-2) and lse_err < 1e-3 and not got_o.isnan().any()
-                        bad += not ok
-                        if not ok or (d == 128 and layout == "bhsd"):
-                            print(f"{'OK ' if ok else 'BAD'} {dtype} D={d} {b}x{hq}/{hkv}x{sq}x{skv} causal={causal} "
-                                  f"{layout}: ws err {err:.2e} (triton {tri_err:.2e}), lse err {lse_err:.2e}",
-                                  flush=True)
+    for dtype, d, (b, hq, hkv, sq, skv), causal in check_cases():
+        for layout in ("bhsd", "bshd"):
+            if layout == "bhsd":
+                q = torch.randn(b, hq, sq, d, device="cuda", dtype=dtype)
+                k = torch.randn(b, hkv, skv, d, device="cuda", dtype=dtype)
+                v = torch.randn(b, hkv, skv, d, device="cuda", dtype=dtype)
+            else:  # (B, S, H, D) storage seen through a transpose, as HF models hand it
+                q = torch.randn(b, sq, hq, d, device="cuda", dtype=dtype).transpose(1, 2)
+                k = torch.randn(b, skv, hkv, d, device="cuda", dtype=dtype).transpose(1, 2)
+                v = torch.randn(b, skv, hkv, d, device="cuda", dtype=dtype).transpose(1, 2)
+            ref_o, ref_l = reference(q, k, v, causal)
+            got_o, got_l = run_fwd(q, k, v, causal, "ws")
+            grid_o, _ = run_fwd(q, k, v, causal, "ws", persistent=False)
+            tri_o, _ = run_fwd(q, k, v, causal, "triton")
+            assert torch.equal(grid_o, got_o), "the persistent and per-tile grids differ"
+            err = (got_o.float() - ref_o).abs().max().item()
+            tri_err = (tri_o.float() - ref_o).abs().max().item()
+            lse_err = (got_l - ref_l).abs().max().item()
+            ok = err <= max(2 * tri_err, 1e-2) and lse_err < 1e-3 and not got_o.isnan().any()
+            bad += not ok
+            if not ok or (d == 128 and layout == "bhsd"):
+                print(f"{'OK ' if ok else 'BAD'} {dtype} D={d} {b}x{hq}/{hkv}x{sq}x{skv} causal={causal} "
+                      f"{layout}: ws err {err:.2e} (triton {tri_err:.2e}), lse err {lse_err:.2e}",
+                      flush=True)
     print(f"check: {bad} bad")
 
 
@@ -97,41 +106,36 @@ def run_bwd(q, k, v, do, out, lse, causal, ws, grads=None):
     """(dq, dk, dv) of one backward, poisoned first unless the caller passes them (timing); ws: the
     experimental Gluon kernels (ops.attention.WS_BWD: True for dK/dV, "all" for dQ too)."""
     dq, dk, dv = grads or (torch.full_like(t, float("nan")) for t in (q, k, v))
-    oa.WS_BWD = ws
+    ows.WS_BWD = ws
     try:
         with direct_launch():
-            if ws and not oa.ws_bwd_applies(q, k, v, do, lse, dk, dv, 1 / math.sqrt(q.shape[-1])):
+            if ws and not ows.ws_bwd_applies(q, k, v, do, lse, dk, dv, 1 / math.sqrt(q.shape[-1])):
                 raise RuntimeError("the Gluon dK/dV kernel does not apply")
             oa.attention_bwd_into(do, q, k, v, out, lse, dq, dk, dv, causal, 1 / math.sqrt(q.shape[-1]))
     finally:
-        oa.WS_BWD = False
+        ows.WS_BWD = False
     return dq, dk, dv
 
 
 def bwd_check() -> None:
     torch.manual_seed(0)
     bad = 0
-    for dtype in (torch.bfloat16, torch.float16):
-        for d in (64, 128):
-            for b, hq, hkv, sq, skv in ((1, 1, 1, 1, 1), (2, 4, 4, 127, 127), (1, 8, 2, 1000, 1000),
-                                        (2, 2, 1, 17, 300), (1, 2, 2, 300, 17), (1, 4, 4, 129, 257),
-                                        (1, 2, 1, 4097, 4097)):
-                for causal in (False, True):
-                    q = torch.randn(b, hq, sq, d, device="cuda", dtype=dtype)
-                    k = torch.randn(b, skv, hkv, d, device="cuda", dtype=dtype).transpose(1, 2)
-                    v = torch.randn(b, hkv, skv, d, device="cuda", dtype=dtype)
-                    do = torch.randn_like(q)
-                    out, lse = run_fwd(q, k, v, causal, "triton")
-                    tri = run_bwd(q, k, v, do, out, lse, causal, False)
-                    scale = max(t.float().abs().max().item() for t in tri)
-                    for mode in (True, "all"):
-                        ws = run_bwd(q, k, v, do, out, lse, causal, mode)
-                        errs = [(a.float() - t.float()).abs().max().item() for a, t in zip(ws, tri)]
-                        ok = all(e <= 2e-2 * max(scale, 1) for e in errs) and not any(t.isnan().any() for t in ws)
-                        bad += not ok
-                        print(f"{'OK ' if ok else 'BAD'} ws={mode} {dtype} D={d} {b}x{hq}/{hkv}x{sq}x{skv} "
-                              f"causal={causal}: |ws - triton| dq {errs[0]:.2e} dk {errs[1]:.2e} dv {errs[2]:.2e} "
-                              f"(max |grad| {scale:.2e})", flush=True)
+    for dtype, d, (b, hq, hkv, sq, skv), causal in check_cases():
+            q = torch.randn(b, hq, sq, d, device="cuda", dtype=dtype)
+            k = torch.randn(b, skv, hkv, d, device="cuda", dtype=dtype).transpose(1, 2)
+            v = torch.randn(b, hkv, skv, d, device="cuda", dtype=dtype)
+            do = torch.randn_like(q)
+            out, lse = run_fwd(q, k, v, causal, "triton")
+            tri = run_bwd(q, k, v, do, out, lse, causal, False)
+            scale = max(t.float().abs().max().item() for t in tri)
+            for mode in (True, "all"):
+                ws = run_bwd(q, k, v, do, out, lse, causal, mode)
+                errs = [(a.float() - t.float()).abs().max().item() for a, t in zip(ws, tri)]
+                ok = all(e <= 2e-2 * max(scale, 1) for e in errs) and not any(t.isnan().any() for t in ws)
+                bad += not ok
+                print(f"{'OK ' if ok else 'BAD'} ws={mode} {dtype} D={d} {b}x{hq}/{hkv}x{sq}x{skv} "
+                      f"causal={causal}: |ws - triton| dq {errs[0]:.2e} dk {errs[1]:.2e} dv {errs[2]:.2e} "
+                      f"(max |grad| {scale:.2e})", flush=True)
     print(f"bwd-check: {bad} bad")
 
 

@@ -86,12 +86,13 @@ def gemm_ws(args) -> None:
 
     import trifuse.ops.gemm as og
     from trifuse.kernels import gemm_ws as kw
+    from trifuse.ops._gluon import descriptor
 
     cfg, b_t = og.WS_CONFIG, not args.b_rowmajor
     bm, bn, bk = cfg.block_m, cfg.block_n, cfg.block_k
     a = torch.empty(256, 256, dtype=torch.bfloat16)  # descriptors only need the layout and dtype here
-    descs = {"a_desc": og._gluon_desc(a, (bm, bk)), "b_desc": og._gluon_desc(a, (bn, bk) if b_t else (bk, bn)),
-                 "c_desc": og._gluon_desc(a, (bm, bn))}
+    descs = {"a_desc": descriptor(a, (bm, bk)), "b_desc": descriptor(a, (bn, bk) if b_t else (bk, bn)),
+                 "c_desc": descriptor(a, (bm, bn))}
     sig = {n: mangle_type(d) for n, d in descs.items()}
     sig.update(bias_ptr="*bf16", M="i32", N="i32", K="i32")
     ce = {"ACT": args.act, "HAS_BIAS": True, "B_T": b_t, "STAGES": cfg.num_stages, "GROUP_M": cfg.group_m, "NUM_SMS": 132,
@@ -125,7 +126,7 @@ def attn_fwd_ws(args) -> None:
     from triton.experimental.gluon._runtime import GluonASTSource
     from triton.runtime.jit import mangle_type
 
-    import trifuse.ops.attention as oa
+    import trifuse.ops.attention_ws as oa
     from trifuse.kernels import attention_fwd_ws as kw
 
     d = args.head_dim
@@ -147,7 +148,7 @@ def attn_dkdv_ws(args) -> None:
     from triton.experimental.gluon._runtime import GluonASTSource
     from triton.runtime.jit import mangle_type
 
-    import trifuse.ops.attention as oa
+    import trifuse.ops.attention_ws as oa
     from trifuse.kernels import attention_bwd_ws as kw
 
     d = args.head_dim
@@ -173,7 +174,7 @@ def attn_dq_ws(args) -> None:
     from triton.experimental.gluon._runtime import GluonASTSource
     from triton.runtime.jit import mangle_type
 
-    import trifuse.ops.attention as oa
+    import trifuse.ops.attention_ws as oa
     from trifuse.kernels import attention_bwd_ws as kw
 
     d = args.head_dim

@@ -11,6 +11,7 @@ from triton.testing import do_bench
 
 sys.path.insert(0, "src")
 import trifuse.ops.attention as oa  # noqa: E402
+from trifuse.ops.attention_plan import attention_flops  # noqa: E402
 from trifuse.library.eager import direct_launch  # noqa: E402
 
 # B * S = 16k tokens, as in the bench: D = 128 at S = 4096 and 2048 (where causal trails non-causal most),
@@ -46,7 +47,7 @@ def main():
         out, lse = torch.empty_like(q), torch.empty(b, h, s, device="cuda")
         scale = d ** -0.5
         tag = f"{b}x{h}x{s}x{d} causal={causal}"
-        fwd_flops = oa.attention_flops(b, h, s, s, d, causal, "fwd")
+        fwd_flops = attention_flops(b, h, s, s, d, causal, "fwd")
         if "fwd" in which:
             res = []
             for cfg in FWD:

@@ -38,3 +38,18 @@ def make_qkv(b, hq, hkv, sq, skv, d, dtype, device, scale=1.0):
     k = (torch.randn(b, hkv, skv, d, device=device) * scale).to(dtype)
     v = torch.randn(b, hkv, skv, d, device=device).to(dtype)
     return q, k, v
+
+
+# Attention tolerance floors per dtype (on top of 2x SDPA's own error; see test_attention.check).
+ATTENTION_FLOOR = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
+
+
+def sdpa(q, k, v, causal, scale=None, math=False):
+    """torch's SDPA (GQA allowed); math=True forces its math backend (the CPU flash kernel returns NaN for
+    scale <= 0)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    if math:
+        with sdpa_kernel(SDPBackend.MATH):
+            return sdpa(q, k, v, causal, scale)
+    return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale, enable_gqa=True)

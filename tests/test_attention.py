@@ -2,30 +2,14 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import trifuse
-from helpers import assert_close_to_ref, make_qkv, poison
+from helpers import ATTENTION_FLOOR as FLOOR
+from helpers import assert_close_to_ref, make_qkv, poison, sdpa
 from trifuse.functional.attention import attention_with_lse
-from trifuse.ops.attention import (
-    BwdConfig,
-    FwdConfig,
-    attention_bwd_into,
-    attention_flops,
-    attention_fwd_into,
-)
+from trifuse.ops.attention import BwdConfig, FwdConfig, attention_bwd_into, attention_fwd_into
+from trifuse.ops.attention_plan import attention_flops
 from trifuse.reference.attention import attention_lse_ref, attention_ref, naive_attention
-
-FLOOR = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
-
-
-def sdpa(q, k, v, causal, scale=None, math=False):
-    if math:
-        # The fp64 oracle: SDPA's math backend (the CPU flash kernel returns NaN for scale <= 0).
-        with sdpa_kernel(SDPBackend.MATH):
-            return sdpa(q, k, v, causal, scale)
-    return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale, enable_gqa=True)
 
 
 def check(q, k, v, causal, scale=None, grads=True, torch_math=False):
@@ -264,39 +248,6 @@ def test_opcheck(device):
                           (torch.randn_like(out), q, k, v, out, lse, True, 0.125), test_utils=("test_schema",))
 
 
-@pytest.mark.parametrize("dtype, shape, causal, scale, takes", [
-    (torch.bfloat16, (8, 16, 2048, 128, 16, 2048), True, 0.1, True),
-    (torch.float16, (4, 16, 4096, 128, 2, 4096), False, 0.1, True),     # GQA
-    (torch.float32, (8, 16, 2048, 128, 16, 2048), True, 0.1, False),    # fp32: the Triton kernel's ieee dots
-    (torch.bfloat16, (8, 16, 2048, 96, 16, 2048), True, 0.1, False),    # D = 96
-    (torch.bfloat16, (8, 16, 2048, 128, 16, 2048), True, 0.0, False),   # the scale folds into exp2: > 0
-    (torch.bfloat16, (8, 16, 2048, 128, 16, 2048), True, -0.1, False),
-    (torch.bfloat16, (512, 16, 64, 128, 16, 4096), False, 0.1, False),  # short query blocks (decode-like)
-    (torch.bfloat16, (1, 16, 512, 128, 16, 512), True, 0.1, False),     # too small to pay for the launch
-    (torch.bfloat16, (32, 16, 512, 128, 16, 512), True, 0.1, True),     # 2^35 FLOPs: the bench's smallest
-    (torch.bfloat16, (8, 32, 2048, 64, 32, 2048), True, 0.1, False),    # D = 64 causal under 4096 keys
-    (torch.bfloat16, (8, 32, 2048, 64, 32, 2048), False, 0.1, True),
-    (torch.bfloat16, (2, 32, 8192, 64, 32, 8192), True, 0.1, True),
-])
-def test_warp_specialized_forward_takes(dtype, shape, causal, scale, takes):
-    # The problem rules of the Gluon forward's choice (the device and TMA checks need a GPU).
-    from trifuse.ops.attention import ws_fits
-
-    assert ws_fits(dtype, *shape, causal, scale) is takes
-
-
-def test_tma_addressable_layouts():
-    from trifuse.ops.attention import tma_addressable
-
-    x = torch.empty(2, 300, 3, 4, 64, dtype=torch.bfloat16)  # a fused QKV projection
-    assert tma_addressable(x[:, :, 1].transpose(1, 2))
-    assert tma_addressable(torch.empty(2, 4, 300, 64, dtype=torch.bfloat16))
-    assert not tma_addressable(torch.empty(2, 4, 300, 68, dtype=torch.bfloat16)[..., :64])  # 136-byte rows
-    flat = torch.empty(2 * 4 * 300 * 64 + 1, dtype=torch.bfloat16)
-    assert not tma_addressable(flat[1:].view(2, 4, 300, 64))  # contiguous, but 2 bytes off alignment
-    assert not tma_addressable(torch.empty(2, 4, 64, 300, dtype=torch.bfloat16).transpose(2, 3))
-
-
 # ---------------------------------------------------------------------------------------------- GPU
 
 
@@ -310,72 +261,6 @@ def test_tma_addressable_layouts():
 def test_half_precision_gpu(device, shape, causal, dtype):
     b, hq, hkv, sq, skv, d = shape
     check(*make_qkv(b, hq, hkv, sq, skv, d, dtype, device), causal)
-
-
-def _layout_qkv(b, hq, hkv, sq, skv, d, dtype, device, layout):
-    """q, k, v in SDPA's (B, H, S, D) view: stored so ("bhsd"), as (B, S, H, D) ("bshd", HF's layout) or
-    as one fused (B, S, 3, H, D) projection ("qkv", Sq = Skv, Hq = Hkv)."""
-    if layout == "bhsd":
-        return make_qkv(b, hq, hkv, sq, skv, d, dtype, device)
-    if layout == "bshd":
-        q = torch.randn(b, sq, hq, d, device=device).to(dtype).transpose(1, 2)
-        k, v = (torch.randn(b, skv, hkv, d, device=device).to(dtype).transpose(1, 2) for _ in range(2))
-        return q, k, v
-    x = torch.randn(b, sq, 3, hq, d, device=device).to(dtype)
-    return tuple(x[:, :, i].transpose(1, 2) for i in range(3))
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("causal", [False, True])
-@pytest.mark.parametrize("shape, layout", [
-    ((1, 1, 1, 1, 1, 128), "bhsd"),           # one query, one key
-    ((2, 4, 2, 127, 300, 128), "bshd"),       # ragged blocks, Sq < Skv, GQA
-    ((2, 8, 2, 4096, 4095, 128), "bshd"),     # enough work for the launcher to choose the kernel
-    ((1, 4, 1, 300, 17, 128), "bhsd"),        # Sq > Skv: rows past the keys see every key
-    ((1, 2, 2, 4097, 4097, 128), "qkv"),      # fused projection views, a one-row last block
-    ((1, 4, 1, 200, 4099, 64), "bshd"),       # D = 64 takes the kernel from 4096 keys on
-], ids=str)
-def test_warp_specialized_forward_gpu(device, shape, layout, causal, dtype):
-    # The kernel itself at every shape (the launcher sends short query blocks elsewhere), then the routing.
-    from trifuse.ops._launch import device_props
-    from trifuse.ops.attention import WS_MIN_FLOPS, WS_MIN_SQ, _launch_fwd_ws, ws_applies
-
-    if device_props(device.index or 0)[0] != (9, 0):
-        pytest.skip("the warp-specialized forward is sm_90 only")
-    b, hq, hkv, sq, skv, d = shape
-    q, k, v = _layout_qkv(b, hq, hkv, sq, skv, d, dtype, device, layout)
-    out = poison(torch.empty_like(q))
-    lse = poison(torch.empty(q.shape[:3], device=device))
-    scale = 1 / math.sqrt(d)
-    routed = ws_applies(q, k, v, out, scale, causal)
-    assert routed == (sq >= WS_MIN_SQ and attention_flops(b, hq, sq, skv, d, causal) >= WS_MIN_FLOPS)
-    if routed:
-        attention_fwd_into(q, k, v, out, lse, causal, scale)
-    else:
-        _launch_fwd_ws(q, k, v, out, lse, causal, scale)
-    ref = attention_ref(q.double(), k.double(), v.double(), causal=causal, scale=scale)
-    assert_close_to_ref(out, ref, sdpa(q, k, v, causal), floor=FLOOR[dtype])
-    torch.testing.assert_close(lse.double(), attention_lse_ref(q, k, causal=causal, scale=scale), atol=1e-4,
-                               rtol=1e-5)
-
-
-@pytest.mark.gpu
-def test_warp_specialized_forward_falls_back_where_it_cannot_run(device):
-    # Head dims it does not take, fp32, a scale <= 0 and rows TMA cannot address still run (Triton kernel).
-    from trifuse.ops.attention import ws_applies
-
-    cases = [(*make_qkv(1, 2, 2, 300, 300, 96, torch.bfloat16, device), 0.1),
-             (*make_qkv(1, 2, 2, 300, 300, 128, torch.float32, device), 0.1),
-             (*make_qkv(1, 2, 2, 300, 300, 128, torch.bfloat16, device), -0.1),
-             (*(t[..., :128] for t in make_qkv(1, 2, 2, 300, 300, 132, torch.bfloat16, device)), 0.1)]
-    for q, k, v, scale in cases:
-        out = poison(torch.empty_like(q))
-        lse = poison(torch.empty(q.shape[:3], device=device))
-        assert not ws_applies(q, k, v, out, scale, True)
-        attention_fwd_into(q, k, v, out, lse, True, scale)
-        ref = attention_ref(q.double(), k.double(), v.double(), causal=True, scale=scale)
-        assert_close_to_ref(out, ref, sdpa(q, k, v, True, scale, math=True), floor=FLOOR[q.dtype])
 
 
 @pytest.mark.gpu

@@ -8,6 +8,7 @@ import triton.language as tl
 from helpers import make_qkv, poison
 from trifuse.kernels.attention_fwd import longest_first
 from trifuse.ops import attention as oa
+from trifuse.ops import attention_plan as plan
 from trifuse.ops.attention import BwdConfig, FwdConfig, attention_bwd_into, attention_fwd_into
 from trifuse.reference.attention import attention_ref
 
@@ -90,10 +91,10 @@ def test_longest_first_is_a_permutation(device, units, chunk, num_blocks):
 
 
 def test_lpt_chunk_fits_the_l2_budget():
-    lo, hi = oa.LPT_UNIT_PROGRAMS
-    assert oa.lpt_chunk(False, 1, lo) == 1
-    assert oa.lpt_chunk(True, oa.L2_CHUNK_BYTES * 4, lo) == 1
-    assert oa.lpt_chunk(True, oa.L2_CHUNK_BYTES // 8, lo) == 8
-    assert oa.lpt_chunk(True, oa.L2_CHUNK_BYTES // 8, hi - 1) == 8
-    assert oa.lpt_chunk(True, oa.L2_CHUNK_BYTES // 8, hi) == 1
-    assert oa.lpt_chunk(True, oa.L2_CHUNK_BYTES // 8, lo - 1) == 1
+    lo, hi = plan.LPT_UNIT_PROGRAMS
+    assert plan.lpt_chunk(False, 1, lo) == 1
+    assert plan.lpt_chunk(True, plan.L2_CHUNK_BYTES * 4, lo) == 1
+    assert plan.lpt_chunk(True, plan.L2_CHUNK_BYTES // 8, lo) == 8
+    assert plan.lpt_chunk(True, plan.L2_CHUNK_BYTES // 8, hi - 1) == 8
+    assert plan.lpt_chunk(True, plan.L2_CHUNK_BYTES // 8, hi) == 1
+    assert plan.lpt_chunk(True, plan.L2_CHUNK_BYTES // 8, lo - 1) == 1

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 import trifuse
 
-from ..ops.attention import attention_flops
+from ..ops.attention_plan import attention_flops
 from ..reference.attention import attention_grads_ref, attention_ref, naive_attention
 from .providers import backward_fn, leaf
 from .suite import Case, Suite, Unavailable, Work

@@ -1,6 +1,6 @@
-"""Hopper (sm_90) flash attention backward, dK and dV, warp specialized in Gluon. EXPERIMENTAL: built for
-sm_90 offline (scripts/sm90_build.py attn-dkdv-ws) but not yet run on a GPU, and no launcher uses it
-(`ops.attention._launch_dkdv_ws` is called only by scripts/ab_attention.py's bwd checks).
+"""Hopper (sm_90) flash attention backward (dK and dV; dQ below), warp specialized in Gluon. EXPERIMENTAL:
+built for sm_90 offline (scripts/sm90_build.py attn-dkdv-ws / attn-dq-ws) but not yet run on a GPU, and off
+by default (`ops.attention_ws.WS_BWD`, which scripts/ab_attention.py's bwd checks switch on).
 
 A program owns 128 keys of one (batch, KV head): two consumer warpgroups of 64 keys each keep their K and
 V rows in shared memory and their dK, dV accumulators in registers, and loop over the query blocks (BM

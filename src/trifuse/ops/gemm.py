@@ -17,6 +17,7 @@ from ..kernels import gemm_bwd as kb
 from ..kernels import gemm_tma as kt
 from ..runtime import INTERPRET
 from . import gemm_configs as gc
+from ._gluon import GLUON_API, descriptor
 from ._launch import cdiv, device_props, launcher, next_pow2
 from .gemm_configs import GemmConfig
 
@@ -153,9 +154,6 @@ WS_MAXNREG = 168  # 12 warps (4 + 4 + the producer's warpgroup) x 32 x 168 fits 
 WS_MIN_WORK = 2 ** 35  # 4096 x 4096 x 2048: a ~0.1 ms kernel
 WS_ACTIVATIONS = ("silu", "gelu", "gelu_tanh")  # transcendental epilogues: faster up to N, K <= 4096
 WS_MAX_NK = 4096
-# The kernel is written against triton 3.6's Gluon API (list-of-(function, args) warp_specialize, host
-# TensorDescriptor); older triton releases (>= 3.2 is allowed) keep the Triton kernel.
-WS_TRITON = tuple(int(x) for x in triton.__version__.split(".")[:2]) >= (3, 6)
 
 
 def ws_applies(config: GemmConfig, M: int, N: int, K: int, activation: str, narrow: bool, a_t: bool,
@@ -164,27 +162,9 @@ def ws_applies(config: GemmConfig, M: int, N: int, K: int, activation: str, narr
     K-contiguous), an epilogue it has (no dropout, residual or stored pre-activation), real tensors (not
     traced: torch.compile's wrap_triton takes Triton kernels, not Gluon ones), and a size where it
     measured faster (WS_CONFIG's note)."""
-    if not WS_TRITON or config.kernel != "tma" or narrow or a_t or traced or M * N * K < WS_MIN_WORK:
+    if not GLUON_API or config.kernel != "tma" or narrow or a_t or traced or M * N * K < WS_MIN_WORK:
         return False
     return activation in WS_ACTIVATIONS and N <= WS_MAX_NK and K <= WS_MAX_NK
-
-
-@functools.cache
-def _gluon_layout(block: tuple[int, int], dtype: torch.dtype):
-    from triton.experimental.gluon import language as gl
-
-    return gl.NVMMASharedLayout.get_default_for(list(block), gl.bfloat16 if dtype == torch.bfloat16 else gl.float16)
-
-
-def _gluon_desc(t: torch.Tensor, block: tuple[int, int]):
-    """A host tensor descriptor for t's [block] tiles. Built without the dataclass's own checks (~100 us of
-    Python a descriptor on a slow host, three a call): tma_layout has checked the alignment they check."""
-    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
-
-    desc = object.__new__(TensorDescriptor)
-    desc.base, desc.shape, desc.strides = t, list(t.shape), list(t.stride())
-    desc.block_shape, desc.layout, desc.padding = list(block), _gluon_layout(block, t.dtype), "zero"
-    return desc
 
 
 def _launch_ws(a, b, out, bias, activation: str, b_t: bool, sms: int, config: GemmConfig) -> None:
@@ -195,8 +175,8 @@ def _launch_ws(a, b, out, bias, activation: str, b_t: bool, sms: int, config: Ge
     bm, bn, bk = config.block_m, config.block_n, config.block_k
     programs = min(sms, cdiv(M, bm) * cdiv(N, bn))
     kw.gemm_ws_kernel[(programs,)](
-        _gluon_desc(a, (bm, bk)), _gluon_desc(b.t() if b_t else b, (bn, bk) if b_t else (bk, bn)),
-        _gluon_desc(out, (bm, bn)), bias if bias is not None else out, M, N, K,
+        descriptor(a, (bm, bk)), descriptor(b.t() if b_t else b, (bn, bk) if b_t else (bk, bn)),
+        descriptor(out, (bm, bn)), bias if bias is not None else out, M, N, K,
         ACT=activation, HAS_BIAS=bias is not None, B_T=b_t, STAGES=config.num_stages, GROUP_M=config.group_m,
         NUM_SMS=programs, CONSUMER_REGS=WS_REGS[0], PRODUCER_REGS=WS_REGS[1], num_warps=4,
         maxnreg=WS_MAXNREG,

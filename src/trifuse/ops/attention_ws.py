@@ -1,0 +1,178 @@
+"""The warp-specialized Gluon attention kernels' host side (sm_90): when a call takes them, their tiles and
+descriptors, their launches. The forward is chosen by ws_applies; the backward kernels are EXPERIMENTAL
+and off (WS_BWD)."""
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from ..runtime import INTERPRET
+from ._gluon import GLUON_API, descriptor
+from ._launch import cdiv, device_props
+from .attention_plan import attention_flops, dims, lpt_chunk
+
+# The warp-specialized Gluon forward (kernels/attention_fwd_ws.py): 64 query rows per consumer warpgroup,
+# two warpgroups a program, key blocks of WS_BLOCK_N through a ring of ws_stages(D) stages. H100, bf16,
+# device time, best of three alternating rounds (scripts/ab_attention.py time), TFLOP/s:
+# - one program a tile, Triton kernel -> this one at 2 / 3 stages, D=128 non-causal: 465 -> 506 / 596
+#   (8x16x2048), 507 -> 560 / 645 (4096), 535 -> 600 / 659 (16384); causal 373 -> 437 / 489, 440 -> 506 /
+#   588, 513 -> 556 / 679; cuDNN 651 / 676 / 675 and 509 / 573 / 634.
+# - persistent (the next tile's loads overlap this one's tail and stores) against one program a tile, two
+#   runs: non-causal 399-402 / 343-347 (32x16x512), 503-509 / 468 (1024), 583-590 / 565 (2048), 628-638 /
+#   622-625 (4096), 645-657 / 651-668 (16384); causal much slower (2048: 348-406 / 436-443; 16384: 439-466
+#   / 658-664): a static assignment of tiles of unequal length, round-robin or snake, leaves programs with
+#   unequal work where the hardware's block scheduler balances it. So: persistent without causal only.
+# - D=64 (4 stages), persistent non-causal / one program a tile causal: 8x32x2048 410 vs the Triton
+#   kernel's 402, causal 301 vs 352; 2x32x8192 449 vs 426, causal 427 vs 403: causal D=64 takes the kernel
+#   from WS_MIN_SKV_D64 keys on.
+WS_Q_ROWS = 64
+WS_BLOCK_N = 128
+WS_REGS = (240, 32)  # consumer warpgroup, producer warp (setmaxnreg): 8 x 240 + 4 x 32 warps' registers = 64K
+WS_MAXNREG = 168  # at launch: 12 warps (4 + 4 + the producer's warpgroup) x 32 x 168 fits the register file
+WS_HEAD_DIMS = (64, 128)
+WS_MIN_SKV_D64 = 4096
+# Short query blocks (decode-like) keep the Triton kernel, whose 64-row tiles waste less of them; so do small
+# problems: this kernel's launch (Triton's launcher with descriptor arguments) costs more host time than the
+# Triton kernel's FastKernel launch. H100 host, enqueue time a causal call, this kernel / the Triton one:
+# 108-118 / 45-50 us (1x16x128x128 to 4x16x2048x128); wall time a call in a loop at 1x16x512x128 111 / 47 us
+# (host-bound), at 4x16x2048x128 160 / 181 us. WS_MIN_FLOPS (the FLOP model's count, ~60 us of device time)
+# keeps the kernel where its device time outlasts the difference.
+WS_MIN_SQ = 128
+WS_MIN_FLOPS = 2 ** 35
+
+
+def ws_stages(head_dim: int) -> int:
+    # Shared memory: Q (2 x 64 x D) plus a K and a V block per stage: 224 KB at D=128, 144 KB at D=64.
+    return 3 if head_dim > 64 else 4
+
+
+def ws_desc(t: torch.Tensor, rows: int):
+    """A host descriptor of t (B, H, S, D) for [1, 1, rows, D] tiles (the callers' rules have checked what
+    the dataclass checks)."""
+    return descriptor(t, (1, 1, rows, int(t.shape[3])))
+
+
+def rows_desc(t: torch.Tensor, rows: int):
+    """A 1-D host descriptor of a contiguous fp32 t (any shape, 16-byte aligned) for [rows] boxes."""
+    return descriptor(t, (rows,), shape=(t.numel(),), strides=(1,), layout=_fp32_rows_layout())
+
+
+@functools.cache
+def _fp32_rows_layout():
+    from triton.experimental.gluon import language as gl
+
+    return gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=32, rank=1)
+
+
+def ws_applies(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor, scale: float,
+               causal: bool) -> bool:
+    """Whether the forward goes to the warp-specialized Gluon kernel: a problem it takes (ws_fits) on an
+    sm_90 GPU (not the interpreter) with triton >= 3.6, real tensors (not traced: torch.compile's wrap_triton
+    takes Triton kernels, not Gluon ones), q, k, v that TMA can address (tma_addressable) and an out with a
+    unit last stride."""
+    if not ws_fits(q.dtype, *dims(q, k), causal, scale) or not _gluon_runs(q):
+        return False
+    return out.stride(3) == 1 and all(tma_addressable(t) for t in (q, k, v))
+
+
+def _gluon_runs(q: torch.Tensor) -> bool:
+    """A Gluon kernel can take this call: an sm_90 GPU (not the interpreter), triton >= 3.6, a real tensor
+    (not traced: torch.compile's wrap_triton takes Triton kernels, not Gluon ones)."""
+    if INTERPRET or not GLUON_API or q.device.type != "cuda" or device_props(q.device.index)[0] != (9, 0):
+        return False
+    return not torch.compiler.is_compiling() and type(q) is torch.Tensor
+
+
+def ws_fits(dtype: torch.dtype, B: int, Hq: int, Sq: int, D: int, Hkv: int, Skv: int, causal: bool,
+            scale: float) -> bool:
+    """The problems the Gluon forward takes: 16-bit data, a positive scale (folded into exp2), D of 128 or
+    64 (causal: from WS_MIN_SKV_D64 keys on), at least WS_MIN_SQ queries and WS_MIN_FLOPS of work."""
+    if dtype not in (torch.float16, torch.bfloat16) or not scale > 0 or D not in WS_HEAD_DIMS:
+        return False
+    if Sq < WS_MIN_SQ or (D == 64 and causal and Skv < WS_MIN_SKV_D64):
+        return False
+    return attention_flops(int(B), int(Hq), int(Sq), int(Skv), D, causal) >= WS_MIN_FLOPS
+
+
+def tma_addressable(t: torch.Tensor) -> bool:
+    """A (B, H, S, D) tensor a 4-D TMA descriptor can read: unit last stride, 16-byte aligned base and other
+    strides (16-bit data)."""
+    st = t.stride()
+    return st[3] == 1 and t.data_ptr() % 16 == 0 and all(x % 8 == 0 for x in st[:3])
+
+
+def launch_fwd(q, k, v, out, lse, causal: bool, scale: float, persistent: bool | None = None) -> None:
+    """persistent: min(tiles, SMs) programs; by default without causal only (see WS_Q_ROWS's note)."""
+    from ..kernels import attention_fwd_ws as kw
+
+    B, Hq, Sq, D, Hkv, Skv = dims(q, k)
+    unit_programs = cdiv(Sq, 2 * WS_Q_ROWS) * (Hq // Hkv)
+    tiles = unit_programs * B * Hkv
+    if persistent is None:
+        persistent = not causal
+    programs = min(tiles, device_props(q.device.index)[1]) if persistent else tiles
+    kw.attention_fwd_ws[(programs,)](
+        ws_desc(q, WS_Q_ROWS), ws_desc(k, WS_BLOCK_N), ws_desc(v, WS_BLOCK_N), out, lse, *out.stride()[:3],
+        Hq, Hkv, Sq, Skv, scale, lpt_chunk(causal, 2 * Skv * D * k.element_size(), unit_programs), tiles,
+        CAUSAL=causal, STAGES=ws_stages(D), PERSISTENT=persistent, CONSUMER_REGS=WS_REGS[0],
+        PRODUCER_REGS=WS_REGS[1], num_warps=4, maxnreg=WS_MAXNREG,
+    )
+
+
+# EXPERIMENTAL, off (WS_BWD = False): the warp-specialized Gluon backward kernels (kernels/attention_bwd_ws.py),
+# built for sm_90 offline but not yet run on a GPU; scripts/ab_attention.py bwd-check / bwd-time switch them
+# on. WS_BWD = True: the Gluon dK/dV kernel (64-row query blocks, WS_BWD_STAGES of Q, dO, LSE and delta in
+# the ring) with the Triton dQ kernel; "all": the Gluon dQ kernel too (WS_DQ_BLOCK_N keys a step).
+WS_BWD: bool | str = False
+WS_BWD_BLOCK_M = 64
+WS_BWD_STAGES = 2
+
+
+def ws_bwd_applies(q, k, v, do, lse, dk, dv, scale: float) -> bool:
+    """The Gluon dK/dV kernel's conditions (when WS_BWD is on): as ws_applies's, without the size rules,
+    for q, k, v, do, with dk and dv of a unit last stride and a contiguous, 16-byte aligned lse."""
+    if q.dtype not in (torch.float16, torch.bfloat16) or not scale > 0 or int(q.shape[3]) not in WS_HEAD_DIMS:
+        return False
+    if not _gluon_runs(q):
+        return False
+    # lse is read through a 1-D descriptor (delta is this function's caller's own buffer).
+    if not lse.is_contiguous() or lse.data_ptr() % 16:
+        return False
+    return dk.stride(3) == 1 and dv.stride(3) == 1 and all(tma_addressable(t) for t in (q, k, v, do))
+
+
+def launch_dkdv(q, k, v, do, lse, delta, dk, dv, causal: bool, scale: float) -> None:
+    """dK, dV of attention_bwd_into through the Gluon kernel (EXPERIMENTAL, see above); delta as
+    attention_bwd_delta writes it. q, k, v, do TMA-addressable; dk, dv with a unit last stride."""
+    from ..kernels import attention_bwd_ws as kw
+
+    B, Hq, Sq, D, Hkv, Skv = dims(q, k)
+    key_blocks = cdiv(Skv, 128)
+    chunk = lpt_chunk(causal, 2 * (Hq // Hkv) * Sq * D * q.element_size(), key_blocks)
+    kw.attention_bwd_dkdv_ws[(key_blocks * B * Hkv,)](
+        ws_desc(q, WS_BWD_BLOCK_M), ws_desc(do, WS_BWD_BLOCK_M), ws_desc(k, 64), ws_desc(v, 64),
+        rows_desc(lse, WS_BWD_BLOCK_M), rows_desc(delta, WS_BWD_BLOCK_M), dk, dv, *dk.stride()[:3],
+        *dv.stride()[:3], Hq, Hkv, Sq, Skv, scale, chunk,
+        CAUSAL=causal, STAGES=WS_BWD_STAGES, CONSUMER_REGS=WS_REGS[0], PRODUCER_REGS=WS_REGS[1], num_warps=4,
+        maxnreg=WS_MAXNREG,
+    )
+
+
+WS_DQ_BLOCK_N = 64
+WS_DQ_STAGES = 3
+
+
+def launch_dq(q, k, v, do, lse, delta, dq, causal: bool, scale: float) -> None:
+    """dQ of attention_bwd_into through the Gluon kernel (EXPERIMENTAL, with the dK/dV one above)."""
+    from ..kernels import attention_bwd_ws as kw
+
+    B, Hq, Sq, D, Hkv, Skv = dims(q, k)
+    unit_programs = cdiv(Sq, 128) * (Hq // Hkv)
+    kw.attention_bwd_dq_ws[(unit_programs * B * Hkv,)](
+        ws_desc(q, 64), ws_desc(do, 64), ws_desc(k, WS_DQ_BLOCK_N), ws_desc(v, WS_DQ_BLOCK_N), lse, delta, dq,
+        *dq.stride()[:3], Hq, Hkv, Sq, Skv, scale,
+        lpt_chunk(causal, 2 * Skv * D * k.element_size(), unit_programs),
+        CAUSAL=causal, STAGES=WS_DQ_STAGES, CONSUMER_REGS=WS_REGS[0], PRODUCER_REGS=WS_REGS[1], num_warps=4,
+        maxnreg=WS_MAXNREG,
+    )
