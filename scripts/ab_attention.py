@@ -3,7 +3,8 @@
   python3 scripts/ab_attention.py check   # outputs and LSE vs an fp32 SDPA reference, odd shapes, poisoned
   python3 scripts/ab_attention.py time [STAGES...]  # device time, alternating rounds, best of three
   python3 scripts/ab_attention.py bwd-check   # the experimental Gluon dK/dV kernel vs the Triton one
-  python3 scripts/ab_attention.py bwd-time    # the backward with either dK/dV kernel, and cuDNN's
+  python3 scripts/ab_attention.py bwd-time [STAGES...]  # the backward with either dK/dV kernel (the Gluon one
+                                                        # at each ring depth given), and cuDNN's
 
 `time` runs the bench suite's D=128 / D=64 shapes: the Triton kernel, the Gluon kernel (the launcher's grid, at each
 ring depth given, default the launcher's; "grid": one program a tile) and SDPA's cuDNN backend,
@@ -102,11 +103,14 @@ def check() -> None:
     print(f"check: {bad} bad")
 
 
-def run_bwd(q, k, v, do, out, lse, causal, ws, grads=None):
+def run_bwd(q, k, v, do, out, lse, causal, ws, grads=None, stages=None):
     """(dq, dk, dv) of one backward, poisoned first unless the caller passes them (timing); ws: the
-    experimental Gluon kernels (ops.attention.WS_BWD: True for dK/dV, "all" for dQ too)."""
+    experimental Gluon kernels (ops.attention.WS_BWD: True for dK/dV, "all" for dQ too); stages: the dK/dV
+    ring's depth (default the launcher's)."""
     dq, dk, dv = grads or (torch.full_like(t, float("nan")) for t in (q, k, v))
     ows.WS_BWD = ws
+    saved_stages = ows.WS_BWD_STAGES
+    ows.WS_BWD_STAGES = stages or saved_stages
     try:
         with direct_launch():
             if ws and not ows.ws_bwd_applies(q, k, v, do, lse, dk, dv, 1 / math.sqrt(q.shape[-1])):
@@ -114,6 +118,7 @@ def run_bwd(q, k, v, do, out, lse, causal, ws, grads=None):
             oa.attention_bwd_into(do, q, k, v, out, lse, dq, dk, dv, causal, 1 / math.sqrt(q.shape[-1]))
     finally:
         ows.WS_BWD = False
+        ows.WS_BWD_STAGES = saved_stages
     return dq, dk, dv
 
 
@@ -121,25 +126,25 @@ def bwd_check() -> None:
     torch.manual_seed(0)
     bad = 0
     for dtype, d, (b, hq, hkv, sq, skv), causal in check_cases():
-            q = torch.randn(b, hq, sq, d, device="cuda", dtype=dtype)
-            k = torch.randn(b, skv, hkv, d, device="cuda", dtype=dtype).transpose(1, 2)
-            v = torch.randn(b, hkv, skv, d, device="cuda", dtype=dtype)
-            do = torch.randn_like(q)
-            out, lse = run_fwd(q, k, v, causal, "triton")
-            tri = run_bwd(q, k, v, do, out, lse, causal, False)
-            scale = max(t.float().abs().max().item() for t in tri)
-            for mode in (True, "all"):
-                ws = run_bwd(q, k, v, do, out, lse, causal, mode)
-                errs = [(a.float() - t.float()).abs().max().item() for a, t in zip(ws, tri)]
-                ok = all(e <= 2e-2 * max(scale, 1) for e in errs) and not any(t.isnan().any() for t in ws)
-                bad += not ok
-                print(f"{'OK ' if ok else 'BAD'} ws={mode} {dtype} D={d} {b}x{hq}/{hkv}x{sq}x{skv} "
-                      f"causal={causal}: |ws - triton| dq {errs[0]:.2e} dk {errs[1]:.2e} dv {errs[2]:.2e} "
-                      f"(max |grad| {scale:.2e})", flush=True)
+        q = torch.randn(b, hq, sq, d, device="cuda", dtype=dtype)
+        k = torch.randn(b, skv, hkv, d, device="cuda", dtype=dtype).transpose(1, 2)
+        v = torch.randn(b, hkv, skv, d, device="cuda", dtype=dtype)
+        do = torch.randn_like(q)
+        out, lse = run_fwd(q, k, v, causal, "triton")
+        tri = run_bwd(q, k, v, do, out, lse, causal, False)
+        scale = max(t.float().abs().max().item() for t in tri)
+        for mode in (True, "all"):
+            ws = run_bwd(q, k, v, do, out, lse, causal, mode)
+            errs = [(a.float() - t.float()).abs().max().item() for a, t in zip(ws, tri)]
+            ok = all(e <= 2e-2 * max(scale, 1) for e in errs) and not any(t.isnan().any() for t in ws)
+            bad += not ok
+            print(f"{'OK ' if ok else 'BAD'} ws={mode} {dtype} D={d} {b}x{hq}/{hkv}x{sq}x{skv} "
+                  f"causal={causal}: |ws - triton| dq {errs[0]:.2e} dk {errs[1]:.2e} dv {errs[2]:.2e} "
+                  f"(max |grad| {scale:.2e})", flush=True)
     print(f"bwd-check: {bad} bad")
 
 
-def bwd_time() -> None:
+def bwd_time(stages: list[int]) -> None:
     shapes = [(8, 16, 2048, 128, 16), (4, 16, 4096, 128, 16), (1, 16, 16384, 128, 16), (8, 16, 2048, 128, 2),
               (8, 32, 2048, 64, 32)]
     for b, h, s, d, hkv in shapes:
@@ -154,14 +159,16 @@ def bwd_time() -> None:
             grads = tuple(torch.empty_like(t) for t in (q, k, v))
             best = {}
             for _ in range(3):
-                for name in ("triton", "ws", "wsall", "cudnn"):
+                for name in ["triton"] + [f"ws{n}" for n in stages] + ["wsall", "cudnn"]:
                     if name == "cudnn":
                         def run():
                             torch.autograd.grad(ref, (qg, kg, vg), do, retain_graph=True)
+                    elif name in ("triton", "wsall"):
+                        def run():
+                            run_bwd(q, k, v, do, out, lse, causal, name == "wsall" and "all", grads)
                     else:
                         def run():
-                            run_bwd(q, k, v, do, out, lse, causal, {"triton": False, "ws": True}.get(name, "all"),
-                                    grads)
+                            run_bwd(q, k, v, do, out, lse, causal, True, grads, int(name[2:]) or None)
                     best[name] = min(best.get(name, 1e9), time_ms(run, hide_host=True))
             row = "  ".join(f"{n} {2.5 * tflops(b, h, s, d, causal, t):.0f}" for n, t in best.items())
             print(f"bwd {b}x{h}x{s}x{d} hkv={hkv} causal={causal}: {row} TFLOP/s", flush=True)
@@ -212,6 +219,6 @@ if __name__ == "__main__":
     elif what == "bwd-check":
         bwd_check()
     elif what == "bwd-time":
-        bwd_time()
+        bwd_time([int(x) for x in sys.argv[2:]] or [0])
     else:
         time([int(x) for x in sys.argv[2:]] or [0])

@@ -1,13 +1,14 @@
-"""The warp-specialized Gluon attention forward: its choice rules (interpreter) and the kernel against fp64
-(sm_90 GPU only)."""
+"""The warp-specialized Gluon attention kernels: the forward's choice rules (interpreter); the forward and the
+experimental backward against fp64 (sm_90 GPU only)."""
 import math
 
 import pytest
 import torch
 
+import trifuse.ops.attention_ws as ows
 from helpers import ATTENTION_FLOOR as FLOOR
 from helpers import assert_close_to_ref, make_qkv, poison, sdpa
-from trifuse.ops.attention import attention_fwd_into
+from trifuse.ops.attention import attention_bwd_into, attention_fwd_into
 from trifuse.ops.attention_plan import attention_flops
 from trifuse.ops.attention_ws import WS_MIN_FLOPS, WS_MIN_SQ, launch_fwd, tma_addressable, ws_applies, ws_fits
 from trifuse.reference.attention import attention_lse_ref, attention_ref
@@ -104,3 +105,38 @@ def test_warp_specialized_forward_falls_back_where_it_cannot_run(device):
         attention_fwd_into(q, k, v, out, lse, True, scale)
         ref = attention_ref(q.double(), k.double(), v.double(), causal=True, scale=scale)
         assert_close_to_ref(out, ref, sdpa(q, k, v, True, scale, math=True), floor=FLOOR[q.dtype])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("mode", [True, "all"])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("shape, layout", [
+    ((1, 1, 1, 1, 1, 128), "bhsd"),           # one query, one key
+    ((2, 4, 2, 127, 300, 128), "bshd"),       # odd Sq: LSE and delta rows padded to 16-byte coordinates
+    ((1, 4, 1, 300, 17, 64), "bhsd"),         # Sq > Skv, MQA
+    ((1, 8, 2, 1000, 1000, 64), "bshd"),      # GQA 4:1, ragged last blocks
+    ((1, 2, 2, 4097, 4097, 128), "qkv"),      # fused projection views, a one-row last block
+], ids=str)
+def test_warp_specialized_backward_gpu(device, monkeypatch, shape, layout, causal, mode):
+    # The experimental Gluon dK/dV (mode True) and dQ ("all") kernels against fp64 gradients, within twice
+    # SDPA's own bf16 error.
+    from trifuse.ops._launch import device_props
+
+    if device_props(device.index or 0)[0] != (9, 0):
+        pytest.skip("the warp-specialized backward is sm_90 only")
+    monkeypatch.setattr(ows, "WS_BWD", mode)
+    b, hq, hkv, sq, skv, d = shape
+    q, k, v = _layout_qkv(b, hq, hkv, sq, skv, d, torch.bfloat16, device, layout)
+    scale = 1 / math.sqrt(d)
+    out, lse = torch.empty_like(q), torch.empty(q.shape[:3], device=device)
+    attention_fwd_into(q, k, v, out, lse, causal, scale)
+    do = torch.randn_like(q)
+    dq, dk, dv = (poison(torch.empty_like(t)) for t in (q, k, v))
+    assert ows.ws_bwd_applies(q, k, v, do, lse, dk, dv, scale)
+    attention_bwd_into(do, q, k, v, out, lse, dq, dk, dv, causal, scale)
+    ref_leaves = [t.detach().double().requires_grad_() for t in (q, k, v)]
+    ref_g = torch.autograd.grad(sdpa(*ref_leaves, causal, scale, math=True), ref_leaves, do.double())
+    torch_leaves = [t.detach().clone().requires_grad_() for t in (q, k, v)]
+    torch_g = torch.autograd.grad(sdpa(*torch_leaves, causal, scale), torch_leaves, do)
+    for name, got, r, t in zip(("dq", "dk", "dv"), (dq, dk, dv), ref_g, torch_g):
+        assert_close_to_ref(got, r, t, floor=FLOOR[torch.bfloat16], what=name)

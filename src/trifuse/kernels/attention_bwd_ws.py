@@ -40,7 +40,7 @@ def _key_block(Hkv, Skv, Sq, chunk, BM: gl.constexpr, CAUSAL: gl.constexpr):
 
 @gluon.jit
 def _producer(q_desc, do_desc, k_desc, v_desc, lse_desc, delta_desc, q_bufs, do_bufs, lse_bufs, delta_bufs,
-              k_smem, v_smem, kv_ready, ready, empty, Hq, Hkv, Sq, Skv, chunk, STAGES: gl.constexpr,
+              k_smem, v_smem, kv_ready, ready, empty, Hq, Hkv, Sq, Skv, row_pitch, chunk, STAGES: gl.constexpr,
               CAUSAL: gl.constexpr):
     """One warp: both warpgroups' K and V rows once, then Q, dO, LSE and delta of every query block of
     every query head of the group, in order, into the ring."""
@@ -54,7 +54,7 @@ def _producer(q_desc, do_desc, k_desc, v_desc, lse_desc, delta_desc, q_bufs, do_
     it = 0
     for g in range(G):
         h = hk * G + g
-        row0 = (b * Hq + h) * Sq
+        row0 = (b * Hq + h) * row_pitch
         for mb in range(m_lo, n_m):
             s = it % STAGES
             mbarrier.wait(empty.index(s), ((it // STAGES) & 1) ^ 1)
@@ -106,7 +106,7 @@ def _consumer(q_bufs, do_bufs, lse_bufs, delta_bufs, k_smem, v_smem, kv_ready, r
             s_t = warpgroup_mma_wait(0, deps=(s_t, ))
             lse2 = lse_bufs.index(s).load(vec_layout) * LOG2E
             p_t = gl.exp2(s_t * qk_scale - gl.expand_dims(lse2, 0))
-            if (mb + 1) * BM > Sq:  # the last block: its rows past Sq read the next head's LSE
+            if (mb + 1) * BM > Sq:  # the last block: its rows past Sq read padding or the next head's LSE
                 rows = mb * BM + gl.arange(0, BM, layout=vec_layout)
                 p_t = gl.where(gl.expand_dims(rows < Sq, 0), p_t, 0.0)
             if CAUSAL:  # noqa: SIM102 -- a constexpr test outside, a runtime one inside
@@ -143,13 +143,14 @@ def _consumer(q_bufs, do_bufs, lse_bufs, delta_bufs, k_smem, v_smem, kv_ready, r
 @gluon.jit
 def attention_bwd_dkdv_ws(q_desc, do_desc, k_desc, v_desc, lse_desc, delta_desc, dk_ptr, dv_ptr,
                           stride_dkb, stride_dkh, stride_dkn, stride_dvb, stride_dvh, stride_dvn,
-                          Hq, Hkv, Sq, Skv, sm_scale, chunk,
+                          Hq, Hkv, Sq, Skv, row_pitch, sm_scale, chunk,
                           CAUSAL: gl.constexpr, STAGES: gl.constexpr, CONSUMER_REGS: gl.constexpr,
                           PRODUCER_REGS: gl.constexpr):
     """q_desc / do_desc: [1, 1, BM, D] tiles of q, do (B, Hq, Sq, D); k_desc / v_desc: [1, 1, 64, D] tiles of
-    k, v (B, Hkv, Skv, D); lse_desc / delta_desc: [BM] tiles of lse, delta (B, Hq, Sq) fp32 contiguous,
-    flattened (1-D: any Sq; a block's rows past Sq read the next head's, masked); dk, dv (B, Hkv, Skv, D) with a unit last
-    stride. Launch with num_warps=4 and cdiv(Skv, 128) x B x Hkv programs."""
+    k, v (B, Hkv, Skv, D); lse_desc / delta_desc: [BM] tiles of lse, delta (B, Hq, row_pitch) fp32
+    contiguous, flattened (1-D: a block's rows past Sq read the padding or the next head's, masked), with
+    row_pitch >= Sq a multiple of 4 (TMA needs 16-byte aligned coordinates; an unaligned one is an illegal
+    instruction); dk, dv (B, Hkv, Skv, D) with a unit last stride. Launch with num_warps=4 and cdiv(Skv, 128) x B x Hkv programs."""
     dtype: gl.constexpr = q_desc.dtype
     q_bufs = gl.allocate_shared_memory(dtype, [STAGES] + q_desc.block_type.shape, q_desc.layout)
     do_bufs = gl.allocate_shared_memory(dtype, [STAGES] + do_desc.block_type.shape, do_desc.layout)
@@ -176,7 +177,7 @@ def attention_bwd_dkdv_ws(q_desc, do_desc, k_desc, v_desc, lse_desc, delta_desc,
                      dv_ptr, stride_dkb, stride_dkh, stride_dkn, stride_dvb, stride_dvh, stride_dvn, Hq, Hkv, Sq,
                      Skv, sm_scale, chunk, CAUSAL, STAGES, 1)),
         (_producer, (q_desc, do_desc, k_desc, v_desc, lse_desc, delta_desc, q_bufs, do_bufs, lse_bufs, delta_bufs,
-                     k_smem, v_smem, kv_ready, ready, empty, Hq, Hkv, Sq, Skv, chunk, STAGES, CAUSAL)),
+                     k_smem, v_smem, kv_ready, ready, empty, Hq, Hkv, Sq, Skv, row_pitch, chunk, STAGES, CAUSAL)),
     ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
 
 

@@ -150,10 +150,15 @@ def launch_dkdv(q, k, v, do, lse, delta, dk, dv, causal: bool, scale: float) -> 
     B, Hq, Sq, D, Hkv, Skv = dims(q, k)
     key_blocks = cdiv(Skv, 128)
     chunk = lpt_chunk(causal, 2 * (Hq // Hkv) * Sq * D * q.element_size(), key_blocks)
+    # A TMA coordinate must be 16-byte aligned (an unaligned one is an illegal instruction): each head's
+    # rows of the 1-D LSE and delta boxes start at a multiple of 4, so odd lengths get padded copies.
+    pitch = Sq + (-Sq) % 4
+    if pitch != Sq:
+        lse, delta = (torch.nn.functional.pad(t, (0, pitch - Sq)) for t in (lse, delta))
     kw.attention_bwd_dkdv_ws[(key_blocks * B * Hkv,)](
         ws_desc(q, WS_BWD_BLOCK_M), ws_desc(do, WS_BWD_BLOCK_M), ws_desc(k, 64), ws_desc(v, 64),
         rows_desc(lse, WS_BWD_BLOCK_M), rows_desc(delta, WS_BWD_BLOCK_M), dk, dv, *dk.stride()[:3],
-        *dv.stride()[:3], Hq, Hkv, Sq, Skv, scale, chunk,
+        *dv.stride()[:3], Hq, Hkv, Sq, Skv, pitch, scale, chunk,
         CAUSAL=causal, STAGES=WS_BWD_STAGES, CONSUMER_REGS=WS_REGS[0], PRODUCER_REGS=WS_REGS[1], num_warps=4,
         maxnreg=WS_MAXNREG,
     )
