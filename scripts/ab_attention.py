@@ -105,20 +105,18 @@ def check() -> None:
 
 def run_bwd(q, k, v, do, out, lse, causal, ws, grads=None, stages=None):
     """(dq, dk, dv) of one backward, poisoned first unless the caller passes them (timing); ws: the
-    experimental Gluon kernels (ops.attention.WS_BWD: True for dK/dV, "all" for dQ too); stages: the dK/dV
+    Gluon kernels (ops.attention_ws.WS_BWD: True for dK/dV, "all" for dQ too, False none); stages: the dK/dV
     ring's depth (default the launcher's)."""
     dq, dk, dv = grads or (torch.full_like(t, float("nan")) for t in (q, k, v))
-    ows.WS_BWD = ws
-    saved_stages = ows.WS_BWD_STAGES
-    ows.WS_BWD_STAGES = stages or saved_stages
+    saved = ows.WS_BWD, ows.WS_BWD_STAGES
+    ows.WS_BWD, ows.WS_BWD_STAGES = ws, stages or saved[1]
     try:
         with direct_launch():
-            if ws and not ows.ws_bwd_applies(q, k, v, do, lse, dk, dv, 1 / math.sqrt(q.shape[-1])):
+            if ws and not ows.ws_bwd_applies(q, k, v, do, lse, dk, dv, 1 / math.sqrt(q.shape[-1]), causal):
                 raise RuntimeError("the Gluon dK/dV kernel does not apply")
             oa.attention_bwd_into(do, q, k, v, out, lse, dq, dk, dv, causal, 1 / math.sqrt(q.shape[-1]))
     finally:
-        ows.WS_BWD = False
-        ows.WS_BWD_STAGES = saved_stages
+        ows.WS_BWD, ows.WS_BWD_STAGES = saved
     return dq, dk, dv
 
 

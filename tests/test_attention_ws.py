@@ -107,6 +107,20 @@ def test_warp_specialized_forward_falls_back_where_it_cannot_run(device):
         assert_close_to_ref(out, ref, sdpa(q, k, v, True, scale, math=True), floor=FLOOR[q.dtype])
 
 
+@pytest.mark.parametrize("dtype, shape, causal, scale, takes", [
+    (torch.bfloat16, (8, 16, 2048, 128, 16, 2048), True, 0.1, True),
+    (torch.float16, (4, 16, 4096, 64, 2, 4096), False, 0.1, True),      # GQA, D = 64
+    (torch.bfloat16, (8, 32, 2048, 64, 32, 2048), True, 0.1, True),     # D = 64 causal too (unlike the forward)
+    (torch.float32, (8, 16, 2048, 128, 16, 2048), True, 0.1, False),
+    (torch.bfloat16, (8, 16, 2048, 96, 16, 2048), False, 0.1, False),
+    (torch.bfloat16, (8, 16, 2048, 128, 16, 2048), False, 0.0, False),
+    (torch.bfloat16, (512, 16, 4096, 128, 16, 64), False, 0.1, False),  # fewer keys than a program holds
+    (torch.bfloat16, (1, 16, 512, 128, 16, 512), True, 0.1, False),     # too small to pay for the launch
+])
+def test_warp_specialized_backward_takes(dtype, shape, causal, scale, takes):
+    assert ows.ws_bwd_fits(dtype, *shape, causal, scale) is takes
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("mode", [True, "all"])
 @pytest.mark.parametrize("causal", [False, True])
@@ -116,15 +130,15 @@ def test_warp_specialized_forward_falls_back_where_it_cannot_run(device):
     ((1, 4, 1, 300, 17, 64), "bhsd"),         # Sq > Skv, MQA
     ((1, 8, 2, 1000, 1000, 64), "bshd"),      # GQA 4:1, ragged last blocks
     ((1, 2, 2, 4097, 4097, 128), "qkv"),      # fused projection views, a one-row last block
+    ((1, 16, 2, 4096, 4095, 128), "bshd"),    # enough work for the launcher to choose the kernel
 ], ids=str)
 def test_warp_specialized_backward_gpu(device, monkeypatch, shape, layout, causal, mode):
-    # The experimental Gluon dK/dV (mode True) and dQ ("all") kernels against fp64 gradients, within twice
-    # SDPA's own bf16 error.
+    # The Gluon dK/dV (mode True, the default) and the experimental dQ ("all") kernels at every shape (the
+    # size floor lowered) against fp64 gradients, within twice SDPA's own bf16 error.
     from trifuse.ops._launch import device_props
 
     if device_props(device.index or 0)[0] != (9, 0):
         pytest.skip("the warp-specialized backward is sm_90 only")
-    monkeypatch.setattr(ows, "WS_BWD", mode)
     b, hq, hkv, sq, skv, d = shape
     q, k, v = _layout_qkv(b, hq, hkv, sq, skv, d, torch.bfloat16, device, layout)
     scale = 1 / math.sqrt(d)
@@ -132,7 +146,12 @@ def test_warp_specialized_backward_gpu(device, monkeypatch, shape, layout, causa
     attention_fwd_into(q, k, v, out, lse, causal, scale)
     do = torch.randn_like(q)
     dq, dk, dv = (poison(torch.empty_like(t)) for t in (q, k, v))
-    assert ows.ws_bwd_applies(q, k, v, do, lse, dk, dv, scale)
+    fits = ows.ws_bwd_fits(torch.bfloat16, b, hq, sq, d, hkv, skv, causal, scale)
+    assert ows.ws_bwd_applies(q, k, v, do, lse, dk, dv, scale, causal) == fits == (sq == 4096)
+    monkeypatch.setattr(ows, "WS_BWD", mode)
+    monkeypatch.setattr(ows, "WS_MIN_FLOPS", 0)
+    monkeypatch.setattr(ows, "WS_MIN_SQ", 0)
+    assert ows.ws_bwd_applies(q, k, v, do, lse, dk, dv, scale, causal)
     attention_bwd_into(do, q, k, v, out, lse, dq, dk, dv, causal, scale)
     ref_leaves = [t.detach().double().requires_grad_() for t in (q, k, v)]
     ref_g = torch.autograd.grad(sdpa(*ref_leaves, causal, scale, math=True), ref_leaves, do.double())

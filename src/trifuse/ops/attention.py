@@ -192,7 +192,7 @@ def attention_bwd_into(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
     )
     common = {"CAUSAL": causal, "BLOCK_D": bd, "HEAD_D": D, "PREC": prec, "NUM_STAGES": cfg.num_stages,
                   "num_stages": cfg.num_stages}
-    if ws.WS_BWD and ws.ws_bwd_applies(q, k, v, do, lse, dk, dv, scale):
+    if ws.ws_bwd_applies(q, k, v, do, lse, dk, dv, scale, causal):
         ws.launch_dkdv(q, k, v, do, lse, delta, dk, dv, causal, scale)
         if ws.WS_BWD == "all" and dq.stride(3) == 1:
             ws.launch_dq(q, k, v, do, lse, delta, dq, causal, scale)

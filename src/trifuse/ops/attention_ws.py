@@ -1,6 +1,6 @@
 """The warp-specialized Gluon attention kernels' host side (sm_90): when a call takes them, their tiles and
-descriptors, their launches. The forward is chosen by ws_applies; the backward kernels are EXPERIMENTAL
-and off (WS_BWD)."""
+descriptors, their launches. The forward is chosen by ws_applies, the backward's dK/dV by ws_bwd_applies;
+the Gluon dQ kernel is EXPERIMENTAL and opt-in (WS_BWD = "all")."""
 from __future__ import annotations
 
 import functools
@@ -120,30 +120,44 @@ def launch_fwd(q, k, v, out, lse, causal: bool, scale: float, persistent: bool |
     )
 
 
-# EXPERIMENTAL, off (WS_BWD = False): the warp-specialized Gluon backward kernels (kernels/attention_bwd_ws.py),
-# built for sm_90 offline but not yet run on a GPU; scripts/ab_attention.py bwd-check / bwd-time switch them
-# on. WS_BWD = True: the Gluon dK/dV kernel (64-row query blocks, WS_BWD_STAGES of Q, dO, LSE and delta in
-# the ring) with the Triton dQ kernel; "all": the Gluon dQ kernel too (WS_DQ_BLOCK_N keys a step).
-WS_BWD: bool | str = False
+# The Gluon backward (kernels/attention_bwd_ws.py). WS_BWD = True (default): the dK/dV kernel (64-row query
+# blocks, WS_BWD_STAGES of Q, dO, LSE and delta in the ring) with the Triton dQ kernel; "all": the Gluon dQ
+# kernel too (WS_DQ_BLOCK_N keys a step), EXPERIMENTAL and not faster; False: the Triton kernels only.
+# H100, bf16, backward TFLOP/s (scripts/ab_attention.py bwd-time, device time, best of three alternating
+# rounds), Triton dK/dV -> Gluon dK/dV at 2 / 3 / 4 stages -> with the Gluon dQ too, cuDNN:
+#   8x16x2048x128 364 -> 421 / 417 / 415 -> 422 (509), causal 294 -> 347 / 344 / 348 -> 345 (395)
+#   4x16x4096x128 397 -> 458 / 455 / 455 -> 460 (561), causal 348 -> 415 / 421 / 412 -> 412 (473)
+#   1x16x16384x128 426 -> 474 / 471 / 451 -> 466 (572), causal 402 -> 472 / 474 / 460 -> 473 (554)
+#   8x16x2048x128 8:1 386 -> 444 / 446 / 450 -> 453 (490), causal 286 -> 316 / 312 / 316 -> 313 (370)
+#   8x32x2048x64 354 -> 353 / 356 / 357 -> 301 (419), causal 282 -> 295 / 295 / 294 -> 251 (314)
+WS_BWD: bool | str = True
 WS_BWD_BLOCK_M = 64
 WS_BWD_STAGES = 2
 
 
-def ws_bwd_applies(q, k, v, do, lse, dk, dv, scale: float) -> bool:
-    """The Gluon dK/dV kernel's conditions (when WS_BWD is on): as ws_applies's, without the size rules,
-    for q, k, v, do, with dk and dv of a unit last stride and a contiguous, 16-byte aligned lse."""
-    if q.dtype not in (torch.float16, torch.bfloat16) or not scale > 0 or int(q.shape[3]) not in WS_HEAD_DIMS:
+def ws_bwd_fits(dtype: torch.dtype, B: int, Hq: int, Sq: int, D: int, Hkv: int, Skv: int, causal: bool,
+                scale: float) -> bool:
+    """The problems the Gluon dK/dV kernel takes: 16-bit data, a positive scale, D of 64 or 128, at least
+    WS_MIN_SQ keys (a program holds 128) and WS_MIN_FLOPS of work (the launch's host cost, as the
+    forward's)."""
+    if dtype not in (torch.float16, torch.bfloat16) or not scale > 0 or D not in WS_HEAD_DIMS:
         return False
-    if not _gluon_runs(q):
+    return Skv >= WS_MIN_SQ and attention_flops(int(B), int(Hq), int(Sq), int(Skv), D, causal) >= WS_MIN_FLOPS
+
+
+def ws_bwd_applies(q, k, v, do, lse, dk, dv, scale: float, causal: bool) -> bool:
+    """Whether the backward's dK/dV goes to the Gluon kernel: WS_BWD on, a problem it takes (ws_bwd_fits)
+    where a Gluon kernel runs, q, k, v, do that TMA can address, dk and dv of a unit last stride and a
+    contiguous, 16-byte aligned lse (read through a 1-D descriptor; delta is the caller's own buffer)."""
+    if not WS_BWD or not ws_bwd_fits(q.dtype, *dims(q, k), causal, scale) or not _gluon_runs(q):
         return False
-    # lse is read through a 1-D descriptor (delta is this function's caller's own buffer).
     if not lse.is_contiguous() or lse.data_ptr() % 16:
         return False
     return dk.stride(3) == 1 and dv.stride(3) == 1 and all(tma_addressable(t) for t in (q, k, v, do))
 
 
 def launch_dkdv(q, k, v, do, lse, delta, dk, dv, causal: bool, scale: float) -> None:
-    """dK, dV of attention_bwd_into through the Gluon kernel (EXPERIMENTAL, see above); delta as
+    """dK, dV of attention_bwd_into through the Gluon kernel; delta as
     attention_bwd_delta writes it. q, k, v, do TMA-addressable; dk, dv with a unit last stride."""
     from ..kernels import attention_bwd_ws as kw
 
