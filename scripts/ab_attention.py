@@ -3,8 +3,8 @@
   python3 scripts/ab_attention.py check   # outputs and LSE vs an fp32 SDPA reference, odd shapes, poisoned
   python3 scripts/ab_attention.py time [STAGES...]  # device time, alternating rounds, best of three
   python3 scripts/ab_attention.py bwd-check   # the experimental Gluon dK/dV kernel vs the Triton one
-  python3 scripts/ab_attention.py bwd-time [STAGES...]  # the backward with either dK/dV kernel (the Gluon one
-                                                        # at each ring depth given), and cuDNN's
+  python3 scripts/ab_attention.py bwd-time [SPLITS...]  # the backward with either dK/dV kernel (the Gluon one
+                                                        # also at each head split given), and cuDNN's
 
 `time` runs the bench suite's D=128 / D=64 shapes: the Triton kernel, the Gluon kernel (the launcher's grid, at each
 ring depth given, default the launcher's; "grid": one program a tile) and SDPA's cuDNN backend,
@@ -103,20 +103,22 @@ def check() -> None:
     print(f"check: {bad} bad")
 
 
-def run_bwd(q, k, v, do, out, lse, causal, ws, grads=None, stages=None):
+def run_bwd(q, k, v, do, out, lse, causal, ws, grads=None, split=None):
     """(dq, dk, dv) of one backward, poisoned first unless the caller passes them (timing); ws: the
-    Gluon kernels (ops.attention_ws.WS_BWD: True for dK/dV, "all" for dQ too, False none); stages: the dK/dV
-    ring's depth (default the launcher's)."""
+    Gluon kernels (ops.attention_ws.WS_BWD: True for dK/dV, "all" for dQ too, False none); split: the dK/dV
+    kernel's head slices (default the launcher's)."""
     dq, dk, dv = grads or (torch.full_like(t, float("nan")) for t in (q, k, v))
-    saved = ows.WS_BWD, ows.WS_BWD_STAGES
-    ows.WS_BWD, ows.WS_BWD_STAGES = ws, stages or saved[1]
+    saved = ows.WS_BWD, ows.ws_dkdv_split
+    ows.WS_BWD = ws
+    if split:
+        ows.ws_dkdv_split = lambda group, programs, causal: split
     try:
         with direct_launch():
             if ws and not ows.ws_bwd_applies(q, k, v, do, lse, dk, dv, 1 / math.sqrt(q.shape[-1]), causal):
                 raise RuntimeError("the Gluon dK/dV kernel does not apply")
             oa.attention_bwd_into(do, q, k, v, out, lse, dq, dk, dv, causal, 1 / math.sqrt(q.shape[-1]))
     finally:
-        ows.WS_BWD, ows.WS_BWD_STAGES = saved
+        ows.WS_BWD, ows.ws_dkdv_split = saved
     return dq, dk, dv
 
 
@@ -142,11 +144,11 @@ def bwd_check() -> None:
     print(f"bwd-check: {bad} bad")
 
 
-def bwd_time(stages: list[int]) -> None:
-    shapes = [(8, 16, 2048, 128, 16), (4, 16, 4096, 128, 16), (1, 16, 16384, 128, 16), (8, 16, 2048, 128, 2),
-              (8, 32, 2048, 64, 32)]
+def bwd_time(splits: list[int]) -> None:
+    shapes = [(8, 16, 2048, 128, 2), (2, 16, 8192, 128, 2), (1, 16, 16384, 128, 2), (4, 16, 4096, 128, 2),
+              (8, 32, 2048, 64, 8)]
     for b, h, s, d, hkv in shapes:
-        for causal in (False, True):
+        for causal in (False, True) if not splits else (True,):  # the split is for causal GQA
             q = torch.randn(b, h, s, d, device="cuda", dtype=torch.bfloat16)
             k, v = (torch.randn(b, hkv, s, d, device="cuda", dtype=torch.bfloat16) for _ in range(2))
             do = torch.randn_like(q)
@@ -157,16 +159,16 @@ def bwd_time(stages: list[int]) -> None:
             grads = tuple(torch.empty_like(t) for t in (q, k, v))
             best = {}
             for _ in range(3):
-                for name in ["triton"] + [f"ws{n}" for n in stages] + ["wsall", "cudnn"]:
+                for name in ["triton", "ws"] + [f"split{n}" for n in splits if (h // hkv) % n == 0] + ["cudnn"]:
                     if name == "cudnn":
                         def run():
                             torch.autograd.grad(ref, (qg, kg, vg), do, retain_graph=True)
-                    elif name in ("triton", "wsall"):
+                    elif name in ("triton", "ws"):
                         def run():
-                            run_bwd(q, k, v, do, out, lse, causal, name == "wsall" and "all", grads)
+                            run_bwd(q, k, v, do, out, lse, causal, name == "ws", grads)
                     else:
                         def run():
-                            run_bwd(q, k, v, do, out, lse, causal, True, grads, int(name[2:]) or None)
+                            run_bwd(q, k, v, do, out, lse, causal, True, grads, int(name[5:]))
                     best[name] = min(best.get(name, 1e9), time_ms(run, hide_host=True))
             row = "  ".join(f"{n} {2.5 * tflops(b, h, s, d, causal, t):.0f}" for n, t in best.items())
             print(f"bwd {b}x{h}x{s}x{d} hkv={hkv} causal={causal}: {row} TFLOP/s", flush=True)
@@ -217,6 +219,6 @@ if __name__ == "__main__":
     elif what == "bwd-check":
         bwd_check()
     elif what == "bwd-time":
-        bwd_time([int(x) for x in sys.argv[2:]] or [0])
+        bwd_time([int(x) for x in sys.argv[2:]])
     else:
         time([int(x) for x in sys.argv[2:]] or [0])

@@ -159,9 +159,10 @@ def attn_dkdv_ws(args) -> None:
     descs.update(lse_desc=oa.rows_desc(rows, oa.WS_BWD_BLOCK_M), delta_desc=oa.rows_desc(rows, oa.WS_BWD_BLOCK_M))
     sig = {n: mangle_type(dsc) for n, dsc in descs.items()}
     sig.update(dk_ptr="*bf16", dv_ptr="*bf16")
-    strides = ("stride_dkb", "stride_dkh", "stride_dkn", "stride_dvb", "stride_dvh", "stride_dvn")
+    strides = ("stride_dks", "stride_dkb", "stride_dkh", "stride_dkn", "stride_dvs", "stride_dvb", "stride_dvh",
+               "stride_dvn")
     sig.update({n: "i32" for n in strides})
-    sig.update(Hq="i32", Hkv="i32", Sq="i32", Skv="i32", row_pitch="i32", sm_scale="fp32", chunk="i32")
+    sig.update(Hq="i32", Hkv="i32", Sq="i32", Skv="i32", row_pitch="i32", sm_scale="fp32", chunk="i32", split="i32")
     stages = args.stages or oa.WS_BWD_STAGES
     ce = {"CAUSAL": args.causal, "STAGES": stages, "CONSUMER_REGS": oa.WS_REGS[0], "PRODUCER_REGS": oa.WS_REGS[1]}
     aligned = ("dk_ptr", "dv_ptr", *strides)

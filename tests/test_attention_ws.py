@@ -159,3 +159,15 @@ def test_warp_specialized_backward_gpu(device, monkeypatch, shape, layout, causa
     torch_g = torch.autograd.grad(sdpa(*torch_leaves, causal, scale), torch_leaves, do)
     for name, got, r, t in zip(("dq", "dk", "dv"), (dq, dk, dv), ref_g, torch_g):
         assert_close_to_ref(got, r, t, floor=FLOOR[torch.bfloat16], what=name)
+
+
+def test_gluon_dkdv_head_split():
+    # Causal GQA grids under WS_DKDV_TARGET_PROGRAMS split the group's heads; others never.
+    target = ows.WS_DKDV_TARGET_PROGRAMS
+    assert ows.ws_dkdv_split(8, target // 4, True) == 4
+    assert ows.ws_dkdv_split(8, target // 3, True) == 4  # the smallest divisor of the group that reaches it
+    assert ows.ws_dkdv_split(8, 1, True) == 8
+    assert ows.ws_dkdv_split(6, target // 5, True) == 6
+    assert ows.ws_dkdv_split(8, target // 4, False) == 1
+    assert ows.ws_dkdv_split(8, target, True) == 1
+    assert ows.ws_dkdv_split(1, 1, True) == 1

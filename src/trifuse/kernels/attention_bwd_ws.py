@@ -1,18 +1,18 @@
-"""Hopper (sm_90) flash attention backward (dK and dV; dQ below), warp specialized in Gluon. EXPERIMENTAL:
-built for sm_90 offline (scripts/sm90_build.py attn-dkdv-ws / attn-dq-ws) but not yet run on a GPU, and off
-by default (`ops.attention_ws.WS_BWD`, which scripts/ab_attention.py's bwd checks switch on).
+"""Hopper (sm_90) flash attention backward in Gluon, warp specialized: dK and dV (used by default on sm_90,
+see ops.attention_ws.ws_bwd_applies); dQ below (EXPERIMENTAL, opt-in: not faster than the Triton kernel).
 
-A program owns 128 keys of one (batch, KV head): two consumer warpgroups of 64 keys each keep their K and
-V rows in shared memory and their dK, dV accumulators in registers, and loop over the query blocks (BM
-rows) of every query head of the KV group, which a producer warp streams through a ring with TMA: Q, dO,
-and LSE and delta as 1-D boxes (which keeps their pointer math out of the consumers' registers).
+A dK/dV program owns 128 keys of one (batch, KV head): two consumer warpgroups of 64 keys each keep their
+K and V rows in shared memory and their dK, dV accumulators in registers, and loop over the query blocks
+(BM rows) of every query head of the KV group (or of one of `split` equal slices of it: fp32 partials the
+launcher sums in a fixed order), which a producer warp streams through a ring with TMA: Q, dO, and LSE and
+delta as 1-D boxes (which keeps their pointer math out of the consumers' registers).
 Per query block, in the transposed form that keeps keys on the rows:
   S^T = K Q^T, P^T = exp2(S^T * scale * log2 e - lse2), dP^T = V dO^T, dS^T = P^T (dP^T - delta),
   dV += P^T dO, dK += dS^T Q     (dK scaled once at the end)
 with P^T and dS^T as register A operands. The warpgroups take turns at the tensor cores (`turn` barriers,
-three turns a block: S^T; dP^T with dV; dK), so one's elementwise steps overlap the other's MMAs. Deterministic: no atomics (dQ is the Triton kernel's, attention_bwd.py). Query rows past Sq read as
-zeros, but their LSE is the next head's, so the last query block masks P^T past Sq (as the causal
-diagonal does).
+three turns a block: S^T; dP^T with dV; dK), so one's elementwise steps overlap the other's MMAs.
+Deterministic: no atomics. Query rows past Sq read as zeros, but their LSE is padding or the next head's,
+so the last query block masks P^T past Sq (as the causal diagonal does).
 """
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
@@ -25,35 +25,36 @@ WG_KEYS = gl.constexpr(64)  # keys a dK/dV consumer warpgroup owns (m64 MMAs); d
 
 
 @gluon.jit
-def _key_block(Hkv, Skv, Sq, chunk, BM: gl.constexpr, CAUSAL: gl.constexpr):
-    """(batch, KV head, first key) of this program and its first and end query blocks. With causal, low
-    key blocks see the most query rows and start first (longest_first over `chunk` units)."""
+def _key_block(Hkv, Skv, Sq, chunk, split, BM: gl.constexpr, CAUSAL: gl.constexpr):
+    """(batch, KV head, head slice, first key) of this program and its first and end query blocks. With
+    causal, low key blocks see the most query rows and start first (longest_first over `chunk` units)."""
     num_n = gl.cdiv(Skv, 2 * WG_KEYS)
     nb, unit = longest_first(gl.program_id(0), gl.num_programs(0) // num_n, chunk, num_n, CAUSAL)
+    bk = unit // split
     start_n = nb * 2 * WG_KEYS
     if CAUSAL:
         m_lo = start_n // BM  # query i sees key j iff j <= i (top-left)
     else:
         m_lo = 0
-    return unit // Hkv, unit % Hkv, start_n, m_lo, gl.cdiv(Sq, BM)
+    return bk // Hkv, bk % Hkv, unit % split, start_n, m_lo, gl.cdiv(Sq, BM)
 
 
 @gluon.jit
 def _producer(q_desc, do_desc, k_desc, v_desc, lse_desc, delta_desc, q_bufs, do_bufs, lse_bufs, delta_bufs,
-              k_smem, v_smem, kv_ready, ready, empty, Hq, Hkv, Sq, Skv, row_pitch, chunk, STAGES: gl.constexpr,
-              CAUSAL: gl.constexpr):
+              k_smem, v_smem, kv_ready, ready, empty, Hq, Hkv, Sq, Skv, row_pitch, chunk, split,
+              STAGES: gl.constexpr, CAUSAL: gl.constexpr):
     """One warp: both warpgroups' K and V rows once, then Q, dO, LSE and delta of every query block of
-    every query head of the group, in order, into the ring."""
+    every query head of the slice, in order, into the ring."""
     BM: gl.constexpr = q_desc.block_type.shape[2]
-    b, hk, start_n, m_lo, n_m = _key_block(Hkv, Skv, Sq, chunk, BM, CAUSAL)
-    G = Hq // Hkv
+    b, hk, part, start_n, m_lo, n_m = _key_block(Hkv, Skv, Sq, chunk, split, BM, CAUSAL)
+    heads = Hq // Hkv // split
     mbarrier.expect(kv_ready, 2 * (k_desc.block_type.nbytes + v_desc.block_type.nbytes))
     for w in gl.static_range(2):
         tma.async_copy_global_to_shared(k_desc, [b, hk, start_n + w * WG_KEYS, 0], kv_ready, k_smem.index(w))
         tma.async_copy_global_to_shared(v_desc, [b, hk, start_n + w * WG_KEYS, 0], kv_ready, v_smem.index(w))
     it = 0
-    for g in range(G):
-        h = hk * G + g
+    for g in range(heads):
+        h = hk * (heads * split) + part * heads + g
         row0 = (b * Hq + h) * row_pitch
         for mb in range(m_lo, n_m):
             s = it % STAGES
@@ -69,8 +70,8 @@ def _producer(q_desc, do_desc, k_desc, v_desc, lse_desc, delta_desc, q_bufs, do_
 
 @gluon.jit
 def _consumer(q_bufs, do_bufs, lse_bufs, delta_bufs, k_smem, v_smem, kv_ready, ready, empty, turn, dk_ptr,
-              dv_ptr, stride_dkb, stride_dkh, stride_dkn, stride_dvb, stride_dvh, stride_dvn,
-              Hq, Hkv, Sq, Skv, sm_scale, chunk, CAUSAL: gl.constexpr, STAGES: gl.constexpr,
+              dv_ptr, stride_dks, stride_dkb, stride_dkh, stride_dkn, stride_dvs, stride_dvb, stride_dvh,
+              stride_dvn, Hq, Hkv, Sq, Skv, sm_scale, chunk, split, CAUSAL: gl.constexpr, STAGES: gl.constexpr,
               WG: gl.constexpr):
     """Warpgroup WG: keys start_n + 64 WG ... + 63 against every query block of the group."""
     BM: gl.constexpr = q_bufs.type.shape[3]
@@ -79,8 +80,8 @@ def _consumer(q_bufs, do_bufs, lse_bufs, delta_bufs, k_smem, v_smem, kv_ready, r
     st_layout: gl.constexpr = wgmma_layout(BM)
     acc_layout: gl.constexpr = wgmma_layout(HEAD_D)
     a_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=acc_layout, k_width=2)
-    b, hk, start_n, m_lo, n_m = _key_block(Hkv, Skv, Sq, chunk, BM, CAUSAL)
-    G = Hq // Hkv
+    b, hk, part, start_n, m_lo, n_m = _key_block(Hkv, Skv, Sq, chunk, split, BM, CAUSAL)
+    heads = Hq // Hkv // split
     qk_scale = sm_scale * LOG2E
     keys = start_n + WG * WG_KEYS + gl.arange(0, WG_KEYS, layout=gl.SliceLayout(1, st_layout))
     kw = k_smem.index(WG).reshape([WG_KEYS, HEAD_D])
@@ -91,7 +92,7 @@ def _consumer(q_bufs, do_bufs, lse_bufs, delta_bufs, k_smem, v_smem, kv_ready, r
     mbarrier.wait(kv_ready, 0)
     it = 0
     vec_layout: gl.constexpr = gl.SliceLayout(0, st_layout)
-    for g in range(G):
+    for g in range(heads):
         for mb in range(m_lo, n_m):
             s = it % STAGES
             mbarrier.wait(ready.index(s), (it // STAGES) & 1)
@@ -134,23 +135,26 @@ def _consumer(q_bufs, do_bufs, lse_bufs, delta_bufs, k_smem, v_smem, kv_ready, r
     cols = gl.arange(0, HEAD_D, layout=gl.SliceLayout(0, acc_layout))
     ok = gl.expand_dims(key_rows < Skv, 1)
     rows64 = gl.expand_dims(key_rows.to(gl.int64), 1)
-    dk_base = dk_ptr + b.to(gl.int64) * stride_dkb + hk.to(gl.int64) * stride_dkh
-    gl.store(dk_base + rows64 * stride_dkn + gl.expand_dims(cols, 0), (dk * sm_scale).to(dtype), mask=ok)
-    dv_base = dv_ptr + b.to(gl.int64) * stride_dvb + hk.to(gl.int64) * stride_dvh
-    gl.store(dv_base + rows64 * stride_dvn + gl.expand_dims(cols, 0), dv.to(dtype), mask=ok)
+    dk_base = dk_ptr + part.to(gl.int64) * stride_dks + b.to(gl.int64) * stride_dkb + hk.to(gl.int64) * stride_dkh
+    gl.store(dk_base + rows64 * stride_dkn + gl.expand_dims(cols, 0), (dk * sm_scale).to(dk_ptr.dtype.element_ty),
+             mask=ok)
+    dv_base = dv_ptr + part.to(gl.int64) * stride_dvs + b.to(gl.int64) * stride_dvb + hk.to(gl.int64) * stride_dvh
+    gl.store(dv_base + rows64 * stride_dvn + gl.expand_dims(cols, 0), dv.to(dv_ptr.dtype.element_ty), mask=ok)
 
 
 @gluon.jit
 def attention_bwd_dkdv_ws(q_desc, do_desc, k_desc, v_desc, lse_desc, delta_desc, dk_ptr, dv_ptr,
-                          stride_dkb, stride_dkh, stride_dkn, stride_dvb, stride_dvh, stride_dvn,
-                          Hq, Hkv, Sq, Skv, row_pitch, sm_scale, chunk,
+                          stride_dks, stride_dkb, stride_dkh, stride_dkn, stride_dvs, stride_dvb, stride_dvh,
+                          stride_dvn, Hq, Hkv, Sq, Skv, row_pitch, sm_scale, chunk, split,
                           CAUSAL: gl.constexpr, STAGES: gl.constexpr, CONSUMER_REGS: gl.constexpr,
                           PRODUCER_REGS: gl.constexpr):
     """q_desc / do_desc: [1, 1, BM, D] tiles of q, do (B, Hq, Sq, D); k_desc / v_desc: [1, 1, 64, D] tiles of
     k, v (B, Hkv, Skv, D); lse_desc / delta_desc: [BM] tiles of lse, delta (B, Hq, row_pitch) fp32
     contiguous, flattened (1-D: a block's rows past Sq read the padding or the next head's, masked), with
     row_pitch >= Sq a multiple of 4 (TMA needs 16-byte aligned coordinates; an unaligned one is an illegal
-    instruction); dk, dv (B, Hkv, Skv, D) with a unit last stride. Launch with num_warps=4 and cdiv(Skv, 128) x B x Hkv programs."""
+    instruction); dk, dv (split, B, Hkv, Skv, D) with a unit last stride (slice s of the group's query heads
+    writes dk + s * stride_dks; split 1 with zero slice strides writes the result). Launch with num_warps=4
+    and cdiv(Skv, 128) x B x Hkv x split programs."""
     dtype: gl.constexpr = q_desc.dtype
     q_bufs = gl.allocate_shared_memory(dtype, [STAGES] + q_desc.block_type.shape, q_desc.layout)
     do_bufs = gl.allocate_shared_memory(dtype, [STAGES] + do_desc.block_type.shape, do_desc.layout)
@@ -171,13 +175,14 @@ def attention_bwd_dkdv_ws(q_desc, do_desc, k_desc, v_desc, lse_desc, delta_desc,
     # Argument tuples written out in place: a constexpr kept in a tuple variable arrives as a tensor.
     gl.warp_specialize([
         (_consumer, (q_bufs, do_bufs, lse_bufs, delta_bufs, k_smem, v_smem, kv_ready, ready, empty, turn, dk_ptr,
-                     dv_ptr, stride_dkb, stride_dkh, stride_dkn, stride_dvb, stride_dvh, stride_dvn, Hq, Hkv, Sq,
-                     Skv, sm_scale, chunk, CAUSAL, STAGES, 0)),
+                     dv_ptr, stride_dks, stride_dkb, stride_dkh, stride_dkn, stride_dvs, stride_dvb, stride_dvh,
+                     stride_dvn, Hq, Hkv, Sq, Skv, sm_scale, chunk, split, CAUSAL, STAGES, 0)),
         (_consumer, (q_bufs, do_bufs, lse_bufs, delta_bufs, k_smem, v_smem, kv_ready, ready, empty, turn, dk_ptr,
-                     dv_ptr, stride_dkb, stride_dkh, stride_dkn, stride_dvb, stride_dvh, stride_dvn, Hq, Hkv, Sq,
-                     Skv, sm_scale, chunk, CAUSAL, STAGES, 1)),
+                     dv_ptr, stride_dks, stride_dkb, stride_dkh, stride_dkn, stride_dvs, stride_dvb, stride_dvh,
+                     stride_dvn, Hq, Hkv, Sq, Skv, sm_scale, chunk, split, CAUSAL, STAGES, 1)),
         (_producer, (q_desc, do_desc, k_desc, v_desc, lse_desc, delta_desc, q_bufs, do_bufs, lse_bufs, delta_bufs,
-                     k_smem, v_smem, kv_ready, ready, empty, Hq, Hkv, Sq, Skv, row_pitch, chunk, STAGES, CAUSAL)),
+                     k_smem, v_smem, kv_ready, ready, empty, Hq, Hkv, Sq, Skv, row_pitch, chunk, split, STAGES,
+                     CAUSAL)),
     ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
 
 

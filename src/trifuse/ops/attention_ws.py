@@ -157,25 +157,49 @@ def ws_bwd_applies(q, k, v, do, lse, dk, dv, scale: float, causal: bool) -> bool
 
 
 def launch_dkdv(q, k, v, do, lse, delta, dk, dv, causal: bool, scale: float) -> None:
-    """dK, dV of attention_bwd_into through the Gluon kernel; delta as
-    attention_bwd_delta writes it. q, k, v, do TMA-addressable; dk, dv with a unit last stride."""
+    """dK, dV of attention_bwd_into through the Gluon kernel; delta as attention_bwd_delta writes it. q, k,
+    v, do TMA-addressable; dk, dv with a unit last stride."""
     from ..kernels import attention_bwd_ws as kw
 
     B, Hq, Sq, D, Hkv, Skv = dims(q, k)
     key_blocks = cdiv(Skv, 128)
-    chunk = lpt_chunk(causal, 2 * (Hq // Hkv) * Sq * D * q.element_size(), key_blocks)
+    split = ws_dkdv_split(Hq // Hkv, key_blocks * B * Hkv, causal)
+    chunk = lpt_chunk(causal, 2 * (Hq // Hkv // split) * Sq * D * q.element_size(), key_blocks)
     # A TMA coordinate must be 16-byte aligned (an unaligned one is an illegal instruction): each head's
     # rows of the 1-D LSE and delta boxes start at a multiple of 4, so odd lengths get padded copies.
     pitch = Sq + (-Sq) % 4
     if pitch != Sq:
         lse, delta = (torch.nn.functional.pad(t, (0, pitch - Sq)) for t in (lse, delta))
-    kw.attention_bwd_dkdv_ws[(key_blocks * B * Hkv,)](
+    if split > 1:  # fp32 partials, one per head slice, summed below in a fixed order (deterministic)
+        dk_out, dv_out = (t.new_empty(split, B, Hkv, Skv, D, dtype=torch.float32) for t in (dk, dv))
+        strides = (*dk_out.stride()[:4], *dv_out.stride()[:4])
+    else:
+        dk_out, dv_out = dk, dv
+        strides = (0, *dk.stride()[:3], 0, *dv.stride()[:3])
+    kw.attention_bwd_dkdv_ws[(key_blocks * B * Hkv * split,)](
         ws_desc(q, WS_BWD_BLOCK_M), ws_desc(do, WS_BWD_BLOCK_M), ws_desc(k, 64), ws_desc(v, 64),
-        rows_desc(lse, WS_BWD_BLOCK_M), rows_desc(delta, WS_BWD_BLOCK_M), dk, dv, *dk.stride()[:3],
-        *dv.stride()[:3], Hq, Hkv, Sq, Skv, pitch, scale, chunk,
+        rows_desc(lse, WS_BWD_BLOCK_M), rows_desc(delta, WS_BWD_BLOCK_M), dk_out, dv_out, *strides,
+        Hq, Hkv, Sq, Skv, pitch, scale, chunk, split,
         CAUSAL=causal, STAGES=WS_BWD_STAGES, CONSUMER_REGS=WS_REGS[0], PRODUCER_REGS=WS_REGS[1], num_warps=4,
         maxnreg=WS_MAXNREG,
     )
+    if split > 1:
+        dk.copy_(dk_out.sum(0))
+        dv.copy_(dv_out.sum(0))
+
+
+# Causal GQA: the programs of the low key blocks loop over the most query rows of every head of the group;
+# in a small grid they are the critical path, so the group's heads are split over several programs.
+WS_DKDV_TARGET_PROGRAMS = 512
+
+
+def ws_dkdv_split(group: int, programs: int, causal: bool) -> int:
+    """Programs per (key block, KV head) of the Gluon dK/dV kernel: 1 unless causal GQA with fewer than
+    WS_DKDV_TARGET_PROGRAMS programs; then the smallest divisor of the group size that reaches it."""
+    if not causal or programs >= WS_DKDV_TARGET_PROGRAMS:
+        return 1
+    return next((s for s in range(1, group + 1) if group % s == 0 and programs * s >= WS_DKDV_TARGET_PROGRAMS),
+                group)
 
 
 WS_DQ_BLOCK_N = 64
