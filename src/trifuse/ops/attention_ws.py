@@ -189,8 +189,12 @@ def launch_dkdv(q, k, v, do, lse, delta, dk, dv, causal: bool, scale: float) -> 
 
 
 # Causal GQA: the programs of the low key blocks loop over the most query rows of every head of the group;
-# in a small grid they are the critical path, so the group's heads are split over several programs.
-WS_DKDV_TARGET_PROGRAMS = 512
+# in a small grid they are the critical path, so the group's heads are split over several programs. H100,
+# bf16, 8:1 causal backward TFLOP/s by split 1 / 2 / 4 / 8 (bwd-time, best of three rounds; cuDNN):
+# 8x16x2048x128 312 / 330 / 344 / 318 (367), 2x16x8192x128 386 / 418 / 455 / 444 (510), 1x16x16384x128
+# 463 / 480 / 463 / 455 (547), 4x16x4096x128 345 / 385 / 412 / 391 (448): each 256 programs unsplit.
+# 8x32x2048x64 4:1 (1024 programs) 319 / 285 / 264.
+WS_DKDV_TARGET_PROGRAMS = 1024
 
 
 def ws_dkdv_split(group: int, programs: int, causal: bool) -> int:
