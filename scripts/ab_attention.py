@@ -1,14 +1,14 @@
-"""Attention forward on the GPU: the warp-specialized Gluon kernel against the Triton kernel and SDPA.
+"""Attention on the GPU: the warp-specialized Gluon kernels against the Triton kernels and SDPA.
 
   python3 scripts/ab_attention.py check   # outputs and LSE vs an fp32 SDPA reference, odd shapes, poisoned
   python3 scripts/ab_attention.py time [STAGES...]  # device time, alternating rounds, best of three
-  python3 scripts/ab_attention.py bwd-check   # the experimental Gluon dK/dV kernel vs the Triton one
+  python3 scripts/ab_attention.py bwd-check   # the Gluon backward kernels vs the Triton ones
   python3 scripts/ab_attention.py bwd-time [SPLITS...]  # the backward with either dK/dV kernel (the Gluon one
                                                         # also at each head split given), and cuDNN's
 
-`time` runs the bench suite's D=128 / D=64 shapes: the Triton kernel, the Gluon kernel (the launcher's grid, at each
-ring depth given, default the launcher's; "grid": one program a tile) and SDPA's cuDNN backend,
-alternating within each of three rounds.
+`time` runs the bench suite's D=128 / D=64 shapes: the Triton kernel, the Gluon kernel (at each ring depth
+given, with the launcher's schedule, then with each schedule: "grid" one program a tile, "round_robin" and
+"dynamic" persistent) and SDPA's cuDNN backend, alternating within each of three rounds.
 """
 # ruff: noqa: B023 - run() is timed before the loop moves on
 import math
@@ -40,7 +40,7 @@ def check_cases():
                     yield dtype, d, shape, causal
 
 
-def run_fwd(q, k, v, causal, kernel, stages=None, out=None, lse=None, persistent=None):
+def run_fwd(q, k, v, causal, kernel, stages=None, out=None, lse=None, schedule=None):
     """(out, lse) of one launch; poisoned first unless the caller passes its buffers (timing)."""
     B, Hq, Sq, D = q.shape
     if out is None:
@@ -55,7 +55,7 @@ def run_fwd(q, k, v, causal, kernel, stages=None, out=None, lse=None, persistent
             try:
                 if not ows.ws_applies(q, k, v, out, scale, causal):
                     raise RuntimeError("ws does not apply")
-                ows.launch_fwd(q, k, v, out, lse, causal, scale, persistent)
+                ows.launch_fwd(q, k, v, out, lse, causal, scale, schedule)
             finally:
                 ows.ws_stages = saved
         else:
@@ -88,9 +88,10 @@ def check() -> None:
                 v = torch.randn(b, skv, hkv, d, device="cuda", dtype=dtype).transpose(1, 2)
             ref_o, ref_l = reference(q, k, v, causal)
             got_o, got_l = run_fwd(q, k, v, causal, "ws")
-            grid_o, _ = run_fwd(q, k, v, causal, "ws", persistent=False)
             tri_o, _ = run_fwd(q, k, v, causal, "triton")
-            assert torch.equal(grid_o, got_o), "the persistent and per-tile grids differ"
+            for schedule in ("grid", "round_robin", "dynamic"):
+                other_o, _ = run_fwd(q, k, v, causal, "ws", schedule=schedule)
+                assert torch.equal(other_o, got_o), f"the {schedule} schedule's output differs"
             err = (got_o.float() - ref_o).abs().max().item()
             tri_err = (tri_o.float() - ref_o).abs().max().item()
             lse_err = (got_l - ref_l).abs().max().item()
@@ -182,7 +183,7 @@ def time(stages: list[int]) -> None:
     shapes = [(b, 16, s, 128, hkv) for b, s in ((32, 512), (16, 1024), (8, 2048), (4, 4096), (2, 8192), (1, 16384))
               for hkv in (16,)]
     shapes += [(8, 16, 2048, 128, 2), (2, 16, 8192, 128, 2), (8, 32, 2048, 64, 32), (2, 32, 8192, 64, 32)]
-    variants = ["triton"] + [f"ws{s}" for s in stages] + ["grid", "cudnn"]
+    variants = ["triton"] + [f"ws{s}" for s in stages] + ["grid", "round_robin", "dynamic", "cudnn"]
     for b, h, s, d, hkv in shapes:
         for causal in (False, True):
             q = torch.randn(b, h, s, d, device="cuda", dtype=torch.bfloat16)
@@ -196,9 +197,9 @@ def time(stages: list[int]) -> None:
                         def run():
                             with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
                                 F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=hkv != h)
-                    elif name == "grid":
+                    elif name in ("grid", "round_robin", "dynamic"):
                         def run():
-                            run_fwd(q, k, v, causal, "ws", out=out, lse=lse, persistent=False)
+                            run_fwd(q, k, v, causal, "ws", out=out, lse=lse, schedule=name)
                     elif name == "triton":
                         def run():
                             run_fwd(q, k, v, causal, "triton", out=out, lse=lse)
@@ -221,4 +222,4 @@ if __name__ == "__main__":
     elif what == "bwd-time":
         bwd_time([int(x) for x in sys.argv[2:]])
     else:
-        time([int(x) for x in sys.argv[2:]] or [0])
+        time([int(x) for x in sys.argv[2:]])

@@ -5,7 +5,7 @@ report registers, spill stack, shared memory and, with --sass, the SASS instruct
                                      [--dropout] [--sass]
   python3 scripts/sm90_build.py gemm-ws [--act gelu] [--b-rowmajor] [--sass]
   python3 scripts/sm90_build.py attn-fwd [--head-dim 128] [--causal] [--fold] [--sass]
-  python3 scripts/sm90_build.py attn-fwd-ws [--head-dim 128] [--causal] [--stages 2] [--sass]
+  python3 scripts/sm90_build.py attn-fwd-ws [--head-dim 128] [--causal] [--stages 2] [--schedule S] [--sass]
   python3 scripts/sm90_build.py attn-dkdv-ws [--head-dim 128] [--causal] [--stages 2] [--sass]
   python3 scripts/sm90_build.py attn-dq-ws [--head-dim 128] [--causal] [--stages 3] [--sass]
   python3 scripts/sm90_build.py norm-bwd [--kind ln|bias-ln|rms|add-rms|add-ln] [--shape 8192x8192]
@@ -134,14 +134,17 @@ def attn_fwd_ws(args) -> None:
     descs = {"q_desc": oa.ws_desc(t, oa.WS_Q_ROWS), "k_desc": oa.ws_desc(t, oa.WS_BLOCK_N),
              "v_desc": oa.ws_desc(t, oa.WS_BLOCK_N)}
     sig = {n: mangle_type(dsc) for n, dsc in descs.items()}
-    sig.update(o_ptr="*bf16", lse_ptr="*fp32", stride_ob="i32", stride_oh="i32", stride_om="i32", Hq="i32",
-               Hkv="i32", Sq="i32", Skv="i32", sm_scale="fp32", chunk="i32", tiles="i32")
+    schedule = args.schedule or oa.WS_SCHEDULE[args.causal]
+    sig.update(o_ptr="*bf16", lse_ptr="*fp32", counter="*i32" if schedule == "dynamic" else "*fp32",
+               stride_ob="i32", stride_oh="i32", stride_om="i32", Hq="i32", Hkv="i32", Sq="i32", Skv="i32",
+               sm_scale="fp32", chunk="i32", tiles="i32")
     stages = args.stages or oa.ws_stages(d)
-    ce = {"CAUSAL": args.causal, "STAGES": stages, "PERSISTENT": not args.causal, "CONSUMER_REGS": oa.WS_REGS[0], "PRODUCER_REGS": oa.WS_REGS[1]}
+    ce = {"CAUSAL": args.causal, "STAGES": stages, "SCHEDULE": oa._SCHEDULES[schedule], "CONSUMER_REGS": oa.WS_REGS[0],
+          "PRODUCER_REGS": oa.WS_REGS[1]}
     c = triton.compile(_source(kw.attention_fwd_ws, sig, ce, ("o_ptr", "lse_ptr", "stride_ob", "stride_oh", "stride_om"),
                                  GluonASTSource), target=TARGET,
                        options={"num_warps": 4, "maxnreg": oa.WS_MAXNREG})
-    report(c, f"attention_fwd_ws D={d} causal={args.causal} stages={stages}", args.sass)
+    report(c, f"attention_fwd_ws D={d} causal={args.causal} stages={stages} {schedule}", args.sass)
 
 
 def attn_dkdv_ws(args) -> None:
@@ -242,6 +245,7 @@ def main() -> None:
     fw.add_argument("--head-dim", type=int, default=128)
     fw.add_argument("--causal", action="store_true")
     fw.add_argument("--stages", type=int, default=0, help="override the launcher's ring depth")
+    fw.add_argument("--schedule", choices=("grid", "round_robin", "dynamic"), help="override the launcher's")
     bw = sub.add_parser("attn-dkdv-ws")
     bw.add_argument("--head-dim", type=int, default=128)
     bw.add_argument("--causal", action="store_true")

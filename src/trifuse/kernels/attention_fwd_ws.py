@@ -81,41 +81,62 @@ def load_kv_block(k_desc, v_desc, k_bufs, v_bufs, k_ready, v_ready, empty, b, hk
     tma.async_copy_global_to_shared(v_desc, [b, hk, j * BN, 0], v_ready.index(s), v_bufs.index(s))
 
 
-@gluon.jit
-def _rounds(tiles, PERSISTENT: gl.constexpr):
-    # One program a tile: a constant single round, which the compiler folds away with its loop.
-    if PERSISTENT:
-        return gl.cdiv(tiles, gl.num_programs(0))
-    else:
-        return 1
+# How a program gets its tiles (SCHEDULE): one program a tile; round-robin over a persistent grid; or
+# dynamic, a persistent grid whose programs take the next tile from a global counter when they finish one
+# (as the hardware's block scheduler would, while the next tile's loads still overlap this one's tail).
+GRID = gl.constexpr(0)
+ROUND_ROBIN = gl.constexpr(1)
+DYNAMIC = gl.constexpr(2)
 
 
 @gluon.jit
-def _tile_at(r):
-    """The tile of round r of this program (round-robin; only non-causal grids are persistent)."""
-    return r * gl.num_programs(0) + gl.program_id(0)
+def _next_tile(tile, tiles, counter, SCHEDULE: gl.constexpr):
+    if SCHEDULE == GRID:
+        return tiles
+    elif SCHEDULE == ROUND_ROBIN:
+        return tile + gl.num_programs(0)
+    else:  # every program starts at its own id; the counter hands out the tiles after the first round
+        return gl.atomic_add(counter, 1) + gl.num_programs(0)
 
 
 @gluon.jit
-def _producer(q_desc, k_desc, v_desc, q_bufs, k_bufs, v_bufs, q_ready, q_empty, k_ready, v_ready, empty,
-              Hq, Hkv, Sq, Skv, chunk, tiles, BN: gl.constexpr, STAGES: gl.constexpr, CAUSAL: gl.constexpr,
-              PERSISTENT: gl.constexpr):
-    """One warp: per tile, both warpgroups' Q halves, then every K and V block of the tile's key range."""
+def _publish_tile(tile_ids, w: gl.constexpr, tile):
+    """The producer tells consumer w its next tile (>= tiles: none), before the barrier that wakes it."""
+    tile_ids.index(w).store(gl.full([1], tile, gl.int32, gl.BlockedLayout([1], [32], [1], [0])))
+    gl.thread_barrier()
+
+
+@gluon.jit
+def _read_tile(tile_ids, WG: gl.constexpr):
+    return gl.max(tile_ids.index(WG).load(gl.BlockedLayout([1], [32], [4], [0])), 0)
+
+
+@gluon.jit
+def _producer(q_desc, k_desc, v_desc, q_bufs, k_bufs, v_bufs, tile_ids, q_ready, q_empty, k_ready, v_ready,
+              empty, counter, Hq, Hkv, Sq, Skv, chunk, tiles, BN: gl.constexpr, STAGES: gl.constexpr,
+              CAUSAL: gl.constexpr, SCHEDULE: gl.constexpr):
+    """One warp: per tile, its index and both warpgroups' Q halves, then every K and V block of the tile's
+    key range; at the end, an index past the tiles."""
     it = 0  # ring position, across tiles
     n = 0  # tiles done by this program
-    for r in range(_rounds(tiles, PERSISTENT)):
-        tile = _tile_at(r)
-        if tile < tiles:
-            b, hk, h, start_m, n_blocks, _ = _block_range(tile, tiles, Hq, Hkv, Sq, Skv, chunk, BN, CAUSAL)
-            for w in gl.static_range(2):
-                mbarrier.wait(q_empty.index(w), (n & 1) ^ 1)
-                mbarrier.expect(q_ready.index(w), q_desc.block_type.nbytes)
-                tma.async_copy_global_to_shared(q_desc, [b, h, start_m + w * WG_ROWS, 0], q_ready.index(w),
-                                                q_bufs.index(w))
-            for j in range(n_blocks):
-                load_kv_block(k_desc, v_desc, k_bufs, v_bufs, k_ready, v_ready, empty, b, hk, j, it, STAGES)
-                it += 1
-            n += 1
+    tile = gl.program_id(0)
+    while tile < tiles:
+        b, hk, h, start_m, n_blocks, _ = _block_range(tile, tiles, Hq, Hkv, Sq, Skv, chunk, BN, CAUSAL)
+        for w in gl.static_range(2):
+            mbarrier.wait(q_empty.index(w), (n & 1) ^ 1)
+            _publish_tile(tile_ids, w, tile)
+            mbarrier.expect(q_ready.index(w), q_desc.block_type.nbytes)
+            tma.async_copy_global_to_shared(q_desc, [b, h, start_m + w * WG_ROWS, 0], q_ready.index(w),
+                                            q_bufs.index(w))
+        for j in range(n_blocks):
+            load_kv_block(k_desc, v_desc, k_bufs, v_bufs, k_ready, v_ready, empty, b, hk, j, it, STAGES)
+            it += 1
+        n += 1
+        tile = _next_tile(tile, tiles, counter, SCHEDULE)
+    for w in gl.static_range(2):
+        mbarrier.wait(q_empty.index(w), (n & 1) ^ 1)
+        _publish_tile(tile_ids, w, tile)
+        mbarrier.arrive(q_ready.index(w), count=1)
 
 
 @gluon.jit
@@ -143,11 +164,11 @@ def _kv_tile(bufs, s, BN: gl.constexpr, HEAD_D: gl.constexpr):
 
 
 @gluon.jit
-def _consumer(q_bufs, k_bufs, v_bufs, q_ready, q_empty, k_ready, v_ready, empty, turn, o_ptr, lse_ptr,
+def _consumer(q_bufs, k_bufs, v_bufs, tile_ids, q_ready, q_empty, k_ready, v_ready, empty, turn, o_ptr, lse_ptr,
               stride_ob, stride_oh, stride_om, Hq, Hkv, Sq, Skv, chunk, tiles, qk_scale,
               CAUSAL: gl.constexpr, BN: gl.constexpr, HEAD_D: gl.constexpr, STAGES: gl.constexpr,
-              PERSISTENT: gl.constexpr, WG: gl.constexpr):
-    """Warpgroup WG: rows 64 WG ... 64 WG + 63 of each of this program's tiles, over every key block."""
+              WG: gl.constexpr):
+    """Warpgroup WG: rows 64 WG ... 64 WG + 63 of each tile the producer hands it, over every key block."""
     s_layout: gl.constexpr = wgmma_layout(BN)
     o_layout: gl.constexpr = wgmma_layout(HEAD_D)
     p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
@@ -157,88 +178,90 @@ def _consumer(q_bufs, k_bufs, v_bufs, q_ready, q_empty, k_ready, v_ready, empty,
     it = 0  # ring position, across tiles
     k = 0  # turns taken
     n = 0  # tiles done
-    for r in range(_rounds(tiles, PERSISTENT)):
-        tile = _tile_at(r)
-        if tile < tiles:
-            b, _, h, start_m, n_blocks, hi_free = _block_range(tile, tiles, Hq, Hkv, Sq, Skv, chunk, BN, CAUSAL)
-            rows = start_m + WG * WG_ROWS + gl.arange(0, WG_ROWS, layout=gl.SliceLayout(1, s_layout))
-            mbarrier.wait(q_ready.index(WG), n & 1)
+    mbarrier.wait(q_ready.index(WG), 0)
+    tile = _read_tile(tile_ids, WG)
+    while tile < tiles:
+        b, _, h, start_m, n_blocks, hi_free = _block_range(tile, tiles, Hq, Hkv, Sq, Skv, chunk, BN, CAUSAL)
+        rows = start_m + WG * WG_ROWS + gl.arange(0, WG_ROWS, layout=gl.SliceLayout(1, s_layout))
 
-            # Block 0: QK^T and the first softmax (no PV to overlap yet).
-            st = it % STAGES
-            mbarrier.wait(k_ready.index(st), (it // STAGES) & 1)
-            wait_turn(turn, k, WG)
+        # Block 0: QK^T and the first softmax (no PV to overlap yet).
+        st = it % STAGES
+        mbarrier.wait(k_ready.index(st), (it // STAGES) & 1)
+        wait_turn(turn, k, WG)
+        s = warpgroup_mma(q, _kv_tile(k_bufs, st, BN, HEAD_D).permute((1, 0)), zero_s, use_acc=False,
+                          is_async=True)
+        mbarrier.arrive(turn.index(1 - WG), count=1)
+        s = warpgroup_mma_wait(0, deps=(s, ))
+        s = _scores(s, 0, rows, hi_free, Skv, CAUSAL, BN, s_layout)
+        m_i = gl.max(s, 1) * qk_scale
+        p = gl.exp2(s * qk_scale - gl.expand_dims(m_i, 1))
+        l_i = gl.sum(p, 1)
+        p = gl.convert_layout(p.to(dtype), p_layout)
+        acc = gl.zeros([WG_ROWS, HEAD_D], gl.float32, o_layout)
+
+        for j in range(1, n_blocks):
+            prev = st
+            st = (it + j) % STAGES
+            mbarrier.wait(k_ready.index(st), ((it + j) // STAGES) & 1)
+            mbarrier.wait(v_ready.index(prev), ((it + j - 1) // STAGES) & 1)
+            wait_turn(turn, k + j, WG)
             s = warpgroup_mma(q, _kv_tile(k_bufs, st, BN, HEAD_D).permute((1, 0)), zero_s, use_acc=False,
                               is_async=True)
+            acc = warpgroup_mma(p, _kv_tile(v_bufs, prev, BN, HEAD_D), acc, is_async=True)
             mbarrier.arrive(turn.index(1 - WG), count=1)
-            s = warpgroup_mma_wait(0, deps=(s, ))
-            s = _scores(s, 0, rows, hi_free, Skv, CAUSAL, BN, s_layout)
-            m_i = gl.max(s, 1) * qk_scale
-            p = gl.exp2(s * qk_scale - gl.expand_dims(m_i, 1))
-            l_i = gl.sum(p, 1)
-            p = gl.convert_layout(p.to(dtype), p_layout)
-            acc = gl.zeros([WG_ROWS, HEAD_D], gl.float32, o_layout)
-
-            for j in range(1, n_blocks):
-                prev = st
-                st = (it + j) % STAGES
-                mbarrier.wait(k_ready.index(st), ((it + j) // STAGES) & 1)
-                mbarrier.wait(v_ready.index(prev), ((it + j - 1) // STAGES) & 1)
-                wait_turn(turn, k + j, WG)
-                s = warpgroup_mma(q, _kv_tile(k_bufs, st, BN, HEAD_D).permute((1, 0)), zero_s, use_acc=False,
-                                  is_async=True)
-                acc = warpgroup_mma(p, _kv_tile(v_bufs, prev, BN, HEAD_D), acc, is_async=True)
-                mbarrier.arrive(turn.index(1 - WG), count=1)
-                s = warpgroup_mma_wait(1, deps=(s, ))  # QK^T done; block j-1's PV may still run
-                s = _scores(s, j, rows, hi_free, Skv, CAUSAL, BN, s_layout)
-                m_new = gl.maximum(m_i, gl.max(s, 1) * qk_scale)
-                p = gl.exp2(s * qk_scale - gl.expand_dims(m_new, 1))
-                alpha = gl.exp2(m_i - m_new)
-                l_i = l_i * alpha + gl.sum(p, 1)
-                m_i = m_new
-                acc = warpgroup_mma_wait(0, deps=(acc, ))
-                mbarrier.arrive(empty.index(prev), count=1)
-                acc = acc * gl.expand_dims(gl.convert_layout(alpha, gl.SliceLayout(1, o_layout)), 1)
-                p = gl.convert_layout(p.to(dtype), p_layout)
-
-            # Every QK^T of the tile is done: the producer may load the next tile's Q half.
-            mbarrier.arrive(q_empty.index(WG), count=1)
-            mbarrier.wait(v_ready.index(st), ((it + n_blocks - 1) // STAGES) & 1)
-            wait_turn(turn, k + n_blocks, WG)
-            acc = warpgroup_mma(p, _kv_tile(v_bufs, st, BN, HEAD_D), acc, is_async=True)
-            mbarrier.arrive(turn.index(1 - WG), count=1)
+            s = warpgroup_mma_wait(1, deps=(s, ))  # QK^T done; block j-1's PV may still run
+            s = _scores(s, j, rows, hi_free, Skv, CAUSAL, BN, s_layout)
+            m_new = gl.maximum(m_i, gl.max(s, 1) * qk_scale)
+            p = gl.exp2(s * qk_scale - gl.expand_dims(m_new, 1))
+            alpha = gl.exp2(m_i - m_new)
+            l_i = l_i * alpha + gl.sum(p, 1)
+            m_i = m_new
             acc = warpgroup_mma_wait(0, deps=(acc, ))
-            mbarrier.arrive(empty.index(st), count=1)
-            it += n_blocks
-            k += n_blocks + 1
-            n += 1
+            mbarrier.arrive(empty.index(prev), count=1)
+            acc = acc * gl.expand_dims(gl.convert_layout(alpha, gl.SliceLayout(1, o_layout)), 1)
+            p = gl.convert_layout(p.to(dtype), p_layout)
 
-            # Every row sees key 0 (top-left alignment, Skv >= 1), so l_i > 0.
-            out = acc / gl.expand_dims(gl.convert_layout(l_i, gl.SliceLayout(1, o_layout)), 1)
-            o_rows = gl.convert_layout(rows, gl.SliceLayout(1, o_layout))
-            cols = gl.arange(0, HEAD_D, layout=gl.SliceLayout(0, o_layout))
-            o_base = o_ptr + b.to(gl.int64) * stride_ob + h.to(gl.int64) * stride_oh
-            offs = gl.expand_dims(o_rows.to(gl.int64) * stride_om, 1) + gl.expand_dims(cols, 0)
-            gl.store(o_base + offs, out.to(dtype), mask=gl.expand_dims(o_rows < Sq, 1))
-            lse = (m_i + gl.log2(l_i)) * LN2
-            gl.store(lse_ptr + (b.to(gl.int64) * Hq + h) * Sq + rows, lse, mask=rows < Sq)
+        # Every QK^T of the tile is done: the producer may load the next tile's Q half.
+        mbarrier.arrive(q_empty.index(WG), count=1)
+        mbarrier.wait(v_ready.index(st), ((it + n_blocks - 1) // STAGES) & 1)
+        wait_turn(turn, k + n_blocks, WG)
+        acc = warpgroup_mma(p, _kv_tile(v_bufs, st, BN, HEAD_D), acc, is_async=True)
+        mbarrier.arrive(turn.index(1 - WG), count=1)
+        acc = warpgroup_mma_wait(0, deps=(acc, ))
+        mbarrier.arrive(empty.index(st), count=1)
+        it += n_blocks
+        k += n_blocks + 1
+        n += 1
+
+        # Every row sees key 0 (top-left alignment, Skv >= 1), so l_i > 0.
+        out = acc / gl.expand_dims(gl.convert_layout(l_i, gl.SliceLayout(1, o_layout)), 1)
+        o_rows = gl.convert_layout(rows, gl.SliceLayout(1, o_layout))
+        cols = gl.arange(0, HEAD_D, layout=gl.SliceLayout(0, o_layout))
+        o_base = o_ptr + b.to(gl.int64) * stride_ob + h.to(gl.int64) * stride_oh
+        offs = gl.expand_dims(o_rows.to(gl.int64) * stride_om, 1) + gl.expand_dims(cols, 0)
+        gl.store(o_base + offs, out.to(dtype), mask=gl.expand_dims(o_rows < Sq, 1))
+        lse = (m_i + gl.log2(l_i)) * LN2
+        gl.store(lse_ptr + (b.to(gl.int64) * Hq + h) * Sq + rows, lse, mask=rows < Sq)
+        mbarrier.wait(q_ready.index(WG), n & 1)
+        tile = _read_tile(tile_ids, WG)
 
 
 @gluon.jit
-def attention_fwd_ws(q_desc, k_desc, v_desc, o_ptr, lse_ptr, stride_ob, stride_oh, stride_om,
+def attention_fwd_ws(q_desc, k_desc, v_desc, o_ptr, lse_ptr, counter, stride_ob, stride_oh, stride_om,
                      Hq, Hkv, Sq, Skv, sm_scale, chunk, tiles,
-                     CAUSAL: gl.constexpr, STAGES: gl.constexpr, PERSISTENT: gl.constexpr,
+                     CAUSAL: gl.constexpr, STAGES: gl.constexpr, SCHEDULE: gl.constexpr,
                      CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr):
     """q_desc: [1, 1, 64, D] tiles of q (B, Hq, Sq, D); k_desc / v_desc: [1, 1, BN, D] tiles of k, v
     (B, Hkv, Skv, D); o (B, Hq, Sq, D) with a unit last stride; lse (B, Hq, Sq) fp32 contiguous. chunk as in
     attention_fwd; tiles = cdiv(Sq, 128) x B x Hq. Launch with num_warps=4 (the first consumer) and
-    `tiles` programs, or fewer with PERSISTENT."""
+    `tiles` programs (SCHEDULE GRID), or at most `tiles` (ROUND_ROBIN, DYNAMIC: counter, an int32 zero)."""
     dtype: gl.constexpr = q_desc.dtype
     BN: gl.constexpr = k_desc.block_type.shape[2]
     HEAD_D: gl.constexpr = k_desc.block_type.shape[3]
     qk_scale = sm_scale * LOG2E
 
     q_bufs = gl.allocate_shared_memory(dtype, [2] + q_desc.block_type.shape, q_desc.layout)
+    tile_ids = gl.allocate_shared_memory(gl.int32, [2, 1], gl.SwizzledSharedLayout(1, 1, 1, [0]))
     k_bufs = gl.allocate_shared_memory(dtype, [STAGES] + k_desc.block_type.shape, k_desc.layout)
     v_bufs = gl.allocate_shared_memory(dtype, [STAGES] + v_desc.block_type.shape, v_desc.layout)
     q_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
@@ -257,12 +280,12 @@ def attention_fwd_ws(q_desc, k_desc, v_desc, o_ptr, lse_ptr, stride_ob, stride_o
         mbarrier.init(empty.index(i), count=2)  # both consumers release a stage
     # Argument tuples written out in place: a constexpr kept in a tuple variable arrives as a tensor.
     gl.warp_specialize([
-        (_consumer, (q_bufs, k_bufs, v_bufs, q_ready, q_empty, k_ready, v_ready, empty, turn, o_ptr, lse_ptr,
-                     stride_ob, stride_oh, stride_om, Hq, Hkv, Sq, Skv, chunk, tiles, qk_scale, CAUSAL, BN, HEAD_D,
-                     STAGES, PERSISTENT, 0)),
-        (_consumer, (q_bufs, k_bufs, v_bufs, q_ready, q_empty, k_ready, v_ready, empty, turn, o_ptr, lse_ptr,
-                     stride_ob, stride_oh, stride_om, Hq, Hkv, Sq, Skv, chunk, tiles, qk_scale, CAUSAL, BN, HEAD_D,
-                     STAGES, PERSISTENT, 1)),
-        (_producer, (q_desc, k_desc, v_desc, q_bufs, k_bufs, v_bufs, q_ready, q_empty, k_ready, v_ready, empty,
-                     Hq, Hkv, Sq, Skv, chunk, tiles, BN, STAGES, CAUSAL, PERSISTENT)),
+        (_consumer, (q_bufs, k_bufs, v_bufs, tile_ids, q_ready, q_empty, k_ready, v_ready, empty, turn, o_ptr,
+                     lse_ptr, stride_ob, stride_oh, stride_om, Hq, Hkv, Sq, Skv, chunk, tiles, qk_scale, CAUSAL, BN,
+                     HEAD_D, STAGES, 0)),
+        (_consumer, (q_bufs, k_bufs, v_bufs, tile_ids, q_ready, q_empty, k_ready, v_ready, empty, turn, o_ptr,
+                     lse_ptr, stride_ob, stride_oh, stride_om, Hq, Hkv, Sq, Skv, chunk, tiles, qk_scale, CAUSAL, BN,
+                     HEAD_D, STAGES, 1)),
+        (_producer, (q_desc, k_desc, v_desc, q_bufs, k_bufs, v_bufs, tile_ids, q_ready, q_empty, k_ready, v_ready,
+                     empty, counter, Hq, Hkv, Sq, Skv, chunk, tiles, BN, STAGES, CAUSAL, SCHEDULE)),
     ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])

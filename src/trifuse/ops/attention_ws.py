@@ -102,20 +102,27 @@ def tma_addressable(t: torch.Tensor) -> bool:
     return st[3] == 1 and t.data_ptr() % 16 == 0 and all(x % 8 == 0 for x in st[:3])
 
 
-def launch_fwd(q, k, v, out, lse, causal: bool, scale: float, persistent: bool | None = None) -> None:
-    """persistent: min(tiles, SMs) programs; by default without causal only (see WS_Q_ROWS's note)."""
+# The forward's tile schedule (kernels/attention_fwd_ws.py): "grid" (one program a tile), "round_robin" or
+# "dynamic" (persistent grids of min(tiles, SMs) programs; dynamic takes tiles from an atomic counter).
+WS_SCHEDULE = {False: "round_robin", True: "dynamic"}  # by causal
+_SCHEDULES = {"grid": 0, "round_robin": 1, "dynamic": 2}
+
+
+def launch_fwd(q, k, v, out, lse, causal: bool, scale: float, schedule: str | None = None) -> None:
+    """schedule: one of _SCHEDULES, by default WS_SCHEDULE[causal]."""
     from ..kernels import attention_fwd_ws as kw
 
     B, Hq, Sq, D, Hkv, Skv = dims(q, k)
     unit_programs = cdiv(Sq, 2 * WS_Q_ROWS) * (Hq // Hkv)
     tiles = unit_programs * B * Hkv
-    if persistent is None:
-        persistent = not causal
-    programs = min(tiles, device_props(q.device.index)[1]) if persistent else tiles
+    schedule = schedule or WS_SCHEDULE[causal]
+    programs = tiles if schedule == "grid" else min(tiles, device_props(q.device.index)[1])
+    # The dynamic schedule's counter: the programs' first tiles are their ids, later ones come from it.
+    counter = torch.zeros(1, dtype=torch.int32, device=q.device) if schedule == "dynamic" else lse
     kw.attention_fwd_ws[(programs,)](
-        ws_desc(q, WS_Q_ROWS), ws_desc(k, WS_BLOCK_N), ws_desc(v, WS_BLOCK_N), out, lse, *out.stride()[:3],
-        Hq, Hkv, Sq, Skv, scale, lpt_chunk(causal, 2 * Skv * D * k.element_size(), unit_programs), tiles,
-        CAUSAL=causal, STAGES=ws_stages(D), PERSISTENT=persistent, CONSUMER_REGS=WS_REGS[0],
+        ws_desc(q, WS_Q_ROWS), ws_desc(k, WS_BLOCK_N), ws_desc(v, WS_BLOCK_N), out, lse, counter,
+        *out.stride()[:3], Hq, Hkv, Sq, Skv, scale, lpt_chunk(causal, 2 * Skv * D * k.element_size(), unit_programs),
+        tiles, CAUSAL=causal, STAGES=ws_stages(D), SCHEDULE=_SCHEDULES[schedule], CONSUMER_REGS=WS_REGS[0],
         PRODUCER_REGS=WS_REGS[1], num_warps=4, maxnreg=WS_MAXNREG,
     )
 
