@@ -134,7 +134,7 @@ def attn_fwd_ws(args) -> None:
     descs = {"q_desc": oa.ws_desc(t, oa.WS_Q_ROWS), "k_desc": oa.ws_desc(t, oa.WS_BLOCK_N),
              "v_desc": oa.ws_desc(t, oa.WS_BLOCK_N)}
     sig = {n: mangle_type(dsc) for n, dsc in descs.items()}
-    schedule = args.schedule or oa.WS_SCHEDULE[args.causal]
+    schedule = args.schedule or oa.WS_SCHEDULE
     sig.update(o_ptr="*bf16", lse_ptr="*fp32", counter="*i32" if schedule == "dynamic" else "*fp32",
                stride_ob="i32", stride_oh="i32", stride_om="i32", Hq="i32", Hkv="i32", Sq="i32", Skv="i32",
                sm_scale="fp32", chunk="i32", tiles="i32")

@@ -42,9 +42,11 @@ def test_attention_forward_fits_shared_memory(head_dim):
 @pytest.mark.parametrize("head_dim, causal", [(128, False), (128, True), (64, True)])
 def test_warp_specialized_attention_forward_builds_without_spills(head_dim, causal):
     # The Gluon kernel's ring (3 stages at D = 128: 224 KB) and its consumers' registers (setmaxnreg 240).
+    # With causal one register (8 B of stack) goes to local memory around the dynamic schedule's loop, a few
+    # times a tile: measured faster than the spill-free per-tile grid (ops.attention_ws).
     report = _build("attn-fwd-ws", "--head-dim", str(head_dim), *(["--causal"] if causal else []))
     assert int(re.search(r"shared memory (\d+) B", report).group(1)) <= SM90_MAX_SHARED
-    assert re.search(r"spill stack (\d+) B", report).group(1) == "0", report
+    assert int(re.search(r"spill stack (\d+) B", report).group(1)) <= (8 if causal else 0), report
 
 
 @pytest.mark.parametrize("head_dim, causal", [(128, True), (64, False)])

@@ -1,8 +1,10 @@
 """Hopper (sm_90) flash attention forward, warp specialized in Gluon (the FlashAttention-3 schedule).
 
 A tile is 2 x 64 query rows of one (batch, query head), in the longest-first order attention_fwd.py uses.
-A program takes one tile, or (persistent, fewer programs than tiles) tiles in rounds. Three partitions:
-- a producer warp loads each tile's Q and streams its K and V blocks through a STAGES-deep ring of shared
+A program takes one tile, or (persistent, fewer programs than tiles) tiles in rounds or, by default, from
+an atomic counter as it finishes each (SCHEDULE). Three partitions:
+- a producer warp takes the tiles, hands their indices to the consumers (shared memory, before the Q
+  barrier), loads each tile's Q and streams its K and V blocks through a STAGES-deep ring of shared
   memory with TMA (separate K and V barriers, so QK^T starts before V has landed). The ring runs across
   tiles, and a warpgroup releases its Q buffer after its tile's last QK^T: the next tile's loads overlap
   this tile's last blocks and its output stores, which a program-per-tile grid leaves exposed;

@@ -22,7 +22,12 @@ from .attention_plan import attention_flops, dims, lpt_chunk
 #   runs: non-causal 399-402 / 343-347 (32x16x512), 503-509 / 468 (1024), 583-590 / 565 (2048), 628-638 /
 #   622-625 (4096), 645-657 / 651-668 (16384); causal much slower (2048: 348-406 / 436-443; 16384: 439-466
 #   / 658-664): a static assignment of tiles of unequal length, round-robin or snake, leaves programs with
-#   unequal work where the hardware's block scheduler balances it. So: persistent without causal only.
+#   unequal work where the hardware's block scheduler balances it.
+# - the dynamic schedule (a persistent grid taking tiles from an atomic counter, longest first) against one
+#   program a tile and round-robin (session 10, scripts/ab_attention.py time): causal 445 / 412 -> 489
+#   (8x16x2048), 550 / 470 -> 589 (4096), 625 / 502 -> 645 (8192), 674 / 446 -> 681 (16384), 8:1 448 / 374
+#   -> 493 (2048), 631 / 589 -> 653 (8192); non-causal at or above round-robin everywhere (600 -> 604 at
+#   2048, 659 -> 668 at 16384; D=64 419 -> 423, 453 -> 459). So: dynamic for every call.
 # - D=64 (4 stages), persistent non-causal / one program a tile causal: 8x32x2048 410 vs the Triton
 #   kernel's 402, causal 301 vs 352; 2x32x8192 449 vs 426, causal 427 vs 403: causal D=64 takes the kernel
 #   from WS_MIN_SKV_D64 keys on.
@@ -104,18 +109,18 @@ def tma_addressable(t: torch.Tensor) -> bool:
 
 # The forward's tile schedule (kernels/attention_fwd_ws.py): "grid" (one program a tile), "round_robin" or
 # "dynamic" (persistent grids of min(tiles, SMs) programs; dynamic takes tiles from an atomic counter).
-WS_SCHEDULE = {False: "round_robin", True: "dynamic"}  # by causal
+WS_SCHEDULE = "dynamic"
 _SCHEDULES = {"grid": 0, "round_robin": 1, "dynamic": 2}
 
 
 def launch_fwd(q, k, v, out, lse, causal: bool, scale: float, schedule: str | None = None) -> None:
-    """schedule: one of _SCHEDULES, by default WS_SCHEDULE[causal]."""
+    """schedule: one of _SCHEDULES, by default WS_SCHEDULE (see the measurements above)."""
     from ..kernels import attention_fwd_ws as kw
 
     B, Hq, Sq, D, Hkv, Skv = dims(q, k)
     unit_programs = cdiv(Sq, 2 * WS_Q_ROWS) * (Hq // Hkv)
     tiles = unit_programs * B * Hkv
-    schedule = schedule or WS_SCHEDULE[causal]
+    schedule = schedule or WS_SCHEDULE
     programs = tiles if schedule == "grid" else min(tiles, device_props(q.device.index)[1])
     # The dynamic schedule's counter: the programs' first tiles are their ids, later ones come from it.
     counter = torch.zeros(1, dtype=torch.int32, device=q.device) if schedule == "dynamic" else lse
