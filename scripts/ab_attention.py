@@ -104,13 +104,13 @@ def check() -> None:
     print(f"check: {bad} bad")
 
 
-def run_bwd(q, k, v, do, out, lse, causal, ws, grads=None, split=None):
+def run_bwd(q, k, v, do, out, lse, causal, ws, grads=None, split=None, schedule=None):
     """(dq, dk, dv) of one backward, poisoned first unless the caller passes them (timing); ws: the
-    Gluon kernels (ops.attention_ws.WS_BWD: True for dK/dV, "all" for dQ too, False none); split: the dK/dV
-    kernel's head slices (default the launcher's)."""
+    Gluon kernels (ops.attention_ws.WS_BWD: True for dK/dV, "all" for dQ too, False none); split, schedule:
+    the dK/dV kernel's head slices and tile schedule (default the launcher's)."""
     dq, dk, dv = grads or (torch.full_like(t, float("nan")) for t in (q, k, v))
-    saved = ows.WS_BWD, ows.ws_dkdv_split
-    ows.WS_BWD = ws
+    saved = ows.WS_BWD, ows.ws_dkdv_split, ows.WS_BWD_SCHEDULE
+    ows.WS_BWD, ows.WS_BWD_SCHEDULE = ws, schedule or saved[2]
     if split:
         ows.ws_dkdv_split = lambda group, programs, causal: split
     try:
@@ -119,7 +119,7 @@ def run_bwd(q, k, v, do, out, lse, causal, ws, grads=None, split=None):
                 raise RuntimeError("the Gluon dK/dV kernel does not apply")
             oa.attention_bwd_into(do, q, k, v, out, lse, dq, dk, dv, causal, 1 / math.sqrt(q.shape[-1]))
     finally:
-        ows.WS_BWD, ows.ws_dkdv_split = saved
+        ows.WS_BWD, ows.ws_dkdv_split, ows.WS_BWD_SCHEDULE = saved
     return dq, dk, dv
 
 
@@ -146,10 +146,10 @@ def bwd_check() -> None:
 
 
 def bwd_time(splits: list[int]) -> None:
-    shapes = [(8, 16, 2048, 128, 2), (2, 16, 8192, 128, 2), (1, 16, 16384, 128, 2), (4, 16, 4096, 128, 2),
-              (8, 32, 2048, 64, 8)]
+    shapes = [(8, 16, 2048, 128, 16), (4, 16, 4096, 128, 16), (1, 16, 16384, 128, 16), (8, 16, 2048, 128, 2),
+              (2, 16, 8192, 128, 2), (8, 32, 2048, 64, 32)]
     for b, h, s, d, hkv in shapes:
-        for causal in (False, True) if not splits else (True,):  # the split is for causal GQA
+        for causal in (False, True):
             q = torch.randn(b, h, s, d, device="cuda", dtype=torch.bfloat16)
             k, v = (torch.randn(b, hkv, s, d, device="cuda", dtype=torch.bfloat16) for _ in range(2))
             do = torch.randn_like(q)
@@ -160,13 +160,15 @@ def bwd_time(splits: list[int]) -> None:
             grads = tuple(torch.empty_like(t) for t in (q, k, v))
             best = {}
             for _ in range(3):
-                for name in ["triton", "ws"] + [f"split{n}" for n in splits if (h // hkv) % n == 0] + ["cudnn"]:
+                names = ["triton", "ws", "grid"] + [f"split{n}" for n in splits if (h // hkv) % n == 0] + ["cudnn"]
+                for name in names:
                     if name == "cudnn":
                         def run():
                             torch.autograd.grad(ref, (qg, kg, vg), do, retain_graph=True)
-                    elif name in ("triton", "ws"):
+                    elif name in ("triton", "ws", "grid"):
                         def run():
-                            run_bwd(q, k, v, do, out, lse, causal, name == "ws", grads)
+                            run_bwd(q, k, v, do, out, lse, causal, name != "triton", grads,
+                                    schedule="grid" if name == "grid" else None)
                     else:
                         def run():
                             run_bwd(q, k, v, do, out, lse, causal, True, grads, int(name[5:]))

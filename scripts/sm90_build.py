@@ -161,17 +161,20 @@ def attn_dkdv_ws(args) -> None:
     rows = torch.empty(2, 4, 256)
     descs.update(lse_desc=oa.rows_desc(rows, oa.WS_BWD_BLOCK_M), delta_desc=oa.rows_desc(rows, oa.WS_BWD_BLOCK_M))
     sig = {n: mangle_type(dsc) for n, dsc in descs.items()}
-    sig.update(dk_ptr="*bf16", dv_ptr="*bf16")
+    schedule = args.schedule or oa.WS_BWD_SCHEDULE
+    sig.update(dk_ptr="*bf16", dv_ptr="*bf16", counter="*i32" if schedule == "dynamic" else "*fp32")
     strides = ("stride_dks", "stride_dkb", "stride_dkh", "stride_dkn", "stride_dvs", "stride_dvb", "stride_dvh",
                "stride_dvn")
     sig.update({n: "i32" for n in strides})
-    sig.update(Hq="i32", Hkv="i32", Sq="i32", Skv="i32", row_pitch="i32", sm_scale="fp32", chunk="i32", split="i32")
+    sig.update(Hq="i32", Hkv="i32", Sq="i32", Skv="i32", row_pitch="i32", sm_scale="fp32", chunk="i32", split="i32",
+               tiles="i32")
     stages = args.stages or oa.WS_BWD_STAGES
-    ce = {"CAUSAL": args.causal, "STAGES": stages, "CONSUMER_REGS": oa.WS_REGS[0], "PRODUCER_REGS": oa.WS_REGS[1]}
+    ce = {"CAUSAL": args.causal, "STAGES": stages, "SCHEDULE": oa._SCHEDULES[schedule], "CONSUMER_REGS": oa.WS_REGS[0],
+          "PRODUCER_REGS": oa.WS_REGS[1]}
     aligned = ("dk_ptr", "dv_ptr", *strides)
     c = triton.compile(_source(kw.attention_bwd_dkdv_ws, sig, ce, aligned, GluonASTSource), target=TARGET,
                        options={"num_warps": 4, "maxnreg": oa.WS_MAXNREG})
-    report(c, f"attention_bwd_dkdv_ws D={d} causal={args.causal} stages={stages}", args.sass)
+    report(c, f"attention_bwd_dkdv_ws D={d} causal={args.causal} stages={stages} {schedule}", args.sass)
 
 
 def attn_dq_ws(args) -> None:
@@ -250,6 +253,7 @@ def main() -> None:
     bw.add_argument("--head-dim", type=int, default=128)
     bw.add_argument("--causal", action="store_true")
     bw.add_argument("--stages", type=int, default=0, help="override the ring depth")
+    bw.add_argument("--schedule", choices=("grid", "round_robin", "dynamic"), help="override the launcher's")
     bq = sub.add_parser("attn-dq-ws")
     bq.add_argument("--head-dim", type=int, default=128)
     bq.add_argument("--causal", action="store_true")

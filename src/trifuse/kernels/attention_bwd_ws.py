@@ -19,17 +19,27 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma, warpgroup_mma_wait
 
 from .attention_fwd import longest_first, tile_of
-from .attention_fwd_ws import LOG2E, WG_ROWS, key_range, load_kv_block, wait_turn, wgmma_layout
+from .attention_fwd_ws import (
+    LOG2E,
+    WG_ROWS,
+    key_range,
+    load_kv_block,
+    next_tile,
+    publish_tile,
+    read_tile,
+    wait_turn,
+    wgmma_layout,
+)
 
 WG_KEYS = gl.constexpr(64)  # keys a dK/dV consumer warpgroup owns (m64 MMAs); dQ's own WG_ROWS query rows
 
 
 @gluon.jit
-def _key_block(Hkv, Skv, Sq, chunk, split, BM: gl.constexpr, CAUSAL: gl.constexpr):
-    """(batch, KV head, head slice, first key) of this program and its first and end query blocks. With
-    causal, low key blocks see the most query rows and start first (longest_first over `chunk` units)."""
+def _key_block(tile, tiles, Hkv, Skv, Sq, chunk, split, BM: gl.constexpr, CAUSAL: gl.constexpr):
+    """(batch, KV head, head slice, first key) of a tile and its first and end query blocks. With causal,
+    low key blocks see the most query rows and come first (longest_first over `chunk` units)."""
     num_n = gl.cdiv(Skv, 2 * WG_KEYS)
-    nb, unit = longest_first(gl.program_id(0), gl.num_programs(0) // num_n, chunk, num_n, CAUSAL)
+    nb, unit = longest_first(tile, tiles // num_n, chunk, num_n, CAUSAL)
     bk = unit // split
     start_n = nb * 2 * WG_KEYS
     if CAUSAL:
@@ -41,120 +51,144 @@ def _key_block(Hkv, Skv, Sq, chunk, split, BM: gl.constexpr, CAUSAL: gl.constexp
 
 @gluon.jit
 def _producer(q_desc, do_desc, k_desc, v_desc, lse_desc, delta_desc, q_bufs, do_bufs, lse_bufs, delta_bufs,
-              k_smem, v_smem, kv_ready, ready, empty, Hq, Hkv, Sq, Skv, row_pitch, chunk, split,
-              STAGES: gl.constexpr, CAUSAL: gl.constexpr):
-    """One warp: both warpgroups' K and V rows once, then Q, dO, LSE and delta of every query block of
-    every query head of the slice, in order, into the ring."""
+              k_smem, v_smem, tile_ids, kv_ready, kv_empty, ready, empty, counter, Hq, Hkv, Sq, Skv, row_pitch,
+              chunk, split, tiles, STAGES: gl.constexpr, CAUSAL: gl.constexpr, SCHEDULE: gl.constexpr):
+    """One warp: per tile, its index and both warpgroups' K and V rows (once the consumers are done with
+    the last tile's), then Q, dO, LSE and delta of every query block of every query head of the slice, in
+    order, into the ring; at the end, an index past the tiles."""
     BM: gl.constexpr = q_desc.block_type.shape[2]
-    b, hk, part, start_n, m_lo, n_m = _key_block(Hkv, Skv, Sq, chunk, split, BM, CAUSAL)
     heads = Hq // Hkv // split
-    mbarrier.expect(kv_ready, 2 * (k_desc.block_type.nbytes + v_desc.block_type.nbytes))
-    for w in gl.static_range(2):
-        tma.async_copy_global_to_shared(k_desc, [b, hk, start_n + w * WG_KEYS, 0], kv_ready, k_smem.index(w))
-        tma.async_copy_global_to_shared(v_desc, [b, hk, start_n + w * WG_KEYS, 0], kv_ready, v_smem.index(w))
-    it = 0
-    for g in range(heads):
-        h = hk * (heads * split) + part * heads + g
-        row0 = (b * Hq + h) * row_pitch
-        for mb in range(m_lo, n_m):
-            s = it % STAGES
-            mbarrier.wait(empty.index(s), ((it // STAGES) & 1) ^ 1)
-            mbarrier.expect(ready.index(s), q_desc.block_type.nbytes + do_desc.block_type.nbytes
-                            + lse_desc.block_type.nbytes + delta_desc.block_type.nbytes)
-            tma.async_copy_global_to_shared(q_desc, [b, h, mb * BM, 0], ready.index(s), q_bufs.index(s))
-            tma.async_copy_global_to_shared(do_desc, [b, h, mb * BM, 0], ready.index(s), do_bufs.index(s))
-            tma.async_copy_global_to_shared(lse_desc, [row0 + mb * BM], ready.index(s), lse_bufs.index(s))
-            tma.async_copy_global_to_shared(delta_desc, [row0 + mb * BM], ready.index(s), delta_bufs.index(s))
-            it += 1
+    it = 0  # ring position, across tiles
+    n = 0  # tiles done
+    tile = gl.program_id(0)
+    while tile < tiles:
+        b, hk, part, start_n, m_lo, n_m = _key_block(tile, tiles, Hkv, Skv, Sq, chunk, split, BM, CAUSAL)
+        mbarrier.wait(kv_empty, (n & 1) ^ 1)
+        publish_tile(tile_ids, 0, tile)
+        mbarrier.expect(kv_ready, 2 * (k_desc.block_type.nbytes + v_desc.block_type.nbytes))
+        for w in gl.static_range(2):
+            tma.async_copy_global_to_shared(k_desc, [b, hk, start_n + w * WG_KEYS, 0], kv_ready, k_smem.index(w))
+            tma.async_copy_global_to_shared(v_desc, [b, hk, start_n + w * WG_KEYS, 0], kv_ready, v_smem.index(w))
+        for g in range(heads):
+            h = hk * (heads * split) + part * heads + g
+            row0 = (b * Hq + h) * row_pitch
+            for mb in range(m_lo, n_m):
+                s = it % STAGES
+                mbarrier.wait(empty.index(s), ((it // STAGES) & 1) ^ 1)
+                mbarrier.expect(ready.index(s), q_desc.block_type.nbytes + do_desc.block_type.nbytes
+                                + lse_desc.block_type.nbytes + delta_desc.block_type.nbytes)
+                tma.async_copy_global_to_shared(q_desc, [b, h, mb * BM, 0], ready.index(s), q_bufs.index(s))
+                tma.async_copy_global_to_shared(do_desc, [b, h, mb * BM, 0], ready.index(s), do_bufs.index(s))
+                tma.async_copy_global_to_shared(lse_desc, [row0 + mb * BM], ready.index(s), lse_bufs.index(s))
+                tma.async_copy_global_to_shared(delta_desc, [row0 + mb * BM], ready.index(s),
+                                                delta_bufs.index(s))
+                it += 1
+        n += 1
+        tile = next_tile(tile, tiles, counter, SCHEDULE)
+    mbarrier.wait(kv_empty, (n & 1) ^ 1)
+    publish_tile(tile_ids, 0, tile)
+    mbarrier.arrive(kv_ready, count=1)
 
 
 @gluon.jit
-def _consumer(q_bufs, do_bufs, lse_bufs, delta_bufs, k_smem, v_smem, kv_ready, ready, empty, turn, dk_ptr,
-              dv_ptr, stride_dks, stride_dkb, stride_dkh, stride_dkn, stride_dvs, stride_dvb, stride_dvh,
-              stride_dvn, Hq, Hkv, Sq, Skv, sm_scale, chunk, split, CAUSAL: gl.constexpr, STAGES: gl.constexpr,
-              WG: gl.constexpr):
-    """Warpgroup WG: keys start_n + 64 WG ... + 63 against every query block of the group."""
+def _consumer(q_bufs, do_bufs, lse_bufs, delta_bufs, k_smem, v_smem, tile_ids, kv_ready, kv_empty, ready, empty,
+              turn, dk_ptr, dv_ptr, stride_dks, stride_dkb, stride_dkh, stride_dkn, stride_dvs, stride_dvb,
+              stride_dvh, stride_dvn, Hq, Hkv, Sq, Skv, sm_scale, chunk, split, tiles, CAUSAL: gl.constexpr,
+              STAGES: gl.constexpr, WG: gl.constexpr):
+    """Warpgroup WG: keys start_n + 64 WG ... + 63 of each tile the producer hands it, against every query
+    block of the tile's heads."""
     BM: gl.constexpr = q_bufs.type.shape[3]
     HEAD_D: gl.constexpr = q_bufs.type.shape[4]
     dtype: gl.constexpr = q_bufs.dtype
     st_layout: gl.constexpr = wgmma_layout(BM)
     acc_layout: gl.constexpr = wgmma_layout(HEAD_D)
     a_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=acc_layout, k_width=2)
-    b, hk, part, start_n, m_lo, n_m = _key_block(Hkv, Skv, Sq, chunk, split, BM, CAUSAL)
+    vec_layout: gl.constexpr = gl.SliceLayout(0, st_layout)
     heads = Hq // Hkv // split
     qk_scale = sm_scale * LOG2E
-    keys = start_n + WG * WG_KEYS + gl.arange(0, WG_KEYS, layout=gl.SliceLayout(1, st_layout))
     kw = k_smem.index(WG).reshape([WG_KEYS, HEAD_D])
     vw = v_smem.index(WG).reshape([WG_KEYS, HEAD_D])
     zero_st = gl.zeros([WG_KEYS, BM], gl.float32, st_layout)
-    dk = gl.zeros([WG_KEYS, HEAD_D], gl.float32, acc_layout)
-    dv = gl.zeros([WG_KEYS, HEAD_D], gl.float32, acc_layout)
+    it = 0  # ring position, across tiles
+    n = 0  # tiles done
     mbarrier.wait(kv_ready, 0)
-    it = 0
-    vec_layout: gl.constexpr = gl.SliceLayout(0, st_layout)
-    for g in range(heads):
-        for mb in range(m_lo, n_m):
-            s = it % STAGES
-            mbarrier.wait(ready.index(s), (it // STAGES) & 1)
-            q = q_bufs.index(s).reshape([BM, HEAD_D])
-            do = do_bufs.index(s).reshape([BM, HEAD_D])
+    tile = read_tile(tile_ids, 0)
+    while tile < tiles:
+        _, _, _, start_n, m_lo, n_m = _key_block(tile, tiles, Hkv, Skv, Sq, chunk, split, BM, CAUSAL)
+        keys = start_n + WG * WG_KEYS + gl.arange(0, WG_KEYS, layout=gl.SliceLayout(1, st_layout))
+        dk = gl.zeros([WG_KEYS, HEAD_D], gl.float32, acc_layout)
+        dv = gl.zeros([WG_KEYS, HEAD_D], gl.float32, acc_layout)
+        for g in range(heads):
+            for mb in range(m_lo, n_m):
+                s = it % STAGES
+                mbarrier.wait(ready.index(s), (it // STAGES) & 1)
+                q = q_bufs.index(s).reshape([BM, HEAD_D])
+                do = do_bufs.index(s).reshape([BM, HEAD_D])
 
-            # Three turns a block, so S^T and dP^T never hold registers at the same time: S^T; then dP^T
-            # with dV (P^T is ready); then dK.
-            wait_turn(turn, 3 * it, WG)
-            s_t = warpgroup_mma(kw, q.permute((1, 0)), zero_st, use_acc=False, is_async=True)
-            mbarrier.arrive(turn.index(1 - WG), count=1)
-            s_t = warpgroup_mma_wait(0, deps=(s_t, ))
-            lse2 = lse_bufs.index(s).load(vec_layout) * LOG2E
-            p_t = gl.exp2(s_t * qk_scale - gl.expand_dims(lse2, 0))
-            if (mb + 1) * BM > Sq:  # the last block: its rows past Sq read padding or the next head's LSE
-                rows = mb * BM + gl.arange(0, BM, layout=vec_layout)
-                p_t = gl.where(gl.expand_dims(rows < Sq, 0), p_t, 0.0)
-            if CAUSAL:  # noqa: SIM102 -- a constexpr test outside, a runtime one inside
-                if mb * BM < start_n + 2 * WG_KEYS:  # the diagonal: key j is seen by rows i >= j
+                # Three turns a block, so S^T and dP^T never hold registers at the same time: S^T; then
+                # dP^T with dV (P^T is ready); then dK.
+                wait_turn(turn, 3 * it, WG)
+                s_t = warpgroup_mma(kw, q.permute((1, 0)), zero_st, use_acc=False, is_async=True)
+                mbarrier.arrive(turn.index(1 - WG), count=1)
+                s_t = warpgroup_mma_wait(0, deps=(s_t, ))
+                lse2 = lse_bufs.index(s).load(vec_layout) * LOG2E
+                p_t = gl.exp2(s_t * qk_scale - gl.expand_dims(lse2, 0))
+                if (mb + 1) * BM > Sq:  # the last block: its rows past Sq read padding or the next head's LSE
                     rows = mb * BM + gl.arange(0, BM, layout=vec_layout)
-                    p_t = gl.where(gl.expand_dims(rows, 0) >= gl.expand_dims(keys, 1), p_t, 0.0)
-            p_a = gl.convert_layout(p_t.to(dtype), a_layout)
+                    p_t = gl.where(gl.expand_dims(rows < Sq, 0), p_t, 0.0)
+                if CAUSAL:  # noqa: SIM102 -- a constexpr test outside, a runtime one inside
+                    if mb * BM < start_n + 2 * WG_KEYS:  # the diagonal: key j is seen by rows i >= j
+                        rows = mb * BM + gl.arange(0, BM, layout=vec_layout)
+                        p_t = gl.where(gl.expand_dims(rows, 0) >= gl.expand_dims(keys, 1), p_t, 0.0)
+                p_a = gl.convert_layout(p_t.to(dtype), a_layout)
 
-            wait_turn(turn, 3 * it + 1, WG)
-            dp_t = warpgroup_mma(vw, do.permute((1, 0)), zero_st, use_acc=False, is_async=True)
-            dv = warpgroup_mma(p_a, do, dv, is_async=True)
-            mbarrier.arrive(turn.index(1 - WG), count=1)
-            dp_t = warpgroup_mma_wait(1, deps=(dp_t, ))
-            delta = delta_bufs.index(s).load(vec_layout)
-            ds_a = gl.convert_layout((p_t * (dp_t - gl.expand_dims(delta, 0))).to(dtype), a_layout)
+                wait_turn(turn, 3 * it + 1, WG)
+                dp_t = warpgroup_mma(vw, do.permute((1, 0)), zero_st, use_acc=False, is_async=True)
+                dv = warpgroup_mma(p_a, do, dv, is_async=True)
+                mbarrier.arrive(turn.index(1 - WG), count=1)
+                dp_t = warpgroup_mma_wait(1, deps=(dp_t, ))
+                delta = delta_bufs.index(s).load(vec_layout)
+                ds_a = gl.convert_layout((p_t * (dp_t - gl.expand_dims(delta, 0))).to(dtype), a_layout)
 
-            wait_turn(turn, 3 * it + 2, WG)
-            dk = warpgroup_mma(ds_a, q, dk, is_async=True)
-            mbarrier.arrive(turn.index(1 - WG), count=1)
-            dv, dk = warpgroup_mma_wait(0, deps=(dv, dk))
-            mbarrier.arrive(empty.index(s), count=1)
-            it += 1
+                wait_turn(turn, 3 * it + 2, WG)
+                dk = warpgroup_mma(ds_a, q, dk, is_async=True)
+                mbarrier.arrive(turn.index(1 - WG), count=1)
+                dv, dk = warpgroup_mma_wait(0, deps=(dv, dk))
+                mbarrier.arrive(empty.index(s), count=1)
+                it += 1
+        # K and V are read: the producer may load the next tile's while this one's results are stored.
+        mbarrier.arrive(kv_empty, count=1)
 
-    key_rows = gl.convert_layout(keys, gl.SliceLayout(1, acc_layout))
-    cols = gl.arange(0, HEAD_D, layout=gl.SliceLayout(0, acc_layout))
-    ok = gl.expand_dims(key_rows < Skv, 1)
-    rows64 = gl.expand_dims(key_rows.to(gl.int64), 1)
-    dk_base = dk_ptr + part.to(gl.int64) * stride_dks + b.to(gl.int64) * stride_dkb + hk.to(gl.int64) * stride_dkh
-    gl.store(dk_base + rows64 * stride_dkn + gl.expand_dims(cols, 0), (dk * sm_scale).to(dk_ptr.dtype.element_ty),
-             mask=ok)
-    dv_base = dv_ptr + part.to(gl.int64) * stride_dvs + b.to(gl.int64) * stride_dvb + hk.to(gl.int64) * stride_dvh
-    gl.store(dv_base + rows64 * stride_dvn + gl.expand_dims(cols, 0), dv.to(dv_ptr.dtype.element_ty), mask=ok)
+        # Recomputed rather than kept in registers through the loop.
+        b, hk, part, start_n, _, _ = _key_block(tile, tiles, Hkv, Skv, Sq, chunk, split, BM, CAUSAL)
+        key_rows = start_n + WG * WG_KEYS + gl.arange(0, WG_KEYS, layout=gl.SliceLayout(1, acc_layout))
+        cols = gl.arange(0, HEAD_D, layout=gl.SliceLayout(0, acc_layout))
+        ok = gl.expand_dims(key_rows < Skv, 1)
+        rows64 = gl.expand_dims(key_rows.to(gl.int64), 1)
+        dk_base = dk_ptr + part.to(gl.int64) * stride_dks + b.to(gl.int64) * stride_dkb + hk.to(gl.int64) * stride_dkh
+        gl.store(dk_base + rows64 * stride_dkn + gl.expand_dims(cols, 0),
+                 (dk * sm_scale).to(dk_ptr.dtype.element_ty), mask=ok)
+        dv_base = dv_ptr + part.to(gl.int64) * stride_dvs + b.to(gl.int64) * stride_dvb + hk.to(gl.int64) * stride_dvh
+        gl.store(dv_base + rows64 * stride_dvn + gl.expand_dims(cols, 0), dv.to(dv_ptr.dtype.element_ty), mask=ok)
+        n += 1
+        mbarrier.wait(kv_ready, n & 1)
+        tile = read_tile(tile_ids, 0)
 
 
 @gluon.jit
-def attention_bwd_dkdv_ws(q_desc, do_desc, k_desc, v_desc, lse_desc, delta_desc, dk_ptr, dv_ptr,
+def attention_bwd_dkdv_ws(q_desc, do_desc, k_desc, v_desc, lse_desc, delta_desc, dk_ptr, dv_ptr, counter,
                           stride_dks, stride_dkb, stride_dkh, stride_dkn, stride_dvs, stride_dvb, stride_dvh,
-                          stride_dvn, Hq, Hkv, Sq, Skv, row_pitch, sm_scale, chunk, split,
-                          CAUSAL: gl.constexpr, STAGES: gl.constexpr, CONSUMER_REGS: gl.constexpr,
-                          PRODUCER_REGS: gl.constexpr):
+                          stride_dvn, Hq, Hkv, Sq, Skv, row_pitch, sm_scale, chunk, split, tiles,
+                          CAUSAL: gl.constexpr, STAGES: gl.constexpr, SCHEDULE: gl.constexpr,
+                          CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr):
     """q_desc / do_desc: [1, 1, BM, D] tiles of q, do (B, Hq, Sq, D); k_desc / v_desc: [1, 1, 64, D] tiles of
     k, v (B, Hkv, Skv, D); lse_desc / delta_desc: [BM] tiles of lse, delta (B, Hq, row_pitch) fp32
     contiguous, flattened (1-D: a block's rows past Sq read the padding or the next head's, masked), with
     row_pitch >= Sq a multiple of 4 (TMA needs 16-byte aligned coordinates; an unaligned one is an illegal
     instruction); dk, dv (split, B, Hkv, Skv, D) with a unit last stride (slice s of the group's query heads
-    writes dk + s * stride_dks; split 1 with zero slice strides writes the result). Launch with num_warps=4
-    and cdiv(Skv, 128) x B x Hkv x split programs."""
+    writes dk + s * stride_dks; split 1 with zero slice strides writes the result). tiles = cdiv(Skv, 128) x
+    B x Hkv x split; SCHEDULE and counter as in attention_fwd_ws (GRID: launch `tiles` programs, else at
+    most that many). num_warps=4."""
     dtype: gl.constexpr = q_desc.dtype
     q_bufs = gl.allocate_shared_memory(dtype, [STAGES] + q_desc.block_type.shape, q_desc.layout)
     do_bufs = gl.allocate_shared_memory(dtype, [STAGES] + do_desc.block_type.shape, do_desc.layout)
@@ -162,11 +196,14 @@ def attention_bwd_dkdv_ws(q_desc, do_desc, k_desc, v_desc, lse_desc, delta_desc,
     delta_bufs = gl.allocate_shared_memory(gl.float32, [STAGES] + delta_desc.block_type.shape, delta_desc.layout)
     k_smem = gl.allocate_shared_memory(dtype, [2] + k_desc.block_type.shape, k_desc.layout)
     v_smem = gl.allocate_shared_memory(dtype, [2] + v_desc.block_type.shape, v_desc.layout)
+    tile_ids = gl.allocate_shared_memory(gl.int32, [1, 1], gl.SwizzledSharedLayout(1, 1, 1, [0]))
     kv_ready = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    kv_empty = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
     ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     mbarrier.init(kv_ready, count=1)
+    mbarrier.init(kv_empty, count=2)  # both consumers release K and V
     for i in gl.static_range(STAGES):
         mbarrier.init(ready.index(i), count=1)
         mbarrier.init(empty.index(i), count=2)  # both consumers release a stage
@@ -174,15 +211,17 @@ def attention_bwd_dkdv_ws(q_desc, do_desc, k_desc, v_desc, lse_desc, delta_desc,
         mbarrier.init(turn.index(i), count=1)
     # Argument tuples written out in place: a constexpr kept in a tuple variable arrives as a tensor.
     gl.warp_specialize([
-        (_consumer, (q_bufs, do_bufs, lse_bufs, delta_bufs, k_smem, v_smem, kv_ready, ready, empty, turn, dk_ptr,
-                     dv_ptr, stride_dks, stride_dkb, stride_dkh, stride_dkn, stride_dvs, stride_dvb, stride_dvh,
-                     stride_dvn, Hq, Hkv, Sq, Skv, sm_scale, chunk, split, CAUSAL, STAGES, 0)),
-        (_consumer, (q_bufs, do_bufs, lse_bufs, delta_bufs, k_smem, v_smem, kv_ready, ready, empty, turn, dk_ptr,
-                     dv_ptr, stride_dks, stride_dkb, stride_dkh, stride_dkn, stride_dvs, stride_dvb, stride_dvh,
-                     stride_dvn, Hq, Hkv, Sq, Skv, sm_scale, chunk, split, CAUSAL, STAGES, 1)),
+        (_consumer, (q_bufs, do_bufs, lse_bufs, delta_bufs, k_smem, v_smem, tile_ids, kv_ready, kv_empty, ready,
+                     empty, turn, dk_ptr, dv_ptr, stride_dks, stride_dkb, stride_dkh, stride_dkn, stride_dvs,
+                     stride_dvb, stride_dvh, stride_dvn, Hq, Hkv, Sq, Skv, sm_scale, chunk, split, tiles, CAUSAL,
+                     STAGES, 0)),
+        (_consumer, (q_bufs, do_bufs, lse_bufs, delta_bufs, k_smem, v_smem, tile_ids, kv_ready, kv_empty, ready,
+                     empty, turn, dk_ptr, dv_ptr, stride_dks, stride_dkb, stride_dkh, stride_dkn, stride_dvs,
+                     stride_dvb, stride_dvh, stride_dvn, Hq, Hkv, Sq, Skv, sm_scale, chunk, split, tiles, CAUSAL,
+                     STAGES, 1)),
         (_producer, (q_desc, do_desc, k_desc, v_desc, lse_desc, delta_desc, q_bufs, do_bufs, lse_bufs, delta_bufs,
-                     k_smem, v_smem, kv_ready, ready, empty, Hq, Hkv, Sq, Skv, row_pitch, chunk, split, STAGES,
-                     CAUSAL)),
+                     k_smem, v_smem, tile_ids, kv_ready, kv_empty, ready, empty, counter, Hq, Hkv, Sq, Skv,
+                     row_pitch, chunk, split, tiles, STAGES, CAUSAL, SCHEDULE)),
     ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
 
 

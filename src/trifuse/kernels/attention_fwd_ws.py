@@ -92,7 +92,7 @@ DYNAMIC = gl.constexpr(2)
 
 
 @gluon.jit
-def _next_tile(tile, tiles, counter, SCHEDULE: gl.constexpr):
+def next_tile(tile, tiles, counter, SCHEDULE: gl.constexpr):
     if SCHEDULE == GRID:
         return tiles
     elif SCHEDULE == ROUND_ROBIN:
@@ -102,14 +102,14 @@ def _next_tile(tile, tiles, counter, SCHEDULE: gl.constexpr):
 
 
 @gluon.jit
-def _publish_tile(tile_ids, w: gl.constexpr, tile):
+def publish_tile(tile_ids, w: gl.constexpr, tile):
     """The producer tells consumer w its next tile (>= tiles: none), before the barrier that wakes it."""
     tile_ids.index(w).store(gl.full([1], tile, gl.int32, gl.BlockedLayout([1], [32], [1], [0])))
     gl.thread_barrier()
 
 
 @gluon.jit
-def _read_tile(tile_ids, WG: gl.constexpr):
+def read_tile(tile_ids, WG: gl.constexpr):
     return gl.max(tile_ids.index(WG).load(gl.BlockedLayout([1], [32], [4], [0])), 0)
 
 
@@ -126,7 +126,7 @@ def _producer(q_desc, k_desc, v_desc, q_bufs, k_bufs, v_bufs, tile_ids, q_ready,
         b, hk, h, start_m, n_blocks, _ = _block_range(tile, tiles, Hq, Hkv, Sq, Skv, chunk, BN, CAUSAL)
         for w in gl.static_range(2):
             mbarrier.wait(q_empty.index(w), (n & 1) ^ 1)
-            _publish_tile(tile_ids, w, tile)
+            publish_tile(tile_ids, w, tile)
             mbarrier.expect(q_ready.index(w), q_desc.block_type.nbytes)
             tma.async_copy_global_to_shared(q_desc, [b, h, start_m + w * WG_ROWS, 0], q_ready.index(w),
                                             q_bufs.index(w))
@@ -134,10 +134,10 @@ def _producer(q_desc, k_desc, v_desc, q_bufs, k_bufs, v_bufs, tile_ids, q_ready,
             load_kv_block(k_desc, v_desc, k_bufs, v_bufs, k_ready, v_ready, empty, b, hk, j, it, STAGES)
             it += 1
         n += 1
-        tile = _next_tile(tile, tiles, counter, SCHEDULE)
+        tile = next_tile(tile, tiles, counter, SCHEDULE)
     for w in gl.static_range(2):
         mbarrier.wait(q_empty.index(w), (n & 1) ^ 1)
-        _publish_tile(tile_ids, w, tile)
+        publish_tile(tile_ids, w, tile)
         mbarrier.arrive(q_ready.index(w), count=1)
 
 
@@ -181,7 +181,7 @@ def _consumer(q_bufs, k_bufs, v_bufs, tile_ids, q_ready, q_empty, k_ready, v_rea
     k = 0  # turns taken
     n = 0  # tiles done
     mbarrier.wait(q_ready.index(WG), 0)
-    tile = _read_tile(tile_ids, WG)
+    tile = read_tile(tile_ids, WG)
     while tile < tiles:
         b, _, h, start_m, n_blocks, hi_free = _block_range(tile, tiles, Hq, Hkv, Sq, Skv, chunk, BN, CAUSAL)
         rows = start_m + WG * WG_ROWS + gl.arange(0, WG_ROWS, layout=gl.SliceLayout(1, s_layout))
@@ -245,7 +245,7 @@ def _consumer(q_bufs, k_bufs, v_bufs, tile_ids, q_ready, q_empty, k_ready, v_rea
         lse = (m_i + gl.log2(l_i)) * LN2
         gl.store(lse_ptr + (b.to(gl.int64) * Hq + h) * Sq + rows, lse, mask=rows < Sq)
         mbarrier.wait(q_ready.index(WG), n & 1)
-        tile = _read_tile(tile_ids, WG)
+        tile = read_tile(tile_ids, WG)
 
 
 @gluon.jit

@@ -145,6 +145,7 @@ def launch_fwd(q, k, v, out, lse, causal: bool, scale: float, schedule: str | No
 WS_BWD: bool | str = True
 WS_BWD_BLOCK_M = 64
 WS_BWD_STAGES = 2
+WS_BWD_SCHEDULE = "dynamic"  # the dK/dV tiles' schedule, as the forward's (WS_SCHEDULE)
 
 
 def ws_bwd_fits(dtype: torch.dtype, B: int, Hq: int, Sq: int, D: int, Hkv: int, Skv: int, causal: bool,
@@ -188,12 +189,16 @@ def launch_dkdv(q, k, v, do, lse, delta, dk, dv, causal: bool, scale: float) -> 
     else:
         dk_out, dv_out = dk, dv
         strides = (0, *dk.stride()[:3], 0, *dv.stride()[:3])
-    kw.attention_bwd_dkdv_ws[(key_blocks * B * Hkv * split,)](
+    tiles = key_blocks * B * Hkv * split
+    schedule = WS_BWD_SCHEDULE
+    programs = tiles if schedule == "grid" else min(tiles, device_props(q.device.index)[1])
+    counter = torch.zeros(1, dtype=torch.int32, device=q.device) if schedule == "dynamic" else delta
+    kw.attention_bwd_dkdv_ws[(programs,)](
         ws_desc(q, WS_BWD_BLOCK_M), ws_desc(do, WS_BWD_BLOCK_M), ws_desc(k, 64), ws_desc(v, 64),
-        rows_desc(lse, WS_BWD_BLOCK_M), rows_desc(delta, WS_BWD_BLOCK_M), dk_out, dv_out, *strides,
-        Hq, Hkv, Sq, Skv, pitch, scale, chunk, split,
-        CAUSAL=causal, STAGES=WS_BWD_STAGES, CONSUMER_REGS=WS_REGS[0], PRODUCER_REGS=WS_REGS[1], num_warps=4,
-        maxnreg=WS_MAXNREG,
+        rows_desc(lse, WS_BWD_BLOCK_M), rows_desc(delta, WS_BWD_BLOCK_M), dk_out, dv_out, counter, *strides,
+        Hq, Hkv, Sq, Skv, pitch, scale, chunk, split, tiles,
+        CAUSAL=causal, STAGES=WS_BWD_STAGES, SCHEDULE=_SCHEDULES[schedule], CONSUMER_REGS=WS_REGS[0],
+        PRODUCER_REGS=WS_REGS[1], num_warps=4, maxnreg=WS_MAXNREG,
     )
     if split > 1:
         dk.copy_(dk_out.sum(0))
