@@ -5,8 +5,7 @@
 set -uo pipefail
 source "$(dirname "$0")/gpu_env.sh"
 nvidia-smi --query-gpu=name --format=csv,noheader | tee "$OUT/gpu.txt"
-timeout 120 python3 -m pytest -q -p no:warnings -n 16 tests/test_attention.py -k "warp_specialized" \
-  >"$OUT/tests_new.log" 2>&1
+timeout 120 python3 -m pytest -q -p no:warnings -n 16 tests/test_attention_ws.py >"$OUT/tests_new.log" 2>&1
 tail -1 "$OUT/tests_new.log"; grep -E "^(FAILED|ERROR)" "$OUT/tests_new.log" | head -20
 timeout 420 python3 -m pytest -q -p no:warnings -n 16 tests >"$OUT/tests.log" 2>&1
 tail -1 "$OUT/tests.log"; grep -E "^(FAILED|ERROR)" "$OUT/tests.log" | head -20
