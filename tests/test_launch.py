@@ -22,6 +22,27 @@ def test_arg_key_follows_triton_specialization():
     assert _arg_key("silu") is _UNKNOWN and _arg_key((1, 2)) is _UNKNOWN  # Triton's own path
 
 
+def test_arg_key_of_a_host_tensor_descriptor_follows_its_mangled_type():
+    # Triton specializes a descriptor on dtype, block shape and layout only (mangle_type), not on the
+    # base's address, shape or strides, which the launcher reads on every launch: the key must separate
+    # exactly what mangle_type separates.
+    pytest.importorskip("triton.experimental.gluon")
+    from triton.runtime.jit import mangle_type
+
+    from trifuse.ops._gluon import descriptor
+
+    t = torch.empty(2, 4, 256, 128, dtype=torch.bfloat16)
+    same = [descriptor(t, (1, 1, 64, 128)), descriptor(t[:1, :, 8:], (1, 1, 64, 128)),
+            descriptor(torch.empty(3, 2, 100, 128, dtype=torch.bfloat16), (1, 1, 64, 128))]
+    other = [descriptor(t, (1, 1, 128, 128)), descriptor(t.half(), (1, 1, 64, 128)),
+             descriptor(t[..., :64], (1, 1, 64, 64))]
+    for d in same[1:]:
+        assert _arg_key(d) == _arg_key(same[0]) and mangle_type(d) == mangle_type(same[0])
+    for d in other:
+        assert _arg_key(d) != _arg_key(same[0]) and mangle_type(d) != mangle_type(same[0])
+    assert len({_arg_key(d) for d in other}) == len(other)
+
+
 def _fake_kernel(n_params, constexprs):
     params = [SimpleNamespace(name=f"p{i}", default=None) for i in range(n_params)]
     return SimpleNamespace(params=params, constexprs=constexprs)

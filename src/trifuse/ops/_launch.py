@@ -66,6 +66,11 @@ def _arg_key(value):
         return 1 if value == 1 else (value & 15 == 0, value in _INT32)
     if kind is float or kind is bool or value is None:
         return kind
+    if kind.__name__ == "TensorDescriptor" and type(value.base) is torch.Tensor:
+        # A host tensor descriptor specializes on its dtype, block shape and shared layout (mangle_type:
+        # "tensordesc<bf16[1, 1, 64, 128],NVMMASharedLayout(...)>"); the launcher builds its CUtensorMap
+        # from the base, shape and strides on every launch.
+        return kind, value.base.dtype, tuple(value.block_shape), getattr(value, "layout", None)
     return _UNKNOWN
 
 
@@ -149,6 +154,12 @@ def launcher(kernel):
     kernel itself (interpreter)."""
     if is_wrap_triton_enabled():
         return wrap_triton(kernel)
+    return eager_launcher(kernel)
+
+
+def eager_launcher(kernel):
+    """A FastKernel for kernels only ever launched eagerly (the Gluon ones: wrap_triton takes Triton
+    kernels only), whatever the wrap flag says; the kernel itself in the interpreter."""
     if INTERPRET or _raw_stream is None or not isinstance(kernel, JITFunction):
         return kernel
     fast = _FAST.get(id(kernel))

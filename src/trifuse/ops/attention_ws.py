@@ -9,7 +9,7 @@ import torch
 
 from ..runtime import INTERPRET
 from ._gluon import GLUON_API, descriptor
-from ._launch import cdiv, device_props
+from ._launch import cdiv, device_props, eager_launcher
 from .attention_plan import attention_flops, dims, lpt_chunk
 
 # The warp-specialized Gluon forward (kernels/attention_fwd_ws.py): 64 query rows per consumer warpgroup,
@@ -124,7 +124,7 @@ def launch_fwd(q, k, v, out, lse, causal: bool, scale: float, schedule: str | No
     programs = tiles if schedule == "grid" else min(tiles, device_props(q.device.index)[1])
     # The dynamic schedule's counter: the programs' first tiles are their ids, later ones come from it.
     counter = torch.zeros(1, dtype=torch.int32, device=q.device) if schedule == "dynamic" else lse
-    kw.attention_fwd_ws[(programs,)](
+    eager_launcher(kw.attention_fwd_ws)[(programs,)](
         ws_desc(q, WS_Q_ROWS), ws_desc(k, WS_BLOCK_N), ws_desc(v, WS_BLOCK_N), out, lse, counter,
         *out.stride()[:3], Hq, Hkv, Sq, Skv, scale, lpt_chunk(causal, 2 * Skv * D * k.element_size(), unit_programs),
         tiles, CAUSAL=causal, STAGES=ws_stages(D), SCHEDULE=_SCHEDULES[schedule], CONSUMER_REGS=WS_REGS[0],
@@ -196,7 +196,7 @@ def launch_dkdv(q, k, v, do, lse, delta, dk, dv, causal: bool, scale: float) -> 
     schedule = WS_BWD_SCHEDULE
     programs = tiles if schedule == "grid" else min(tiles, device_props(q.device.index)[1])
     counter = torch.zeros(1, dtype=torch.int32, device=q.device) if schedule == "dynamic" else delta
-    kw.attention_bwd_dkdv_ws[(programs,)](
+    eager_launcher(kw.attention_bwd_dkdv_ws)[(programs,)](
         ws_desc(q, WS_BWD_BLOCK_M), ws_desc(do, WS_BWD_BLOCK_M), ws_desc(k, 64), ws_desc(v, 64),
         rows_desc(lse, WS_BWD_BLOCK_M), rows_desc(delta, WS_BWD_BLOCK_M), dk_out, dv_out, counter, *strides,
         Hq, Hkv, Sq, Skv, pitch, scale, chunk, split, tiles,
@@ -236,7 +236,7 @@ def launch_dq(q, k, v, do, lse, delta, dq, causal: bool, scale: float) -> None:
 
     B, Hq, Sq, D, Hkv, Skv = dims(q, k)
     unit_programs = cdiv(Sq, 128) * (Hq // Hkv)
-    kw.attention_bwd_dq_ws[(unit_programs * B * Hkv,)](
+    eager_launcher(kw.attention_bwd_dq_ws)[(unit_programs * B * Hkv,)](
         ws_desc(q, 64), ws_desc(do, 64), ws_desc(k, WS_DQ_BLOCK_N), ws_desc(v, WS_DQ_BLOCK_N), lse, delta, dq,
         *dq.stride()[:3], Hq, Hkv, Sq, Skv, scale,
         lpt_chunk(causal, 2 * Skv * D * k.element_size(), unit_programs),

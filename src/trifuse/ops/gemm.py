@@ -18,7 +18,7 @@ from ..kernels import gemm_tma as kt
 from ..runtime import INTERPRET
 from . import gemm_configs as gc
 from ._gluon import GLUON_API, descriptor
-from ._launch import cdiv, device_props, launcher, next_pow2
+from ._launch import cdiv, device_props, eager_launcher, launcher, next_pow2
 from .gemm_configs import GemmConfig
 
 ACTIVATIONS = ("none", "relu", "silu", "gelu", "gelu_tanh", "relu2", "leaky_relu")
@@ -174,7 +174,7 @@ def _launch_ws(a, b, out, bias, activation: str, b_t: bool, sms: int, config: Ge
     N = b.shape[1]
     bm, bn, bk = config.block_m, config.block_n, config.block_k
     programs = min(sms, cdiv(M, bm) * cdiv(N, bn))
-    kw.gemm_ws_kernel[(programs,)](
+    eager_launcher(kw.gemm_ws_kernel)[(programs,)](
         descriptor(a, (bm, bk)), descriptor(b.t() if b_t else b, (bn, bk) if b_t else (bk, bn)),
         descriptor(out, (bm, bn)), bias if bias is not None else out, M, N, K,
         ACT=activation, HAS_BIAS=bias is not None, B_T=b_t, STAGES=config.num_stages, GROUP_M=config.group_m,
