@@ -308,8 +308,8 @@ def attention_bwd_dq_ws(q_desc, do_desc, k_desc, v_desc, lse_ptr, delta_ptr, dq_
                         stride_dqm, Hq, Hkv, Sq, Skv, sm_scale, chunk,
                         CAUSAL: gl.constexpr, STAGES: gl.constexpr, CONSUMER_REGS: gl.constexpr,
                         PRODUCER_REGS: gl.constexpr):
-    """dQ, EXPERIMENTAL like the dK/dV kernel above. A program owns 128 query rows of one (batch, query
-    head) (two warpgroups of 64), keeps Q and dO in shared memory and streams K and V blocks: S = Q K^T,
+    """dQ, EXPERIMENTAL and opt-in (not faster than the Triton kernel). A program owns 128 query rows of one
+    (batch, query head) (two warpgroups of 64), keeps Q and dO in shared memory and streams K and V blocks: S = Q K^T,
     P = exp2(S * scale * log2 e - lse2), dP = dO V^T, dQ += P (dP - delta) K, three turns a block.
     q_desc / do_desc: [1, 1, 64, D] tiles; k_desc / v_desc: [1, 1, BN, D] tiles; lse, delta (B, Hq, Sq)
     fp32 contiguous; dq (B, Hq, Sq, D) with a unit last stride. Launch with num_warps=4 and

@@ -231,7 +231,7 @@ WS_DQ_STAGES = 3
 
 
 def launch_dq(q, k, v, do, lse, delta, dq, causal: bool, scale: float) -> None:
-    """dQ of attention_bwd_into through the Gluon kernel (EXPERIMENTAL, with the dK/dV one above)."""
+    """dQ of attention_bwd_into through the Gluon kernel (EXPERIMENTAL, opt-in: WS_BWD = "all")."""
     from ..kernels import attention_bwd_ws as kw
 
     B, Hq, Sq, D, Hkv, Skv = dims(q, k)
