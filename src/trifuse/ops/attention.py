@@ -192,33 +192,33 @@ def attention_bwd_into(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
     )
     common = {"CAUSAL": causal, "BLOCK_D": bd, "HEAD_D": D, "PREC": prec, "NUM_STAGES": cfg.num_stages,
                   "num_stages": cfg.num_stages}
-    if ws.ws_bwd_applies(q, k, v, do, lse, dk, dv, scale, causal):
-        ws.launch_dkdv(q, k, v, do, lse, delta, dk, dv, causal, scale)
-        if ws.WS_BWD == "all" and dq.stride(3) == 1:
-            ws.launch_dq(q, k, v, do, lse, delta, dq, causal, scale)
-        else:
-            _launch_dq(q, k, v, do, lse, delta, dq, causal, scale, cfg, common)
-        return
+    gluon = ws.ws_bwd_applies(q, k, v, do, lse, dk, dv, scale, causal)
     group = Hq // Hkv
-    kv_blocks = cdiv(Skv, cfg.block_n1)
-    split = dkdv_head_split(group, kv_blocks * B * Hkv, causal)
+    kv_blocks = cdiv(Skv, ws.WS_DKDV_KEYS if gluon else cfg.block_n1)
+    split = (ws.ws_dkdv_split if gluon else dkdv_head_split)(group, kv_blocks * B * Hkv, causal)
     if split > 1:  # fp32 partials, one per head slice; separate buffers (mutated arguments must not alias)
         dk_out = dk.new_empty(split, B, Hkv, Skv, D, dtype=torch.float32)
         dv_out = dv.new_empty(split, B, Hkv, Skv, D, dtype=torch.float32)
-        dk_strides, dv_strides = dk_out.stride(), dv_out.stride()
     else:
         dk_out, dv_out = dk, dv
-        dk_strides, dv_strides = (0, *dk.stride()), (0, *dv.stride())
-    launcher(kb.attention_bwd_dkdv)[(kv_blocks * B * Hkv * split,)](
-        q, k, v, do, lse, delta, dk_out, dv_out,
-        *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dk_strides, *dv_strides,
-        Hq, Hkv, Sq, Skv, scale, lpt_chunk(causal, 2 * (group // split) * Sq * D * q.element_size(), kv_blocks),
-        split, BLOCK_M=cfg.block_m1, BLOCK_N=cfg.block_n1, num_warps=cfg.num_warps_kv, **common,
-    )
+    if gluon:
+        ws.launch_dkdv(q, k, v, do, lse, delta, dk_out, dv_out, causal, scale, split)
+    else:
+        dk_strides = dk_out.stride() if split > 1 else (0, *dk.stride())
+        dv_strides = dv_out.stride() if split > 1 else (0, *dv.stride())
+        launcher(kb.attention_bwd_dkdv)[(kv_blocks * B * Hkv * split,)](
+            q, k, v, do, lse, delta, dk_out, dv_out,
+            *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dk_strides, *dv_strides,
+            Hq, Hkv, Sq, Skv, scale, lpt_chunk(causal, 2 * (group // split) * Sq * D * q.element_size(), kv_blocks),
+            split, BLOCK_M=cfg.block_m1, BLOCK_N=cfg.block_n1, num_warps=cfg.num_warps_kv, **common,
+        )
     if split > 1:
         dk.copy_(dk_out.sum(0))  # a fixed-order reduction: deterministic
         dv.copy_(dv_out.sum(0))
-    _launch_dq(q, k, v, do, lse, delta, dq, causal, scale, cfg, common)
+    if gluon and ws.WS_BWD == "all" and dq.stride(3) == 1:
+        ws.launch_dq(q, k, v, do, lse, delta, dq, causal, scale)
+    else:
+        _launch_dq(q, k, v, do, lse, delta, dq, causal, scale, cfg, common)
 
 
 def _launch_dq(q, k, v, do, lse, delta, dq, causal: bool, scale: float, cfg: BwdConfig, common: dict) -> None:

@@ -91,12 +91,23 @@ def _gluon_runs(q: torch.Tensor) -> bool:
 
 def ws_fits(dtype: torch.dtype, B: int, Hq: int, Sq: int, D: int, Hkv: int, Skv: int, causal: bool,
             scale: float) -> bool:
-    """The problems the Gluon forward takes: 16-bit data, a positive scale (folded into exp2), D of 128 or
-    64 (causal: from WS_MIN_SKV_D64 keys on), at least WS_MIN_SQ queries and WS_MIN_FLOPS of work."""
-    if dtype not in (torch.float16, torch.bfloat16) or not scale > 0 or D not in WS_HEAD_DIMS:
+    """The problems the Gluon forward takes: _gluon_problem's, D = 64 causal from WS_MIN_SKV_D64 keys on,
+    at least WS_MIN_SQ queries, and _pays_launch."""
+    if not _gluon_problem(dtype, D, scale):
         return False
     if Sq < WS_MIN_SQ or (D == 64 and causal and Skv < WS_MIN_SKV_D64):
         return False
+    return _pays_launch(B, Hq, Sq, D, Skv, causal)
+
+
+def _gluon_problem(dtype: torch.dtype, D: int, scale: float) -> bool:
+    """What every Gluon attention kernel needs: 16-bit data, a positive scale (folded into exp2) and a D of
+    WS_HEAD_DIMS."""
+    return dtype in (torch.float16, torch.bfloat16) and scale > 0 and D in WS_HEAD_DIMS
+
+
+def _pays_launch(B: int, Hq: int, Sq: int, D: int, Skv: int, causal: bool) -> bool:
+    """At least WS_MIN_FLOPS of work (the FLOP model's): enough device time to hide the launch's host cost."""
     return attention_flops(int(B), int(Hq), int(Sq), int(Skv), D, causal) >= WS_MIN_FLOPS
 
 
@@ -144,6 +155,7 @@ def launch_fwd(q, k, v, out, lse, causal: bool, scale: float, schedule: str | No
 #   8x32x2048x64 354 -> 353 / 356 / 357 -> 301 (419), causal 282 -> 295 / 295 / 294 -> 251 (314)
 WS_BWD: bool | str = True
 WS_BWD_BLOCK_M = 64
+WS_DKDV_KEYS = 128  # keys a dK/dV program holds (two warpgroups of 64)
 WS_BWD_STAGES = 2
 # The dK/dV tiles' schedule, as the forward's (WS_SCHEDULE). H100 bwd-time, dynamic / grid, TFLOP/s: D=128
 # 420 / 416 (8x16x2048), causal 349 / 342, 8:1 causal 349 / 343, 16384 causal 471 / 469; D=64 362 / 350,
@@ -153,12 +165,9 @@ WS_BWD_SCHEDULE = "dynamic"
 
 def ws_bwd_fits(dtype: torch.dtype, B: int, Hq: int, Sq: int, D: int, Hkv: int, Skv: int, causal: bool,
                 scale: float) -> bool:
-    """The problems the Gluon dK/dV kernel takes: 16-bit data, a positive scale, D of 64 or 128, at least
-    WS_MIN_SQ keys (a program holds 128) and WS_MIN_FLOPS of work (the launch's host cost, as the
-    forward's)."""
-    if dtype not in (torch.float16, torch.bfloat16) or not scale > 0 or D not in WS_HEAD_DIMS:
-        return False
-    return Skv >= WS_MIN_SQ and attention_flops(int(B), int(Hq), int(Sq), int(Skv), D, causal) >= WS_MIN_FLOPS
+    """The problems the Gluon dK/dV kernel takes: _gluon_problem's, at least WS_MIN_SQ keys (a program holds
+    128) and _pays_launch (as the forward's)."""
+    return _gluon_problem(dtype, D, scale) and Skv >= WS_MIN_SQ and _pays_launch(B, Hq, Sq, D, Skv, causal)
 
 
 def ws_bwd_applies(q, k, v, do, lse, dk, dv, scale: float, causal: bool) -> bool:
@@ -172,40 +181,32 @@ def ws_bwd_applies(q, k, v, do, lse, dk, dv, scale: float, causal: bool) -> bool
     return dk.stride(3) == 1 and dv.stride(3) == 1 and all(tma_addressable(t) for t in (q, k, v, do))
 
 
-def launch_dkdv(q, k, v, do, lse, delta, dk, dv, causal: bool, scale: float) -> None:
+def launch_dkdv(q, k, v, do, lse, delta, dk, dv, causal: bool, scale: float, split: int = 1) -> None:
     """dK, dV of attention_bwd_into through the Gluon kernel; delta as attention_bwd_delta writes it. q, k,
-    v, do TMA-addressable; dk, dv with a unit last stride."""
+    v, do TMA-addressable; dk, dv with a unit last stride: (B, Hkv, Skv, D), or with split > 1 (ws_dkdv_split)
+    contiguous fp32 (split, B, Hkv, Skv, D) partials over slices of the GQA group's heads."""
     from ..kernels import attention_bwd_ws as kw
 
     B, Hq, Sq, D, Hkv, Skv = dims(q, k)
-    key_blocks = cdiv(Skv, 128)
-    split = ws_dkdv_split(Hq // Hkv, key_blocks * B * Hkv, causal)
+    key_blocks = cdiv(Skv, WS_DKDV_KEYS)
     chunk = lpt_chunk(causal, 2 * (Hq // Hkv // split) * Sq * D * q.element_size(), key_blocks)
     # A TMA coordinate must be 16-byte aligned (an unaligned one is an illegal instruction): each head's
     # rows of the 1-D LSE and delta boxes start at a multiple of 4, so odd lengths get padded copies.
     pitch = Sq + (-Sq) % 4
     if pitch != Sq:
         lse, delta = (torch.nn.functional.pad(t, (0, pitch - Sq)) for t in (lse, delta))
-    if split > 1:  # fp32 partials, one per head slice, summed below in a fixed order (deterministic)
-        dk_out, dv_out = (t.new_empty(split, B, Hkv, Skv, D, dtype=torch.float32) for t in (dk, dv))
-        strides = (*dk_out.stride()[:4], *dv_out.stride()[:4])
-    else:
-        dk_out, dv_out = dk, dv
-        strides = (0, *dk.stride()[:3], 0, *dv.stride()[:3])
+    strides = (*dk.stride()[:4], *dv.stride()[:4]) if split > 1 else (0, *dk.stride()[:3], 0, *dv.stride()[:3])
     tiles = key_blocks * B * Hkv * split
     schedule = WS_BWD_SCHEDULE
     programs = tiles if schedule == "grid" else min(tiles, device_props(q.device.index)[1])
     counter = torch.zeros(1, dtype=torch.int32, device=q.device) if schedule == "dynamic" else delta
     eager_launcher(kw.attention_bwd_dkdv_ws)[(programs,)](
         ws_desc(q, WS_BWD_BLOCK_M), ws_desc(do, WS_BWD_BLOCK_M), ws_desc(k, 64), ws_desc(v, 64),
-        rows_desc(lse, WS_BWD_BLOCK_M), rows_desc(delta, WS_BWD_BLOCK_M), dk_out, dv_out, counter, *strides,
+        rows_desc(lse, WS_BWD_BLOCK_M), rows_desc(delta, WS_BWD_BLOCK_M), dk, dv, counter, *strides,
         Hq, Hkv, Sq, Skv, pitch, scale, chunk, split, tiles,
         CAUSAL=causal, STAGES=WS_BWD_STAGES, SCHEDULE=_SCHEDULES[schedule], CONSUMER_REGS=WS_REGS[0],
         PRODUCER_REGS=WS_REGS[1], num_warps=4, maxnreg=WS_MAXNREG,
     )
-    if split > 1:
-        dk.copy_(dk_out.sum(0))
-        dv.copy_(dv_out.sum(0))
 
 
 # Causal GQA: the programs of the low key blocks loop over the most query rows of every head of the group;
