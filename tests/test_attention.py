@@ -359,3 +359,17 @@ def test_cpu_tensor_on_gpu_path_is_a_clear_error():
 def test_default_scale_is_inverse_sqrt_d(device):
     q, k, v = make_qkv(1, 2, 2, 9, 9, 128, torch.float32, device)
     torch.testing.assert_close(trifuse.attention(q, k, v), trifuse.attention(q, k, v, scale=1 / math.sqrt(128)))
+
+
+def test_head_slice_sums_into_any_strides(device):
+    # The head-split dK/dV partials (split, B, Hkv, Skv, D) summed in order into strided outputs, every
+    # element written (poisoned first), odd sizes.
+    from trifuse.ops.attention import sum_head_slices
+
+    split, b, hkv, skv, d = 3, 2, 3, 37, 96
+    dk_parts, dv_parts = (torch.randn(split, b, hkv, skv, d, device=device) for _ in range(2))
+    dk = poison(torch.empty(b, skv, hkv, d, device=device, dtype=torch.float16)).transpose(1, 2)
+    dv = poison(torch.empty(b, hkv, skv, d, device=device))
+    sum_head_slices(dk_parts, dv_parts, dk, dv)
+    torch.testing.assert_close(dk, dk_parts.double().sum(0).half(), atol=1e-3, rtol=1e-3)
+    torch.testing.assert_close(dv.double(), dv_parts.double().sum(0), atol=1e-5, rtol=1e-5)

@@ -254,3 +254,39 @@ def attention_bwd_dq(
     dq = dq * sm_scale
     tl.store(DQ + b64 * stride_dqb + h64 * stride_dqh + offs_m64[:, None] * stride_dqm
              + offs_d[None, :] * stride_dqd, dq.to(DQ.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _sum_slices(P, OUT, part_stride, split, rows, stride_b, stride_h, stride_n, stride_d, Hkv, Skv,
+                HEAD_D: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
+    r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    d = tl.arange(0, BLOCK_D)
+    mask = (r[:, None] < rows) & (d[None, :] < HEAD_D)
+    r64 = r.to(tl.int64)
+    src = P + r64[:, None] * HEAD_D + d[None, :]
+    acc = tl.zeros([BLOCK_R, BLOCK_D], tl.float32)
+    for s in range(split):  # slice after slice, always in this order: deterministic
+        acc += tl.load(src + s * part_stride, mask=mask, other=0.0)
+    b, h, n = r64 // (Hkv * Skv), (r64 // Skv) % Hkv, r64 % Skv
+    dst = OUT + (b * stride_b + h * stride_h + n * stride_n)[:, None] + d[None, :] * stride_d
+    tl.store(dst, acc.to(OUT.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def attention_bwd_split_sum(
+    DK_P, DV_P, DK, DV, part_stride, split, rows,
+    stride_dkb, stride_dkh, stride_dkn, stride_dkd,
+    stride_dvb, stride_dvh, stride_dvn, stride_dvd,
+    Hkv, Skv,
+    HEAD_D: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    """dK and dV from the head-split dK/dV kernels' fp32 partials DK_P / DV_P (split, B, Hkv, Skv, D),
+    contiguous: each element the sum of its `split` slices in a fixed order, cast to DK / DV (any strides).
+    Grid: (cdiv(B * Hkv * Skv, BLOCK_R), 2), axis 1 picking dK or dV. One pass in place of a reduction and
+    a copy for each."""
+    if tl.program_id(1) == 0:
+        _sum_slices(DK_P, DK, part_stride, split, rows, stride_dkb, stride_dkh, stride_dkn, stride_dkd, Hkv, Skv,
+                    HEAD_D, BLOCK_R, BLOCK_D)
+    else:
+        _sum_slices(DV_P, DV, part_stride, split, rows, stride_dvb, stride_dvh, stride_dvn, stride_dvd, Hkv, Skv,
+                    HEAD_D, BLOCK_R, BLOCK_D)

@@ -213,12 +213,23 @@ def attention_bwd_into(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
             split, BLOCK_M=cfg.block_m1, BLOCK_N=cfg.block_n1, num_warps=cfg.num_warps_kv, **common,
         )
     if split > 1:
-        dk.copy_(dk_out.sum(0))  # a fixed-order reduction: deterministic
-        dv.copy_(dv_out.sum(0))
+        sum_head_slices(dk_out, dv_out, dk, dv)
     if gluon and ws.WS_BWD == "all" and dq.stride(3) == 1:
         ws.launch_dq(q, k, v, do, lse, delta, dq, causal, scale)
     else:
         _launch_dq(q, k, v, do, lse, delta, dq, causal, scale, cfg, common)
+
+
+def sum_head_slices(dk_parts: torch.Tensor, dv_parts: torch.Tensor, dk: torch.Tensor, dv: torch.Tensor) -> None:
+    """dk, dv (B, Hkv, Skv, D, any strides) = the sums over axis 0 of the head-split dK/dV kernels'
+    contiguous fp32 partials (split, B, Hkv, Skv, D), in a fixed order (deterministic), in one launch."""
+    split, B, Hkv, Skv, D = dk_parts.shape
+    rows = B * Hkv * Skv
+    block_r = 16 if INTERPRET else 32
+    launcher(kb.attention_bwd_split_sum)[(cdiv(rows, block_r), 2)](
+        dk_parts, dv_parts, dk, dv, rows * D, split, rows, *dk.stride(), *dv.stride(), Hkv, Skv,
+        HEAD_D=D, BLOCK_R=block_r, BLOCK_D=block_d(D), num_warps=4,
+    )
 
 
 def _launch_dq(q, k, v, do, lse, delta, dq, causal: bool, scale: float, cfg: BwdConfig, common: dict) -> None:
