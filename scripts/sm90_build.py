@@ -3,7 +3,7 @@ report registers, spill stack, shared memory and, with --sass, the SASS instruct
 
   python3 scripts/sm90_build.py gemm [--act silu] [--tile 128,256,64] [--warps 8] [--stages 3] [--split 1]
                                      [--dropout] [--sass]
-  python3 scripts/sm90_build.py gemm-ws [--act gelu] [--b-rowmajor] [--sass]
+  python3 scripts/sm90_build.py gemm-ws [--act gelu] [--dropout] [--b-rowmajor] [--sass]
   python3 scripts/sm90_build.py attn-fwd [--head-dim 128] [--causal] [--fold] [--sass]
   python3 scripts/sm90_build.py attn-fwd-ws [--head-dim 128] [--causal] [--stages 2] [--schedule S] [--sass]
   python3 scripts/sm90_build.py attn-dkdv-ws [--head-dim 128] [--causal] [--stages 2] [--sass]
@@ -94,12 +94,12 @@ def gemm_ws(args) -> None:
     descs = {"a_desc": descriptor(a, (bm, bk)), "b_desc": descriptor(a, (bn, bk) if b_t else (bk, bn)),
                  "c_desc": descriptor(a, (bm, bn))}
     sig = {n: mangle_type(d) for n, d in descs.items()}
-    sig.update(bias_ptr="*bf16", M="i32", N="i32", K="i32")
-    ce = {"ACT": args.act, "HAS_BIAS": True, "B_T": b_t, "STAGES": cfg.num_stages, "GROUP_M": cfg.group_m, "NUM_SMS": 132,
+    sig.update(bias_ptr="*bf16", seed_ptr="*i64", p="fp32", M="i32", N="i32", K="i32")
+    ce = {"ACT": args.act, "HAS_BIAS": True, "DROPOUT": args.dropout, "B_T": b_t, "STAGES": cfg.num_stages, "GROUP_M": cfg.group_m, "NUM_SMS": 132,
               "CONSUMER_REGS": og.WS_REGS[0], "PRODUCER_REGS": og.WS_REGS[1]}
     c = triton.compile(_source(kw.gemm_ws_kernel, sig, ce, ("bias_ptr",), GluonASTSource), target=TARGET,
                        options={"num_warps": 4, "maxnreg": og.WS_MAXNREG})
-    report(c, f"gemm_ws {bm}x{bn}x{bk} s{cfg.num_stages} {args.act} b_t={b_t}", args.sass)
+    report(c, f"gemm_ws {bm}x{bn}x{bk} s{cfg.num_stages} {args.act} dropout={args.dropout} b_t={b_t}", args.sass)
 
 
 def attn_fwd(args) -> None:
@@ -240,6 +240,7 @@ def main() -> None:
     w = sub.add_parser("gemm-ws")
     w.add_argument("--act", default="silu")
     w.add_argument("--b-rowmajor", action="store_true", help="b stored (K, N) instead of (N, K)")
+    w.add_argument("--dropout", action="store_true", help="the dropout epilogue")
     f = sub.add_parser("attn-fwd")
     f.add_argument("--head-dim", type=int, default=128)
     f.add_argument("--causal", action="store_true")

@@ -4,7 +4,8 @@ backward's elementwise pass (dpre and the dbias partials, ops.gemm.dact_into) pe
 TB/s of its byte model (reads dy and pre, writes dpre). `split`: the TMA kernel's epilogue slice count
 (ops.gemm.epi_split) per activation, without dropout, host time hidden, best of three alternating rounds.
 `ws`: the warp-specialized Gluon kernel against the table's config per shape and activation.
-Run: python3 scripts/sweep_gemm_epilogue.py [dact|split|ws]"""
+`ws-dropout`: bias + activation + dropout through either kernel against the default no-dropout path.
+Run: python3 scripts/sweep_gemm_epilogue.py [dact|split|ws|ws-dropout]"""
 # ruff: noqa: B023, BLE001 - timing lambdas run before the loop moves on; a failing config is reported
 
 import itertools
@@ -115,6 +116,34 @@ def ws():
                   f" | ws_applies {picked}", flush=True)
 
 
+def ws_dropout():
+    """Dropout's overhead over the default path without it (ws where ws_applies, else the table's config),
+    through the table's config and through the Gluon kernel, device time, best of three alternating rounds:
+    the data behind ops.gemm.WS_DROPOUT_MAX_NK."""
+    seed = torch.tensor([7], device="cuda")
+    for m, k, n in [(2048, 2048, 2048), (4096, 4096, 2048), (4096, 4096, 4096), (16384, 4096, 4096),
+                    (8192, 8192, 8192), (8192, 4096, 14336), (8192, 14336, 4096)]:
+        x, w, bias, out = problem(m, k, n)
+        table = og.choose_config(x, w.t(), out)
+        best = {}
+        for _ in range(3):
+            for act in ("none", "silu", "gelu"):
+                variants = {"default": dict(), "table+drop": dict(config=table, dropout_p=0.1, seed=seed),
+                            "ws+drop": dict(config=og.WS_CONFIG, dropout_p=0.1, seed=seed)}
+                for name, kw in variants.items():
+                    with direct_launch():
+                        t = time_ms(lambda: og.gemm_into(x, w.t(), out, bias=bias, activation=act, **kw),
+                                    hide_host=True)
+                    best[name, act] = min(best.get((name, act), 9e9), t)
+        print(f"{m}x{k}x{n} table {table.kernel} {table.block_m}x{table.block_n}", flush=True)
+        for act in ("none", "silu", "gelu"):
+            base = best["default", act]
+            print(f"  bias+{act}: {base:.4f} ms | dropout: table {best['table+drop', act]:.4f} "
+                  f"(+{(best['table+drop', act] / base - 1) * 100:.1f}%) | ws {best['ws+drop', act]:.4f} "
+                  f"(+{(best['ws+drop', act] / base - 1) * 100:.1f}%) | ws_applies "
+                  f"{og.ws_applies(table, m, n, k, act, False, False, dropout=True)}", flush=True)
+
+
 if __name__ == "__main__":
     mode = sys.argv[1] if len(sys.argv) > 1 else ""
-    {"dact": dact, "split": split, "ws": ws}.get(mode, main)()
+    {"dact": dact, "split": split, "ws": ws, "ws-dropout": ws_dropout}.get(mode, main)()

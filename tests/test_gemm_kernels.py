@@ -17,6 +17,7 @@ from trifuse.ops.gemm import (
     ws_applies,
 )
 from trifuse.ops.gemm_configs import GemmConfig
+from trifuse.reference.dropout import keep_mask
 
 
 def test_launcher_writes_every_element(device):
@@ -141,7 +142,14 @@ def test_ws_kernel_choice():
     assert not ws_applies(tma, 8192, 14336, 4096, "silu", False, False)
     assert not ws_applies(tma, 8192, 4096, 14336, "silu", False, False)
     assert not ws_applies(tma, 2048, 2048, 2048, "silu", False, False)  # its launch's host time
-    assert not ws_applies(tma, 4096, 4096, 4096, "silu", True, False)  # dropout / residual / pre
+    assert not ws_applies(tma, 4096, 4096, 4096, "silu", True, False)  # a residual or stored pre
+    assert not ws_applies(tma, 4096, 4096, 4096, "silu", True, False, dropout=True)
+    assert ws_applies(tma, 4096, 4096, 4096, "silu", False, False, dropout=True)  # dropout: SiLU, <= 4096^3
+    assert ws_applies(tma, 4096, 4096, 2048, "silu", False, False, dropout=True)
+    assert not ws_applies(tma, 16384, 4096, 4096, "silu", False, False, dropout=True)
+    assert not ws_applies(tma, 4096, 4096, 4096, "gelu", False, False, dropout=True)
+    assert not ws_applies(tma, 4096, 4096, 4096, "none", False, False, dropout=True)
+    assert not ws_applies(tma, 2048, 2048, 2048, "silu", False, False, dropout=True)
     assert not ws_applies(tma, 4096, 4096, 4096, "silu", False, True)  # a stored transposed
     assert not ws_applies(tma, 4096, 4096, 4096, "silu", False, False, traced=True)
     assert not ws_applies(GemmConfig("portable", 64, 64, 64), 4096, 4096, 4096, "silu", False, False)
@@ -165,3 +173,28 @@ def test_ws_kernel_gpu(device, activation, dtype, b_transposed):
         ref = torch_gemm(a.double(), b.double(), None if bias is None else bias.double(), activation)
         theirs = torch_gemm(a, b, bias, activation)
         assert_close_to_ref(out, ref, theirs, floor=FLOOR[dtype])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("activation", ["none", "silu", "gelu"])
+@pytest.mark.parametrize("p,seed", [(0.1, 3), (0.5, 2**40 + 7)])
+def test_ws_kernel_dropout_gpu(device, activation, p, seed):
+    # The Gluon kernel's dropout (kernels/gemm_ws._dropout) draws its own Philox words in the wgmma layout:
+    # its mask must be reference.dropout's bit for bit (the Triton backward recomputes it from the seed), and
+    # its output the Triton kernel's.
+    if torch.cuda.get_device_capability()[0] != 9:
+        pytest.skip("the warp-specialized Gluon kernel is sm_90 only")
+    seed_t = torch.tensor([seed], device=device)
+    for m, k, n in [(128, 64, 128), (1000, 328, 712), (2056, 1024, 2048)]:
+        a = torch.randn(m, k, device=device, dtype=torch.bfloat16)
+        b = (torch.randn(n, k, device=device) / k ** 0.5).to(torch.bfloat16).t()
+        bias = torch.randn(n, device=device, dtype=torch.bfloat16)
+        outs = {}
+        for name, cfg in (("ws", WS_CONFIG), ("tma", GemmConfig("tma", 128, 256, 64, 8, 8, 3))):
+            outs[name] = poison(torch.empty(m, n, device=device, dtype=torch.bfloat16))
+            gemm_into(a, b, outs[name], bias=bias, seed=seed_t, activation=activation, dropout_p=p, config=cfg)
+        full = torch_gemm(a.double(), b.double(), bias.double(), activation)
+        keep = keep_mask(seed, m, n, p, device)
+        assert torch.equal(outs["ws"] != 0, keep & (full != 0))
+        assert_close_to_ref(outs["ws"], torch.where(keep, full / (1 - p), 0.0), outs["tma"].double(),
+                            floor=FLOOR[torch.bfloat16])

@@ -154,20 +154,32 @@ WS_MAXNREG = 168  # 12 warps (4 + 4 + the producer's warpgroup) x 32 x 168 fits 
 WS_MIN_WORK = 2 ** 35  # 4096 x 4096 x 2048: a ~0.1 ms kernel
 WS_ACTIVATIONS = ("silu", "gelu", "gelu_tanh")  # transcendental epilogues: faster up to N, K <= 4096
 WS_MAX_NK = 4096
+# Dropout through the Gluon kernel (its mask pass runs in shared memory while the other warpgroup's MMAs
+# run). H100, bf16, device time, best of three alternating rounds (scripts/sweep_gemm_epilogue.py
+# ws-dropout), bias+SiLU+dropout over the default bias+SiLU, Triton kernel -> Gluon: 2048^3 +13.1% -> -1.7%,
+# 4096x4096x2048 +9.0 -> +6.0, 4096^3 +11.2 -> +4.8, but 16384x4096x4096 +8.8 -> +13.1 and 8192^3
+# +5.2 -> +6.3; with GELU the Gluon epilogue spills and loses everywhere (+25-32% against +9-13%),
+# without an activation it ties or loses (4096^3 +8.0 vs +8.3, 16384x4096^2 +19.6 vs +7.8).
+WS_DROPOUT_ACTIVATIONS = ("silu",)
+WS_DROPOUT_MAX_WORK = 2 ** 36  # 4096^3
 
 
-def ws_applies(config: GemmConfig, M: int, N: int, K: int, activation: str, narrow: bool, a_t: bool,
-               traced: bool = False) -> bool:
+def ws_applies(config: GemmConfig, M: int, N: int, K: int, activation: str, stored: bool, a_t: bool,
+               traced: bool = False, dropout: bool = False) -> bool:
     """Whether the TMA kernel's launch goes to the warp-specialized one instead: same operands (a
-    K-contiguous), an epilogue it has (no dropout, residual or stored pre-activation), real tensors (not
-    traced: torch.compile's wrap_triton takes Triton kernels, not Gluon ones), and a size where it
-    measured faster (WS_CONFIG's note)."""
-    if not GLUON_API or config.kernel != "tma" or narrow or a_t or traced or M * N * K < WS_MIN_WORK:
+    K-contiguous), an epilogue it has (stored: a residual or a stored pre-activation, which it has not), real
+    tensors (not traced: torch.compile's wrap_triton takes Triton kernels, not Gluon ones), and a size
+    where it measured faster (the notes at WS_CONFIG and WS_DROPOUT_ACTIVATIONS)."""
+    if not GLUON_API or config.kernel != "tma" or stored or a_t or traced or M * N * K < WS_MIN_WORK:
         return False
+    if dropout:
+        return activation in WS_DROPOUT_ACTIVATIONS and M * N * K <= WS_DROPOUT_MAX_WORK and N <= WS_MAX_NK \
+            and K <= WS_MAX_NK
     return activation in WS_ACTIVATIONS and N <= WS_MAX_NK and K <= WS_MAX_NK
 
 
-def _launch_ws(a, b, out, bias, activation: str, b_t: bool, sms: int, config: GemmConfig) -> None:
+def _launch_ws(a, b, out, bias, activation: str, b_t: bool, sms: int, config: GemmConfig, seed=None,
+               dropout_p: float = 0.0) -> None:
     from ..kernels import gemm_ws as kw
 
     M, K = a.shape
@@ -176,8 +188,8 @@ def _launch_ws(a, b, out, bias, activation: str, b_t: bool, sms: int, config: Ge
     programs = min(sms, cdiv(M, bm) * cdiv(N, bn))
     eager_launcher(kw.gemm_ws_kernel)[(programs,)](
         descriptor(a, (bm, bk)), descriptor(b.t() if b_t else b, (bn, bk) if b_t else (bk, bn)),
-        descriptor(out, (bm, bn)), bias if bias is not None else out, M, N, K,
-        ACT=activation, HAS_BIAS=bias is not None, B_T=b_t, STAGES=config.num_stages, GROUP_M=config.group_m,
+        descriptor(out, (bm, bn)), bias if bias is not None else out, seed if seed is not None else out,
+        dropout_p, M, N, K, ACT=activation, HAS_BIAS=bias is not None, DROPOUT=dropout_p > 0.0, B_T=b_t, STAGES=config.num_stages, GROUP_M=config.group_m,
         NUM_SMS=programs, CONSUMER_REGS=WS_REGS[0], PRODUCER_REGS=WS_REGS[1], num_warps=4,
         maxnreg=WS_MAXNREG,
     )
@@ -222,13 +234,15 @@ def gemm_into(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, *, bias=None,
         ok, a_t, b_t = layout if layout is not None else tma_layout(a, b, out)
         if not ok:
             raise ValueError(f"gemm_into: the {config.kernel} config needs descriptor-compatible a, b and out")
-        narrow = dropout or pre is not None or residual is not None
+        stored = pre is not None or residual is not None
+        narrow = dropout or stored
         traced = torch.compiler.is_compiling() or type(a) not in (torch.Tensor, torch.nn.Parameter)
-        if config.kernel == "ws" or (explicit is None and ws_applies(config, M, N, K, activation, narrow, a_t,
-                                                                     traced)):
-            if narrow or a_t:
-                raise ValueError("gemm_into: the ws kernel takes no dropout, residual or pre, and a K-contiguous a")
-            _launch_ws(a, b, out, bias, activation, b_t, sms, config if config.kernel == "ws" else WS_CONFIG)
+        if config.kernel == "ws" or (explicit is None and ws_applies(config, M, N, K, activation, stored, a_t,
+                                                                     traced, dropout)):
+            if stored or a_t:
+                raise ValueError("gemm_into: the ws kernel takes no residual or pre, and a K-contiguous a")
+            _launch_ws(a, b, out, bias, activation, b_t, sms, config if config.kernel == "ws" else WS_CONFIG,
+                       seed, dropout_p)
             return
         tiles = cdiv(int(M), config.block_m) * cdiv(int(N), config.block_n)
         split = epi_split(config, narrow, activation)
