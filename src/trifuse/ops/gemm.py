@@ -151,7 +151,11 @@ def flatten_loop(config: GemmConfig, activation: str, narrow: bool) -> bool:
 WS_CONFIG = GemmConfig("ws", 128, 128, 64, group_m=8, num_warps=4, num_stages=5)
 WS_REGS = (232, 40)  # consumer warpgroup, producer warp (setmaxnreg); the kernel's maxnreg below
 WS_MAXNREG = 168  # 12 warps (4 + 4 + the producer's warpgroup) x 32 x 168 fits the 64K register file
-WS_MIN_WORK = 2 ** 35  # 4096 x 4096 x 2048: a ~0.1 ms kernel
+# Eleventh session (H100, device time, best of three alternating rounds, scratch/ab_halves.py): at
+# 4096x4096x2048 the table's Triton config beat this kernel (bias+SiLU 104.6 vs 107.2 us, GELU 109.9 vs
+# 111.5, gelu_tanh 105.8 vs 108.1), which also costs ~14 us more host time a call (scratch/host_ws2.py);
+# at 4096^3 this kernel still won (197.0 vs 199.3, 203.0 vs 208.7, 198.7 vs 200.0). So the floor is 2^36.
+WS_MIN_WORK = 2 ** 36  # 4096^3: a ~0.2 ms kernel
 WS_ACTIVATIONS = ("silu", "gelu", "gelu_tanh")  # transcendental epilogues: faster up to N, K <= 4096
 WS_MAX_NK = 4096
 # Dropout through the Gluon kernel (its mask pass runs in shared memory while the other warpgroup's MMAs
@@ -161,7 +165,7 @@ WS_MAX_NK = 4096
 # +5.2 -> +6.3; with GELU the Gluon epilogue spills and loses everywhere (+25-32% against +9-13%),
 # without an activation it ties or loses (4096^3 +8.0 vs +8.3, 16384x4096^2 +19.6 vs +7.8).
 WS_DROPOUT_ACTIVATIONS = ("silu",)
-WS_DROPOUT_MAX_WORK = 2 ** 36  # 4096^3
+WS_DROPOUT_MAX_WORK = 2 ** 36  # 4096^3 (with WS_MIN_WORK: M*N*K = 2^36 only)
 
 
 def ws_applies(config: GemmConfig, M: int, N: int, K: int, activation: str, stored: bool, a_t: bool,
