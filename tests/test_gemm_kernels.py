@@ -192,7 +192,8 @@ def test_ws_kernel_dropout_gpu(device, activation, p, seed):
         outs = {}
         for name, cfg in (("ws", WS_CONFIG), ("tma", GemmConfig("tma", 128, 256, 64, 8, 8, 3))):
             outs[name] = poison(torch.empty(m, n, device=device, dtype=torch.bfloat16))
-            gemm_into(a, b, outs[name], bias=bias, seed=seed_t, activation=activation, dropout_p=p, config=cfg)
+            gemm_into(a, b, outs[name], bias=bias, seed=seed_t, activation=activation, dropout_p=p,
+                      config=cfg)
         full = torch_gemm(a.double(), b.double(), bias.double(), activation)
         keep = keep_mask(seed, m, n, p, device)
         assert torch.equal(outs["ws"] != 0, keep & (full != 0))

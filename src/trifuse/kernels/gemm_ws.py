@@ -157,9 +157,9 @@ def _consumer(a_bufs, b_bufs, c_bufs, ready, empty, turn, c_desc, bias_ptr, seed
 
 @gluon.jit
 def gemm_ws_kernel(a_desc, b_desc, c_desc, bias_ptr, seed_ptr, p, M, N, K,
-                   ACT: gl.constexpr, HAS_BIAS: gl.constexpr, DROPOUT: gl.constexpr, B_T: gl.constexpr, STAGES: gl.constexpr,
-                   GROUP_M: gl.constexpr, NUM_SMS: gl.constexpr, CONSUMER_REGS: gl.constexpr,
-                   PRODUCER_REGS: gl.constexpr):
+                   ACT: gl.constexpr, HAS_BIAS: gl.constexpr, DROPOUT: gl.constexpr, B_T: gl.constexpr,
+                   STAGES: gl.constexpr, GROUP_M: gl.constexpr, NUM_SMS: gl.constexpr,
+                   CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr):
     """a_desc [BM, BK] tiles of a; b_desc [BN, BK] (B_T) or [BK, BN] tiles of b; c_desc [BM, BN] tiles of
     the output. Launch with num_warps=4 (the first consumer) and a grid of min(SMs, tiles) = NUM_SMS."""
     dtype: gl.constexpr = a_desc.dtype
@@ -179,10 +179,10 @@ def gemm_ws_kernel(a_desc, b_desc, c_desc, bias_ptr, seed_ptr, p, M, N, K,
         mbarrier.init(turn.index(i), count=1)
     # Argument tuples written out in place: a constexpr kept in a tuple variable arrives as a tensor.
     gl.warp_specialize([
-        (_consumer, (a_bufs, b_bufs, c_bufs, ready, empty, turn, c_desc, bias_ptr, seed_ptr, p, M, N, K, BM, BN, BK,
-                     STAGES, GROUP_M, NUM_SMS, ACT, HAS_BIAS, DROPOUT, B_T, 0)),
-        (_consumer, (a_bufs, b_bufs, c_bufs, ready, empty, turn, c_desc, bias_ptr, seed_ptr, p, M, N, K, BM, BN, BK,
-                     STAGES, GROUP_M, NUM_SMS, ACT, HAS_BIAS, DROPOUT, B_T, 1)),
+        (_consumer, (a_bufs, b_bufs, c_bufs, ready, empty, turn, c_desc, bias_ptr, seed_ptr, p, M, N, K,
+                     BM, BN, BK, STAGES, GROUP_M, NUM_SMS, ACT, HAS_BIAS, DROPOUT, B_T, 0)),
+        (_consumer, (a_bufs, b_bufs, c_bufs, ready, empty, turn, c_desc, bias_ptr, seed_ptr, p, M, N, K,
+                     BM, BN, BK, STAGES, GROUP_M, NUM_SMS, ACT, HAS_BIAS, DROPOUT, B_T, 1)),
         (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready, empty, M, N, K, BM, BN, BK, STAGES, GROUP_M,
                      NUM_SMS, B_T)),
     ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])

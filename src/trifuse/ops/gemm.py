@@ -176,10 +176,11 @@ def ws_applies(config: GemmConfig, M: int, N: int, K: int, activation: str, stor
     where it measured faster (the notes at WS_CONFIG and WS_DROPOUT_ACTIVATIONS)."""
     if not GLUON_API or config.kernel != "tma" or stored or a_t or traced or M * N * K < WS_MIN_WORK:
         return False
+    if N > WS_MAX_NK or K > WS_MAX_NK:
+        return False
     if dropout:
-        return activation in WS_DROPOUT_ACTIVATIONS and M * N * K <= WS_DROPOUT_MAX_WORK and N <= WS_MAX_NK \
-            and K <= WS_MAX_NK
-    return activation in WS_ACTIVATIONS and N <= WS_MAX_NK and K <= WS_MAX_NK
+        return activation in WS_DROPOUT_ACTIVATIONS and M * N * K <= WS_DROPOUT_MAX_WORK
+    return activation in WS_ACTIVATIONS
 
 
 def _launch_ws(a, b, out, bias, activation: str, b_t: bool, sms: int, config: GemmConfig, seed=None,
@@ -193,9 +194,9 @@ def _launch_ws(a, b, out, bias, activation: str, b_t: bool, sms: int, config: Ge
     eager_launcher(kw.gemm_ws_kernel)[(programs,)](
         descriptor(a, (bm, bk)), descriptor(b.t() if b_t else b, (bn, bk) if b_t else (bk, bn)),
         descriptor(out, (bm, bn)), bias if bias is not None else out, seed if seed is not None else out,
-        dropout_p, M, N, K, ACT=activation, HAS_BIAS=bias is not None, DROPOUT=dropout_p > 0.0, B_T=b_t, STAGES=config.num_stages, GROUP_M=config.group_m,
-        NUM_SMS=programs, CONSUMER_REGS=WS_REGS[0], PRODUCER_REGS=WS_REGS[1], num_warps=4,
-        maxnreg=WS_MAXNREG,
+        dropout_p, M, N, K, ACT=activation, HAS_BIAS=bias is not None, DROPOUT=dropout_p > 0.0, B_T=b_t,
+        STAGES=config.num_stages, GROUP_M=config.group_m, NUM_SMS=programs, CONSUMER_REGS=WS_REGS[0],
+        PRODUCER_REGS=WS_REGS[1], num_warps=4, maxnreg=WS_MAXNREG,
     )
 
 
