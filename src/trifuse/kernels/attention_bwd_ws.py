@@ -30,6 +30,7 @@ from .attention_fwd_ws import (
     wait_turn,
     wgmma_layout,
 )
+from .mbarriers import mbarriers
 
 WG_KEYS = gl.constexpr(64)  # keys a dK/dV consumer warpgroup owns (m64 MMAs); dQ's own WG_ROWS query rows
 
@@ -199,16 +200,11 @@ def attention_bwd_dkdv_ws(q_desc, do_desc, k_desc, v_desc, lse_desc, delta_desc,
     tile_ids = gl.allocate_shared_memory(gl.int32, [1, 1], gl.SwizzledSharedLayout(1, 1, 1, [0]))
     kv_ready = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
     kv_empty = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
-    ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    ready = mbarriers(STAGES, 1)
+    empty = mbarriers(STAGES, 2)  # both consumers release a stage
+    turn = mbarriers(2, 1)
     mbarrier.init(kv_ready, count=1)
     mbarrier.init(kv_empty, count=2)  # both consumers release K and V
-    for i in gl.static_range(STAGES):
-        mbarrier.init(ready.index(i), count=1)
-        mbarrier.init(empty.index(i), count=2)  # both consumers release a stage
-    for i in gl.static_range(2):
-        mbarrier.init(turn.index(i), count=1)
     # Argument tuples written out in place: a constexpr kept in a tuple variable arrives as a tensor.
     gl.warp_specialize([
         (_consumer, (q_bufs, do_bufs, lse_bufs, delta_bufs, k_smem, v_smem, tile_ids, kv_ready, kv_empty, ready,
@@ -320,17 +316,11 @@ def attention_bwd_dq_ws(q_desc, do_desc, k_desc, v_desc, lse_ptr, delta_ptr, dq_
     k_bufs = gl.allocate_shared_memory(dtype, [STAGES] + k_desc.block_type.shape, k_desc.layout)
     v_bufs = gl.allocate_shared_memory(dtype, [STAGES] + v_desc.block_type.shape, v_desc.layout)
     q_ready = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
-    k_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    k_ready = mbarriers(STAGES, 1)
+    v_ready = mbarriers(STAGES, 1)
+    empty = mbarriers(STAGES, 2)  # both consumers release a stage
+    turn = mbarriers(2, 1)
     mbarrier.init(q_ready, count=1)
-    for i in gl.static_range(STAGES):
-        mbarrier.init(k_ready.index(i), count=1)
-        mbarrier.init(v_ready.index(i), count=1)
-        mbarrier.init(empty.index(i), count=2)  # both consumers release a stage
-    for i in gl.static_range(2):
-        mbarrier.init(turn.index(i), count=1)
     # Argument tuples written out in place: a constexpr kept in a tuple variable arrives as a tensor.
     gl.warp_specialize([
         (_dq_consumer, (q_smem, do_smem, k_bufs, v_bufs, q_ready, k_ready, v_ready, empty, turn, lse_ptr,

@@ -34,6 +34,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 )
 
 from .attention_fwd import tile_of
+from .mbarriers import mbarriers
 
 LOG2E = gl.constexpr(1.4426950408889634)
 LN2 = gl.constexpr(0.6931471805599453)
@@ -266,20 +267,12 @@ def attention_fwd_ws(q_desc, k_desc, v_desc, o_ptr, lse_ptr, counter, stride_ob,
     tile_ids = gl.allocate_shared_memory(gl.int32, [2, 1], gl.SwizzledSharedLayout(1, 1, 1, [0]))
     k_bufs = gl.allocate_shared_memory(dtype, [STAGES] + k_desc.block_type.shape, k_desc.layout)
     v_bufs = gl.allocate_shared_memory(dtype, [STAGES] + v_desc.block_type.shape, v_desc.layout)
-    q_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-    q_empty = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-    k_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-    for i in gl.static_range(2):
-        mbarrier.init(q_ready.index(i), count=1)
-        mbarrier.init(q_empty.index(i), count=1)
-        mbarrier.init(turn.index(i), count=1)
-    for i in gl.static_range(STAGES):
-        mbarrier.init(k_ready.index(i), count=1)
-        mbarrier.init(v_ready.index(i), count=1)
-        mbarrier.init(empty.index(i), count=2)  # both consumers release a stage
+    q_ready = mbarriers(2, 1)
+    q_empty = mbarriers(2, 1)
+    k_ready = mbarriers(STAGES, 1)
+    v_ready = mbarriers(STAGES, 1)
+    empty = mbarriers(STAGES, 2)  # both consumers release a stage
+    turn = mbarriers(2, 1)
     # Argument tuples written out in place: a constexpr kept in a tuple variable arrives as a tensor.
     gl.warp_specialize([
         (_consumer, (q_bufs, k_bufs, v_bufs, tile_ids, q_ready, q_empty, k_ready, v_ready, empty, turn, o_ptr,

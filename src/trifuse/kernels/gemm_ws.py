@@ -28,6 +28,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 
 from .activations import activation
 from .gemm import grouped_tile
+from .mbarriers import mbarriers
 
 DROP_ROWS = gl.constexpr(16)  # rows of the output tile the dropout pass holds in registers at a time
 
@@ -169,14 +170,9 @@ def gemm_ws_kernel(a_desc, b_desc, c_desc, bias_ptr, seed_ptr, p, M, N, K,
     a_bufs = gl.allocate_shared_memory(dtype, [STAGES] + a_desc.block_type.shape, a_desc.layout)
     b_bufs = gl.allocate_shared_memory(dtype, [STAGES] + b_desc.block_type.shape, b_desc.layout)
     c_bufs = gl.allocate_shared_memory(dtype, [2, BM, BN], c_desc.layout)
-    ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-    for i in gl.static_range(STAGES):
-        mbarrier.init(ready.index(i), count=1)
-        mbarrier.init(empty.index(i), count=1)
-    for i in gl.static_range(2):
-        mbarrier.init(turn.index(i), count=1)
+    ready = mbarriers(STAGES, 1)
+    empty = mbarriers(STAGES, 1)
+    turn = mbarriers(2, 1)
     # Argument tuples written out in place: a constexpr kept in a tuple variable arrives as a tensor.
     gl.warp_specialize([
         (_consumer, (a_bufs, b_bufs, c_bufs, ready, empty, turn, c_desc, bias_ptr, seed_ptr, p, M, N, K,
