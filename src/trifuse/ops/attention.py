@@ -17,7 +17,7 @@ from ..kernels import attention_fwd as kf
 from ..runtime import INTERPRET
 from . import attention_ws as ws
 from ._launch import cdiv, launcher, next_pow2
-from .attention_plan import dims, lpt_chunk
+from .attention_plan import dims, head_split, lpt_chunk
 
 SUPPORTED_HEAD_DIMS = (32, 64, 96, 128, 256)
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -78,15 +78,8 @@ DKDV_TARGET_PROGRAMS = 2048  # ... until they have this many
 
 
 def dkdv_head_split(group: int, programs: int, causal: bool) -> int:
-    """Programs per (key block, KV head): 1 unless causal GQA with fewer than DKDV_SPLIT_BELOW programs;
-    then the smallest divisor of the group size that brings the grid to DKDV_TARGET_PROGRAMS (else the
-    whole group, one query head a program)."""
-    if not causal or programs >= DKDV_SPLIT_BELOW:
-        return 1
-    for split in range(1, group + 1):
-        if group % split == 0 and programs * split >= DKDV_TARGET_PROGRAMS:
-            return split
-    return group
+    """The Triton dK/dV kernel's head split (attention_plan.head_split with the thresholds above)."""
+    return head_split(group, programs, causal, DKDV_SPLIT_BELOW, DKDV_TARGET_PROGRAMS)
 
 
 def block_d(head_dim: int) -> int:

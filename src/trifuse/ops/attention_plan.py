@@ -32,6 +32,15 @@ def lpt_chunk(causal: bool, unit_bytes: int, unit_programs: int) -> int:
     return max(1, L2_CHUNK_BYTES // max(unit_bytes, 1))
 
 
+def head_split(group: int, programs: int, causal: bool, split_below: int, target: int) -> int:
+    """Programs per (key block, KV head) of a causal GQA dK/dV grid of `programs` programs: 1 unless causal
+    with fewer than split_below programs; then the smallest divisor of the group size that brings the grid
+    to `target` programs (else the whole group, one query head a program)."""
+    if not causal or programs >= split_below:
+        return 1
+    return next((s for s in range(1, group + 1) if group % s == 0 and programs * s >= target), group)
+
+
 def visible_pairs(seq_q: int, seq_kv: int, causal: bool) -> float:
     """(query, key) pairs the scores cover. Causal with Sq = Skv counts S^2/2 (the convention of SDPA
     benchmarks and ANCHORS.md); other causal shapes count exactly (top-left: row i sees min(i+1, Skv))."""

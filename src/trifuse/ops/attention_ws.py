@@ -10,7 +10,7 @@ import torch
 from ..runtime import INTERPRET
 from ._gluon import GLUON_API, descriptor
 from ._launch import cdiv, device_props, eager_launcher
-from .attention_plan import attention_flops, dims, lpt_chunk
+from .attention_plan import attention_flops, dims, head_split, lpt_chunk
 
 # The warp-specialized Gluon forward (kernels/attention_fwd_ws.py): 64 query rows per consumer warpgroup,
 # two warpgroups a program, key blocks of WS_BLOCK_N through a ring of ws_stages(D) stages. H100, bf16,
@@ -124,6 +124,15 @@ WS_SCHEDULE = "dynamic"
 _SCHEDULES = {"grid": 0, "round_robin": 1, "dynamic": 2}
 
 
+def _tile_grid(tiles: int, schedule: str, device: torch.device, unused: torch.Tensor):
+    """(programs, counter) of a launch over `tiles` tiles under `schedule`: one program a tile ("grid") or a
+    persistent grid of at most one program an SM. "dynamic" programs start at their ids and take later tiles
+    from a zeroed int32 counter; the other schedules never read it (`unused` stands in)."""
+    programs = tiles if schedule == "grid" else min(tiles, device_props(device.index)[1])
+    counter = torch.zeros(1, dtype=torch.int32, device=device) if schedule == "dynamic" else unused
+    return programs, counter
+
+
 def launch_fwd(q, k, v, out, lse, causal: bool, scale: float, schedule: str | None = None) -> None:
     """schedule: one of _SCHEDULES, by default WS_SCHEDULE (see the measurements above)."""
     from ..kernels import attention_fwd_ws as kw
@@ -132,9 +141,7 @@ def launch_fwd(q, k, v, out, lse, causal: bool, scale: float, schedule: str | No
     unit_programs = cdiv(Sq, 2 * WS_Q_ROWS) * (Hq // Hkv)
     tiles = unit_programs * B * Hkv
     schedule = schedule or WS_SCHEDULE
-    programs = tiles if schedule == "grid" else min(tiles, device_props(q.device.index)[1])
-    # The dynamic schedule's counter: the programs' first tiles are their ids, later ones come from it.
-    counter = torch.zeros(1, dtype=torch.int32, device=q.device) if schedule == "dynamic" else lse
+    programs, counter = _tile_grid(tiles, schedule, q.device, lse)
     eager_launcher(kw.attention_fwd_ws)[(programs,)](
         ws_desc(q, WS_Q_ROWS), ws_desc(k, WS_BLOCK_N), ws_desc(v, WS_BLOCK_N), out, lse, counter,
         *out.stride()[:3], Hq, Hkv, Sq, Skv, scale, lpt_chunk(causal, 2 * Skv * D * k.element_size(), unit_programs),
@@ -198,8 +205,7 @@ def launch_dkdv(q, k, v, do, lse, delta, dk, dv, causal: bool, scale: float, spl
     strides = (*dk.stride()[:4], *dv.stride()[:4]) if split > 1 else (0, *dk.stride()[:3], 0, *dv.stride()[:3])
     tiles = key_blocks * B * Hkv * split
     schedule = WS_BWD_SCHEDULE
-    programs = tiles if schedule == "grid" else min(tiles, device_props(q.device.index)[1])
-    counter = torch.zeros(1, dtype=torch.int32, device=q.device) if schedule == "dynamic" else delta
+    programs, counter = _tile_grid(tiles, schedule, q.device, delta)
     eager_launcher(kw.attention_bwd_dkdv_ws)[(programs,)](
         ws_desc(q, WS_BWD_BLOCK_M), ws_desc(do, WS_BWD_BLOCK_M), ws_desc(k, 64), ws_desc(v, 64),
         rows_desc(lse, WS_BWD_BLOCK_M), rows_desc(delta, WS_BWD_BLOCK_M), dk, dv, counter, *strides,
@@ -219,12 +225,8 @@ WS_DKDV_TARGET_PROGRAMS = 1024
 
 
 def ws_dkdv_split(group: int, programs: int, causal: bool) -> int:
-    """Programs per (key block, KV head) of the Gluon dK/dV kernel: 1 unless causal GQA with fewer than
-    WS_DKDV_TARGET_PROGRAMS programs; then the smallest divisor of the group size that reaches it."""
-    if not causal or programs >= WS_DKDV_TARGET_PROGRAMS:
-        return 1
-    return next((s for s in range(1, group + 1) if group % s == 0 and programs * s >= WS_DKDV_TARGET_PROGRAMS),
-                group)
+    """The Gluon dK/dV kernel's head split: attention_plan.head_split up to WS_DKDV_TARGET_PROGRAMS."""
+    return head_split(group, programs, causal, WS_DKDV_TARGET_PROGRAMS, WS_DKDV_TARGET_PROGRAMS)
 
 
 WS_DQ_BLOCK_N = 64
