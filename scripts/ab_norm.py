@@ -1,10 +1,13 @@
 """A/B of norm backward variants on the GPU: device time at the launcher level, variants alternating within
 each of three rounds, best per variant; every variant's dx and dweight are checked against the first one's.
 
-  python3 scripts/ab_norm_bwd.py colsum   # the column-sum kernel's tile and its programmatic dependent launch
-  python3 scripts/ab_norm_bwd.py stages   # register prefetch against loads pipelined through shared memory
+  python3 scripts/ab_norm.py colsum   # the column-sum kernel's tile and its programmatic dependent launch
+  python3 scripts/ab_norm.py stages   # register prefetch against loads pipelined through shared memory
+  python3 scripts/ab_norm.py bwd4k        # 4096^2 backward: programs per SM, tile, re-reading, column sums
+  python3 scripts/ab_norm.py small-fwd    # the suite's small forward cases: threads per row, tile
 """
 # ruff: noqa: B023 - run() is timed before the loop moves on
+import dataclasses
 import sys
 
 import torch
@@ -14,7 +17,15 @@ import trifuse.ops.norm as on
 from trifuse.bench.timing import time_ms
 from trifuse.library.eager import direct_launch
 
-# name -> module constants of ops/norm.py to set
+_FWD_CONFIG = on.fwd_config
+
+
+def _early(cfg):
+    """A forward config reading weight and bias with x (kernels/norm.py EARLY_PARAMS) for one-row tiles."""
+    return dataclasses.replace(cfg, early_params=True) if cfg.block_m == 1 else cfg
+
+
+# name -> module attributes of ops/norm.py to set
 VARIANTS = {
     "colsum": {
         "c128x32": {"COLSUM_BLOCK_C": 128, "COLSUM_BLOCK_P": 32, "BWD_COLSUM_PDL": False},
@@ -26,6 +37,25 @@ VARIANTS = {
     "stages": {"reg": {"BWD_STAGES_LN": 1}, "s2": {"BWD_STAGES_LN": 2}, "s3": {"BWD_STAGES_LN": 3},
                "s4": {"BWD_STAGES_LN": 4}},
     "fwd": {"early": {"FWD_EARLY_PARAMS": True}, "late": {"FWD_EARLY_PARAMS": False}},
+    "bwd4k": {
+        "default": {},
+        "one_per_sm": {"BWD_PROGRAMS_PER_SM": 1},
+        "two_rows_one_per_sm": {"BWD_WIDE_N": 4096},
+        "keep_vectors": {"BWD_RELOAD_MIN_TILES_PER_PROGRAM": 1 << 30},
+        "colsum_c64x128": {"COLSUM_BLOCK_C": 64, "COLSUM_BLOCK_P": 128},
+        "colsum_c16": {"COLSUM_BLOCK_C": 16},
+        "colsum_w8": {"COLSUM_WARPS": 8},
+        "ln_stages1": {"BWD_STAGES_LN": 1},
+        "two_rows": {"TILE_ELEMS_BWD": 8192},
+    },
+    "small-fwd": {
+        "default": {},
+        "early_params": {"fwd_config": lambda m, n, is_rms, has_res: _early(_FWD_CONFIG(m, n, is_rms, has_res))},
+        "ept32": {"ELEMS_PER_THREAD": 32, "FWD_NARROW_ELEMS_PER_THREAD": 64, "FWD_RES_ELEMS_PER_THREAD": 16},
+        "ept32_early": {"ELEMS_PER_THREAD": 32, "FWD_NARROW_ELEMS_PER_THREAD": 64, "FWD_RES_ELEMS_PER_THREAD": 16,
+                        "fwd_config": lambda m, n, is_rms, has_res: _early(_FWD_CONFIG(m, n, is_rms, has_res))},
+        "tile4k": {"TILE_ELEMS_FWD": 4096},
+    },
     "wide-fwd": {
         "rows": {"MAX_FUSED_N_FWD": 32768, "FWD_LOOPED_LN_N": (0, 0)},  # the one-pass kernel up to 32k
         "loop": {"MAX_FUSED_N_FWD": 8192, "LOOP_BLOCK_N": 4096, "LOOP_FWD_STAGES": 1, "LOOP_FWD_WARPS": 16},
@@ -51,14 +81,18 @@ WIDE_CASES = [(k, m, n) for k in ("LN", "biasLN", "rms", "add_rms")
 FWD_CASES = [(k, m, n, torch.bfloat16) for k in ("LN", "biasLN", "rms", "add_rms")
              for m, n in ((4096, 4096), (16384, 4096), (8192, 8192), (32768, 2048), (8192, 512))]
 FWD_CASES += [("LN", 512, 8192, torch.float32), ("rms", 512, 8192, torch.float32)]
+SMALL_FWD_CASES = [(k, 512, 8192, torch.float32) for k in ("LN", "rms", "add_rms")]
+SMALL_FWD_CASES += [(k, 8192, 512, torch.float16) for k in ("LN", "rms", "add_rms")]
+BWD4K_CASES = [(k, 4096, 4096, torch.bfloat16) for k in ("LN", "biasLN", "rms", "add_rms")]
 
 
 def main(which: str) -> None:
     variants = VARIANTS[which]
     defaults = {k: getattr(on, k) for v in variants.values() for k in v}
-    cases = {"fwd": FWD_CASES, "wide-fwd": [(*c, torch.bfloat16) for c in WIDE_CASES],
+    cases = {"fwd": FWD_CASES, "small-fwd": SMALL_FWD_CASES, "bwd4k": BWD4K_CASES,
+             "wide-fwd": [(*c, torch.bfloat16) for c in WIDE_CASES],
              "wide": [(*c, torch.bfloat16) for c in WIDE_CASES]}.get(which, [(*c, torch.bfloat16) for c in CASES])
-    fwd = which in ("fwd", "wide-fwd")
+    fwd = which in ("fwd", "wide-fwd", "small-fwd")
     for kind, m, n, dtype in cases:
         x = torch.randn(m, n, device="cuda", dtype=dtype)
         dy, dho = torch.randn_like(x), torch.randn_like(x)
@@ -87,7 +121,8 @@ def main(which: str) -> None:
                 with direct_launch():
                     dx.fill_(float("nan"))
                     dw.fill_(float("nan"))
-                    rstd.fill_(float("nan"))
+                    if fwd:  # an output of the forward, an input of the backward
+                        rstd.fill_(float("nan"))
                     run()
                     got = (dx.float(), rstd.clone()) if fwd else (dx.float(), dw.float())
                     ref = ref or tuple(t.clone() for t in got)

@@ -15,8 +15,8 @@ from ..runtime import INTERPRET, mode
 from .suite import Case, Suite, Unavailable
 from .timing import time_ms
 
-TIMING_DEFAULT = "median, L2 flushed, host time beyond the flush included (do_bench)"
-TIMING_HIDDEN = "median, L2 flushed, host time hidden behind a GPU sleep (device time only)"
+TIMING_DEFAULT = "median, L2 flushed (256 MB read), host time beyond the flush included"
+TIMING_HIDDEN = "median, L2 flushed (256 MB read), host time hidden behind a GPU sleep (device time only)"
 TIMING_CPU = "median of 3 wall-clock runs in Triton's interpreter (CPU; not GPU timings)"
 
 
