@@ -47,7 +47,12 @@ VARIANTS = {
         "colsum_w8": {"COLSUM_WARPS": 8},
         "ln_stages1": {"BWD_STAGES_LN": 1},
         "two_rows": {"TILE_ELEMS_BWD": 8192},
+        "one_per_sm_w16": {"BWD_PROGRAMS_PER_SM": 1, "ELEMS_PER_THREAD": 8},
+        "one_per_sm_w16_keep": {"BWD_PROGRAMS_PER_SM": 1, "ELEMS_PER_THREAD": 8,
+                                "BWD_RELOAD_MIN_TILES_PER_PROGRAM": 1 << 30},
+        "two_rows_one_per_sm_keep": {"BWD_WIDE_N": 4096, "BWD_RELOAD_MIN_TILES_PER_PROGRAM": 1 << 30},
     },
+    "bwd-keep": {"keep_one_per_sm": {}, "reread": {"BWD_KEEP_VECTOR_ELEMS_ONE_PER_SM": 0}},
     "small-fwd": {
         "default": {},
         "early_params": {"fwd_config": lambda m, n, is_rms, has_res: _early(_FWD_CONFIG(m, n, is_rms, has_res))},
@@ -83,13 +88,15 @@ FWD_CASES = [(k, m, n, torch.bfloat16) for k in ("LN", "biasLN", "rms", "add_rms
 FWD_CASES += [("LN", 512, 8192, torch.float32), ("rms", 512, 8192, torch.float32)]
 SMALL_FWD_CASES = [(k, 512, 8192, torch.float32) for k in ("LN", "rms", "add_rms")]
 SMALL_FWD_CASES += [(k, 8192, 512, torch.float16) for k in ("LN", "rms", "add_rms")]
+BWD_KEEP_CASES = [(k, m, 4096, torch.bfloat16) for k in ("biasLN", "biasRMS") for m in (1024, 4096, 16384)]
+BWD_KEEP_CASES += [(k, 4096, 3000, torch.bfloat16) for k in ("biasLN", "biasRMS")]
 BWD4K_CASES = [(k, 4096, 4096, torch.bfloat16) for k in ("LN", "biasLN", "rms", "add_rms")]
 
 
 def main(which: str) -> None:
     variants = VARIANTS[which]
     defaults = {k: getattr(on, k) for v in variants.values() for k in v}
-    cases = {"fwd": FWD_CASES, "small-fwd": SMALL_FWD_CASES, "bwd4k": BWD4K_CASES,
+    cases = {"fwd": FWD_CASES, "small-fwd": SMALL_FWD_CASES, "bwd4k": BWD4K_CASES, "bwd-keep": BWD_KEEP_CASES,
              "wide-fwd": [(*c, torch.bfloat16) for c in WIDE_CASES],
              "wide": [(*c, torch.bfloat16) for c in WIDE_CASES]}.get(which, [(*c, torch.bfloat16) for c in CASES])
     fwd = which in ("fwd", "wide-fwd", "small-fwd")
@@ -99,7 +106,7 @@ def main(which: str) -> None:
         w, ib = torch.randn(n, device="cuda", dtype=x.dtype), torch.randn(n, device="cuda", dtype=x.dtype)
         mean, rstd = torch.randn(m, device="cuda"), torch.rand(m, device="cuda") + 0.5
         dx, dw, db, dib = torch.empty_like(x), torch.empty_like(w), torch.empty_like(w), torch.empty_like(w)
-        rms, use_ib, use_dho = kind in ("rms", "add_rms"), kind == "biasLN", kind == "add_rms"
+        rms, use_ib, use_dho = kind in ("rms", "add_rms", "biasRMS"), kind in ("biasLN", "biasRMS"), kind == "add_rms"
 
         def run():
             on.norm_bwd_into(dy, dho if use_dho else None, x, ib if use_ib else None, w, None if rms else mean,

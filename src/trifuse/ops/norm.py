@@ -100,6 +100,11 @@ BWD_PREFETCH = True
 # (scripts/sweep_norm.py wide, bias-LN with all three sums): re-reading won at N = 4096 (2.95 vs
 # 2.43 TB/s) and N = 8192 (2.95 vs 2.59).
 BWD_KEEP_VECTOR_ELEMS = 12288
+# 16-bit rows narrower than BWD_WIDE_N with more vectors than that (bias-LN: weight, input bias, three
+# sums; bias-RMS: four): one program per SM, two rows a tile, twice the threads, all kept. H100, bf16,
+# device time, best of three alternating rounds (scripts/ab_norm.py bwd4k): bias-LN 4096^2 40.9 -> 39.0 us
+# against two programs per SM re-reading weight and input bias.
+BWD_KEEP_VECTOR_ELEMS_ONE_PER_SM = 20480
 # LayerNorm: instead of the register prefetch, the loop's loads pipelined through shared memory, this
 # many stages (1: the register prefetch). H100, bf16 backward, device time, best of three alternating
 # rounds (scripts/ab_norm.py stages), register prefetch -> 3 stages: LN 8192^2 161.1 -> 148.6 us,
@@ -187,6 +192,8 @@ def bwd_plan(m: int, n: int, vectors: int, elem_size: int, device: torch.device)
     """
     block_n = next_pow2(max(int(n), 1))
     keep_all = vectors * block_n <= BWD_KEEP_VECTOR_ELEMS
+    if not keep_all and elem_size <= 2 and block_n < BWD_WIDE_N:
+        keep_all = vectors * block_n <= BWD_KEEP_VECTOR_ELEMS_ONE_PER_SM
     if block_n >= BWD_WIDE_N or (keep_all and vectors * block_n >= BWD_ONE_PER_SM_VECTOR_ELEMS):
         rows, per_sm = rows_config(n, TILE_ELEMS_BWD_ONE_PER_SM), 1
     else:
