@@ -5,9 +5,12 @@ each of three rounds, best per variant; every variant's dx and dweight are check
   python3 scripts/ab_norm.py stages   # register prefetch against loads pipelined through shared memory
   python3 scripts/ab_norm.py bwd4k        # 4096^2 backward: programs per SM, tile, re-reading, column sums
   python3 scripts/ab_norm.py small-fwd    # the suite's small forward cases: threads per row, tile
+  python3 scripts/ab_norm.py fp32-fwd     # fp32 8192-wide rows: 8 warps and early weight / bias reads
+  python3 scripts/ab_norm.py bwd-keep     # bias-LN / bias-RMS at N = 4096: one program per SM keeping vectors
 """
 # ruff: noqa: B023 - run() is timed before the loop moves on
 import dataclasses
+import os
 import sys
 
 import torch
@@ -53,6 +56,7 @@ VARIANTS = {
         "two_rows_one_per_sm_keep": {"BWD_WIDE_N": 4096, "BWD_RELOAD_MIN_TILES_PER_PROGRAM": 1 << 30},
     },
     "bwd-keep": {"keep_one_per_sm": {}, "reread": {"BWD_KEEP_VECTOR_ELEMS_ONE_PER_SM": 0}},
+    "fp32-fwd": {"fp32_early_w8": {}, "w16_late": {"FWD_FP32_EARLY_N": 0}},
     "small-fwd": {
         "default": {},
         "early_params": {"fwd_config": lambda m, n, is_rms, has_res: _early(_FWD_CONFIG(m, n, is_rms, has_res))},
@@ -90,16 +94,19 @@ SMALL_FWD_CASES = [(k, 512, 8192, torch.float32) for k in ("LN", "rms", "add_rms
 SMALL_FWD_CASES += [(k, 8192, 512, torch.float16) for k in ("LN", "rms", "add_rms")]
 BWD_KEEP_CASES = [(k, m, 4096, torch.bfloat16) for k in ("biasLN", "biasRMS") for m in (1024, 4096, 16384)]
 BWD_KEEP_CASES += [(k, 4096, 3000, torch.bfloat16) for k in ("biasLN", "biasRMS")]
+FP32_FWD_CASES = [(k, m, 8192, torch.float32) for k in ("LN", "rms", "biasLN")
+                  for m in (512, 1024, 2048, 4096, 8192)]
+FP32_FWD_CASES += [(k, 1024, 6000, torch.float32) for k in ("LN", "rms")]
 BWD4K_CASES = [(k, 4096, 4096, torch.bfloat16) for k in ("LN", "biasLN", "rms", "add_rms")]
 
 
 def main(which: str) -> None:
     variants = VARIANTS[which]
     defaults = {k: getattr(on, k) for v in variants.values() for k in v}
-    cases = {"fwd": FWD_CASES, "small-fwd": SMALL_FWD_CASES, "bwd4k": BWD4K_CASES, "bwd-keep": BWD_KEEP_CASES,
+    cases = {"fwd": FWD_CASES, "small-fwd": SMALL_FWD_CASES, "bwd4k": BWD4K_CASES, "fp32-fwd": FP32_FWD_CASES, "bwd-keep": BWD_KEEP_CASES,
              "wide-fwd": [(*c, torch.bfloat16) for c in WIDE_CASES],
              "wide": [(*c, torch.bfloat16) for c in WIDE_CASES]}.get(which, [(*c, torch.bfloat16) for c in CASES])
-    fwd = which in ("fwd", "wide-fwd", "small-fwd")
+    fwd = which in ("fwd", "wide-fwd", "small-fwd", "fp32-fwd")
     for kind, m, n, dtype in cases:
         x = torch.randn(m, n, device="cuda", dtype=dtype)
         dy, dho = torch.randn_like(x), torch.randn_like(x)
@@ -121,7 +128,7 @@ def main(which: str) -> None:
             run, nbytes = run_fwd, (2 + 2 * use_dho) * m * n * x.element_size()
             db.normal_()
         times, ref = {}, None
-        for _ in range(3):
+        for _ in range(int(os.environ.get("ROUNDS", "3"))):
             for name, consts in variants.items():
                 for k, v in {**defaults, **consts}.items():  # a constant one variant sets must not leak into the next
                     setattr(on, k, v)

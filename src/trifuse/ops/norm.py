@@ -84,6 +84,13 @@ FWD_RES_ELEMS_PER_THREAD = 8
 # nor for RMSNorm, one vector: -4% to +2%. Other tiles keep the late reads (see _normalize_store).
 FWD_EARLY_PARAMS = True
 FWD_EARLY_PARAMS_MAX_N = 4096
+# fp32 rows of (4096, FWD_FP32_EARLY_N] without a residual or input bias: 8 warps (32 values a thread),
+# weight / bias read with x. H100, device time, best of 5 alternating rounds (scripts/ab_norm.py fp32-fwd),
+# 16 warps late -> this: LN 512x8192 15.7 -> 14.1 us, 1024x8192 24.3 -> 23.0, 8192^2 178.1 -> 176.6,
+# 1024x6000 20.4 -> 18.7; RMS 1024x8192 23.1 -> 22.5, 1024x6000 19.1 -> 17.8, 512 to 8192 rows level
+# or better. With an input bias it spills (bias-LN 1024x8192 24.5 -> 32.0): excluded. At 16 warps the
+# early reads cost programs per SM (LN 512x8192 16.4 us).
+FWD_FP32_EARLY_N = 8192
 # Backward programs per SM (persistent grid). The partial buffer has one row per program, so this
 # also sizes the second-stage reduction: small enough that narrow shapes pay no latency floor.
 BWD_PROGRAMS_PER_SM = 2
@@ -159,11 +166,16 @@ def _rows_config(n: int, tile_elems: int, elems_per_thread: int) -> RowsConfig:
     return RowsConfig(block_m, block_n, num_warps)
 
 
-def fwd_config(m: int, n: int, is_rms: bool, has_residual: bool) -> RowsConfig:
-    if next_pow2(max(int(n), 1)) <= FWD_NARROW_N:
+def fwd_config(m: int, n: int, is_rms: bool, has_residual: bool, elem_size: int = 2,
+               has_input_bias: bool = False) -> RowsConfig:
+    """elem_size: bytes per element of x."""
+    block_n = next_pow2(max(int(n), 1))
+    if block_n <= FWD_NARROW_N:
         return rows_config(n, FWD_NARROW_TILE_ELEMS, FWD_NARROW_ELEMS_PER_THREAD)
     if has_residual:
         return rows_config(n, TILE_ELEMS_FWD, FWD_RES_ELEMS_PER_THREAD)
+    if elem_size == 4 and not has_input_bias and FWD_EARLY_PARAMS_MAX_N < block_n <= FWD_FP32_EARLY_N:
+        return _with_early_params(rows_config(n, TILE_ELEMS_FWD, block_n // (32 * 8)))
     full = not is_rms and int(m) * int(n) >= FWD_LN_FULL_THREADS_MIN_ELEMS
     cfg = rows_config(n, TILE_ELEMS_FWD, ELEMS_PER_THREAD_FWD_LN if full else None)
     if FWD_EARLY_PARAMS and not is_rms and cfg.block_m == 1 and cfg.block_n <= FWD_EARLY_PARAMS_MAX_N:
@@ -246,7 +258,7 @@ def norm_fwd_into(
     strides = (*_stride(x), *_stride(residual))
     looped_ln = not is_rms and residual is None and FWD_LOOPED_LN_N[0] < N <= FWD_LOOPED_LN_N[1]
     if N <= max_fused_n and not looped_ln:
-        cfg = fwd_config(M, N, is_rms, residual is not None)
+        cfg = fwd_config(M, N, is_rms, residual is not None, x.element_size(), input_bias is not None)
         launcher(kf.norm_fwd_rows)[(cdiv(M, cfg.block_m),)](
             *args, M, N, *strides, eps, **flags,
             BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, EARLY_PARAMS=cfg.early_params, num_warps=cfg.num_warps,
