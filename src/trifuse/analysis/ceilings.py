@@ -37,25 +37,20 @@ def cached() -> dict:
         return {}
 
 
-def _do_bench_ms(fn: Callable[[], object]) -> float:
-    from triton.testing import do_bench
-
-    return do_bench(fn, warmup=25, rep=200, return_mode="median")
+Timer = Callable[[Callable[[], object]], float]  # fn -> ms; the caller's, so ceiling and rows are timed alike
 
 
-def copy_bandwidth(nbytes: int = 1 << 30, timer: Callable | None = None) -> float:
-    """Device-to-device copy rate in bytes/s, counting bytes read plus bytes written. timer(fn) -> ms:
-    the caller's timing (benchmarks pass their own, so ceiling and rows are timed alike); default
-    do_bench's median."""
+def copy_bandwidth(timer: Timer, nbytes: int = 1 << 30) -> float:
+    """Device-to-device copy rate in bytes/s, counting bytes read plus bytes written."""
     src = torch.empty(nbytes // 4, dtype=torch.float32, device="cuda").uniform_()
     dst = torch.empty_like(src)
-    ms = (timer or _do_bench_ms)(lambda: dst.copy_(src))
+    ms = timer(lambda: dst.copy_(src))
     rate = 2 * nbytes / (ms * 1e-3)
     _store("copy_bytes_per_s", rate)
     return rate
 
 
-def matmul_peak(dtype: torch.dtype = torch.bfloat16, n: int = 8192, timer: Callable | None = None) -> float:
+def matmul_peak(timer: Timer, dtype: torch.dtype = torch.bfloat16, n: int = 8192) -> float:
     """cuBLAS GEMM rate in FLOP/s on an n³ product of random data (never zeros: they run faster).
 
     The timing matters for compute-bound kernels: back to back (do_bench) an H100 ran cuBLAS 8192^3 at
@@ -63,7 +58,7 @@ def matmul_peak(dtype: torch.dtype = torch.bfloat16, n: int = 8192, timer: Calla
     clocks recovering in the gaps; so benchmarks time the ceiling as they time their rows."""
     a = torch.randn(n, n, device="cuda", dtype=dtype)
     b = torch.randn(n, n, device="cuda", dtype=dtype)
-    ms = (timer or _do_bench_ms)(lambda: a @ b)
+    ms = timer(lambda: a @ b)
     rate = 2 * n**3 / (ms * 1e-3)
     _store(f"matmul_{str(dtype).replace('torch.', '')}_flop_per_s", rate)
     return rate

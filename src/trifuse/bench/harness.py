@@ -45,10 +45,10 @@ def measure_ceilings(bound: str, hide_host: bool = False) -> dict[str, float]:
     def timer(fn):
         return time_ms(fn, hide_host=hide_host)
 
-    out = {"copy_bytes_per_s": ceilings.copy_bandwidth(timer=timer)}
+    out = {"copy_bytes_per_s": ceilings.copy_bandwidth(timer)}
     if bound == "compute":
         for dtype in (torch.bfloat16, torch.float16):
-            out[f"matmul_{str(dtype).replace('torch.', '')}_flop_per_s"] = ceilings.matmul_peak(dtype, timer=timer)
+            out[f"matmul_{str(dtype).replace('torch.', '')}_flop_per_s"] = ceilings.matmul_peak(timer, dtype)
     return out
 
 
