@@ -23,8 +23,9 @@ from trifuse.library.eager import direct_launch
 _FWD_CONFIG = on.fwd_config
 
 
-def _early(cfg):
-    """A forward config reading weight and bias with x (kernels/norm.py EARLY_PARAMS) for one-row tiles."""
+def _early_fwd_config(*args):
+    """ops.norm.fwd_config, reading weight and bias with x (kernels/norm.py EARLY_PARAMS) on one-row tiles."""
+    cfg = _FWD_CONFIG(*args)
     return dataclasses.replace(cfg, early_params=True) if cfg.block_m == 1 else cfg
 
 
@@ -59,10 +60,10 @@ VARIANTS = {
     "fp32-fwd": {"fp32_early_w8": {}, "w16_late": {"FWD_FP32_EARLY_N": 0}},
     "small-fwd": {
         "default": {},
-        "early_params": {"fwd_config": lambda m, n, is_rms, has_res: _early(_FWD_CONFIG(m, n, is_rms, has_res))},
+        "early_params": {"fwd_config": _early_fwd_config},
         "ept32": {"ELEMS_PER_THREAD": 32, "FWD_NARROW_ELEMS_PER_THREAD": 64, "FWD_RES_ELEMS_PER_THREAD": 16},
         "ept32_early": {"ELEMS_PER_THREAD": 32, "FWD_NARROW_ELEMS_PER_THREAD": 64, "FWD_RES_ELEMS_PER_THREAD": 16,
-                        "fwd_config": lambda m, n, is_rms, has_res: _early(_FWD_CONFIG(m, n, is_rms, has_res))},
+                        "fwd_config": _early_fwd_config},
         "tile4k": {"TILE_ELEMS_FWD": 4096},
     },
     "wide-fwd": {
@@ -103,7 +104,8 @@ BWD4K_CASES = [(k, 4096, 4096, torch.bfloat16) for k in ("LN", "biasLN", "rms", 
 def main(which: str) -> None:
     variants = VARIANTS[which]
     defaults = {k: getattr(on, k) for v in variants.values() for k in v}
-    cases = {"fwd": FWD_CASES, "small-fwd": SMALL_FWD_CASES, "bwd4k": BWD4K_CASES, "fp32-fwd": FP32_FWD_CASES, "bwd-keep": BWD_KEEP_CASES,
+    cases = {"fwd": FWD_CASES, "small-fwd": SMALL_FWD_CASES, "bwd4k": BWD4K_CASES, "fp32-fwd": FP32_FWD_CASES,
+             "bwd-keep": BWD_KEEP_CASES,
              "wide-fwd": [(*c, torch.bfloat16) for c in WIDE_CASES],
              "wide": [(*c, torch.bfloat16) for c in WIDE_CASES]}.get(which, [(*c, torch.bfloat16) for c in CASES])
     fwd = which in ("fwd", "wide-fwd", "small-fwd", "fp32-fwd")

@@ -1,6 +1,10 @@
 """Does the L2 flush's own dirty data cost the timed op? Time copies and norms after a 256 MB memset
 (zero_: L2 left full of dirty lines) vs after a 256 MB read (L2 left full of clean lines), both with the
-1 ms GPU sleep, and the memset without sleep. Median of 200 reps, 3 alternating rounds, best per variant."""
+1 ms GPU sleep; also the memset without the sleep, and a memset, a sleep, then the read. Median of 200
+reps, 3 alternating rounds, best per variant (bench/timing.py's flush_l2 is the read).
+
+  python3 scripts/flush_probe.py
+"""
 import statistics
 import sys
 
@@ -11,7 +15,6 @@ import trifuse
 
 flush = torch.empty(256 * 1024 * 1024, dtype=torch.int8, device="cuda")
 flush32 = flush.view(torch.int32)
-sink = torch.empty(1, dtype=torch.int64, device="cuda")
 CYC = 1_800_000  # ~1 ms
 
 
@@ -73,4 +76,5 @@ for rnd in range(3):
             best[(name, v)] = min(best.get((name, v), 1e9), t)
 print(f"{'case':22s}" + "".join(f"{v:>24s}" for v in variants))
 for name, (fn, nbytes) in cases.items():
-    print(f"{name:22s}" + "".join(f"{best[(name, v)]:10.1f}us {nbytes / best[(name, v)] / 1e6:7.2f}TB/s" for v in variants))
+    print(f"{name:22s}" + "".join(f"{best[(name, v)]:10.1f}us {nbytes / best[(name, v)] / 1e6:7.2f}TB/s"
+                                  for v in variants))
