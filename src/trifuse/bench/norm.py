@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 import trifuse
 
-from ..ops.norm import naive_norm_bytes, norm_bytes
+from ..ops.norm_traffic import naive_norm_bytes, norm_bytes
 from ..reference.norm import layer_norm_ref, rms_norm_ref
 from .providers import backward_fn, compiled, leaf, peer
 from .suite import Case, Suite, Unavailable, Work

@@ -1,4 +1,5 @@
-"""LayerNorm / RMSNorm launchers: config heuristics, destination-passing launches, byte model.
+"""LayerNorm / RMSNorm launchers: config heuristics and destination-passing launches (the byte model is
+in norm_traffic.py).
 
 Every tensor is 2-D (M, N) or 1-D (N,); x, residual, dy and dh_out may have any strides, outputs
 (y, h, dx) are contiguous, weight/bias/input_bias are contiguous 1-D, mean/rstd are fp32 (M,).
@@ -91,6 +92,7 @@ FWD_EARLY_PARAMS_MAX_N = 4096
 # or better. With an input bias it spills (bias-LN 1024x8192 24.5 -> 32.0): excluded. At 16 warps the
 # early reads cost programs per SM (LN 512x8192 16.4 us).
 FWD_FP32_EARLY_N = 8192
+FWD_FP32_EARLY_WARPS = 8
 # Backward programs per SM (persistent grid). The partial buffer has one row per program, so this
 # also sizes the second-stage reduction: small enough that narrow shapes pay no latency floor.
 BWD_PROGRAMS_PER_SM = 2
@@ -175,7 +177,7 @@ def fwd_config(m: int, n: int, is_rms: bool, has_residual: bool, elem_size: int 
     if has_residual:
         return rows_config(n, TILE_ELEMS_FWD, FWD_RES_ELEMS_PER_THREAD)
     if elem_size == 4 and not has_input_bias and FWD_EARLY_PARAMS_MAX_N < block_n <= FWD_FP32_EARLY_N:
-        return _with_early_params(rows_config(n, TILE_ELEMS_FWD, block_n // (32 * 8)))
+        return _with_early_params(rows_config(n, TILE_ELEMS_FWD, block_n // (32 * FWD_FP32_EARLY_WARPS)))
     full = not is_rms and int(m) * int(n) >= FWD_LN_FULL_THREADS_MIN_ELEMS
     cfg = rows_config(n, TILE_ELEMS_FWD, ELEMS_PER_THREAD_FWD_LN if full else None)
     if FWD_EARLY_PARAMS and not is_rms and cfg.block_m == 1 and cfg.block_n <= FWD_EARLY_PARAMS_MAX_N:
@@ -373,29 +375,3 @@ def _pdl_ok(device: torch.device) -> bool:
         return False
     return device_props(device.index if device.index is not None else 0)[0][0] >= 9
 
-
-def norm_bytes(m: int, n: int, elem_size: int, direction: str = "fwd", *, input_bias: bool = False,
-               residual: bool = False, weight: bool = True, bias: bool = False) -> int:
-    """Least traffic: every input read once, every output written once (vectors of N included).
-
-    fwd: reads x (+ residual), writes y (+ h). bwd: reads x or h and dy (+ dh_out), writes dx
-    (+ dresidual, which is dx itself and so not written again). Weight, bias and input bias add
-    N-element reads (forward) or writes (backward).
-    """
-    rows = m * n * elem_size
-    vec = n * elem_size
-    vecs = (weight + bias + input_bias) * vec
-    fwd = (2 + 2 * residual) * rows + vecs
-    bwd = (3 + residual) * rows + vecs + (weight + input_bias) * vec  # reads weight and input_bias
-    return {"fwd": fwd, "bwd": bwd, "fwd+bwd": fwd + bwd}[direction]
-
-
-def naive_norm_bytes(m: int, n: int, elem_size: int, direction: str = "fwd", *, input_bias: bool = False,
-                     residual: bool = False, **kw) -> int:
-    """Forward traffic of eager PyTorch's composition, the adds as separate passes before the norm.
-
-    x + input_bias writes t and the norm reads t back: 2 more full passes; with a residual, h is
-    written anyway and read back by the norm: 1 more. The backward is counted as the fused one.
-    """
-    extra = (2 * input_bias + residual) * m * n * elem_size if direction != "bwd" else 0
-    return norm_bytes(m, n, elem_size, direction, input_bias=input_bias, residual=residual, **kw) + extra
