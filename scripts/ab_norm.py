@@ -7,6 +7,9 @@ each of three rounds, best per variant; every variant's dx and dweight are check
   python3 scripts/ab_norm.py small-fwd    # the suite's small forward cases: threads per row, tile
   python3 scripts/ab_norm.py fp32-fwd     # fp32 8192-wide rows: 8 warps and early weight / bias reads
   python3 scripts/ab_norm.py bwd-keep     # bias-LN / bias-RMS at N = 4096: one program per SM keeping vectors
+  python3 scripts/ab_norm.py fp32-rows    # fp32 8192-wide one-row forward: warps x early reads, all kinds
+
+PEERS=1 also times torch.compile and Liger-Kernel (forward modes, when installed) in the same rounds.
 """
 # ruff: noqa: B023 - run() is timed before the loop moves on
 import dataclasses
@@ -17,6 +20,9 @@ import torch
 
 sys.path.insert(0, "src")
 import trifuse.ops.norm as on
+from trifuse.bench import norm as bench_norm
+from trifuse.bench.providers import compiled
+from trifuse.bench.suite import Unavailable
 from trifuse.bench.timing import time_ms
 from trifuse.library.eager import direct_launch
 
@@ -27,6 +33,16 @@ def _early_fwd_config(*args):
     """ops.norm.fwd_config, reading weight and bias with x (kernels/norm.py EARLY_PARAMS) on one-row tiles."""
     cfg = _FWD_CONFIG(*args)
     return dataclasses.replace(cfg, early_params=True) if cfg.block_m == 1 else cfg
+
+
+def _one_row_fwd_config(warps: int, early: bool):
+    """ops.norm.fwd_config with one-row tiles forced to `warps` warps and early weight / bias reads on or off."""
+    def fwd_config(*args):
+        cfg = _FWD_CONFIG(*args)
+        if cfg.block_m != 1:
+            return cfg
+        return dataclasses.replace(cfg, num_warps=warps, early_params=early)
+    return fwd_config
 
 
 # name -> module attributes of ops/norm.py to set
@@ -58,6 +74,8 @@ VARIANTS = {
     },
     "bwd-keep": {"keep_one_per_sm": {}, "reread": {"BWD_KEEP_VECTOR_ELEMS_ONE_PER_SM": 0}},
     "fp32-fwd": {"fp32_early_w8": {}, "w16_late": {"FWD_FP32_EARLY_N": 0}},
+    "fp32-rows": {"default": {}, **{f"w{w}{'e' if e else 'l'}": {"fwd_config": _one_row_fwd_config(w, e)}
+                                    for w in (4, 8, 16, 32) for e in (True, False)}},
     "small-fwd": {
         "default": {},
         "early_params": {"fwd_config": _early_fwd_config},
@@ -98,17 +116,37 @@ BWD_KEEP_CASES += [(k, 4096, 3000, torch.bfloat16) for k in ("biasLN", "biasRMS"
 FP32_FWD_CASES = [(k, m, 8192, torch.float32) for k in ("LN", "rms", "biasLN")
                   for m in (512, 1024, 2048, 4096, 8192)]
 FP32_FWD_CASES += [(k, 1024, 6000, torch.float32) for k in ("LN", "rms")]
+FP32_ROWS_CASES = [(k, m, 8192, torch.float32) for k in ("LN", "rms", "add_rms", "biasLN") for m in (512, 1024)]
 BWD4K_CASES = [(k, 4096, 4096, torch.bfloat16) for k in ("LN", "biasLN", "rms", "add_rms")]
+
+
+BENCH_KIND = {"LN": "layer_norm", "biasLN": "bias_layer_norm", "rms": "rms_norm", "add_rms": "add_rms_norm"}
+
+
+def _peers(kind: str, x, w, b, ib, res) -> dict:
+    """name -> forward call of torch.compile and Liger-Kernel (bench/norm.py's providers), those available."""
+    bk = BENCH_KIND[kind]
+    args = {"layer_norm": (x, w, b), "bias_layer_norm": (x, ib, w, b), "rms_norm": (x, w),
+            "add_rms_norm": (x, res, w)}[bk]
+    out = {}
+    for name, make in (("compile", lambda: compiled(bench_norm._eager(bk))), ("liger", lambda: bench_norm._liger(bk))):
+        try:
+            fn = make()
+        except Unavailable as e:
+            print(f"  {name}: {e}")
+            continue
+        out[name] = lambda fn=fn: fn(*args)
+    return out
 
 
 def main(which: str) -> None:
     variants = VARIANTS[which]
     defaults = {k: getattr(on, k) for v in variants.values() for k in v}
     cases = {"fwd": FWD_CASES, "small-fwd": SMALL_FWD_CASES, "bwd4k": BWD4K_CASES, "fp32-fwd": FP32_FWD_CASES,
-             "bwd-keep": BWD_KEEP_CASES,
+             "bwd-keep": BWD_KEEP_CASES, "fp32-rows": FP32_ROWS_CASES,
              "wide-fwd": [(*c, torch.bfloat16) for c in WIDE_CASES],
              "wide": [(*c, torch.bfloat16) for c in WIDE_CASES]}.get(which, [(*c, torch.bfloat16) for c in CASES])
-    fwd = which in ("fwd", "wide-fwd", "small-fwd", "fp32-fwd")
+    fwd = which in ("fwd", "wide-fwd", "small-fwd", "fp32-fwd", "fp32-rows")
     for kind, m, n, dtype in cases:
         x = torch.randn(m, n, device="cuda", dtype=dtype)
         dy, dho = torch.randn_like(x), torch.randn_like(x)
@@ -130,6 +168,7 @@ def main(which: str) -> None:
             run, nbytes = run_fwd, (2 + 2 * use_dho) * m * n * x.element_size()
             db.normal_()
         times, ref = {}, None
+        peers = _peers(kind, x, w, db, ib, dho) if fwd and os.environ.get("PEERS") else {}
         for _ in range(int(os.environ.get("ROUNDS", "3"))):
             for name, consts in variants.items():
                 for k, v in {**defaults, **consts}.items():  # a constant one variant sets must not leak into the next
@@ -147,6 +186,8 @@ def main(which: str) -> None:
                         nans = [int(t.isnan().sum()) for t in (*got, *ref)]
                         print(f"  MISMATCH {name}: {err:.3g}, NaNs in outputs / reference {nans}")
                     times.setdefault(name, []).append(time_ms(run, hide_host=True))
+            for name, fn in peers.items():
+                times.setdefault(name, []).append(time_ms(fn, hide_host=True))
         for k, v in defaults.items():
             setattr(on, k, v)
         row = " ".join(f"{name} {min(t) * 1e3:.1f}us ({nbytes / min(t) / 3e9:.1%})" for name, t in times.items())

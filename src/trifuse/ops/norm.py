@@ -90,9 +90,13 @@ FWD_EARLY_PARAMS_MAX_N = 4096
 # 16 warps late -> this: LN 512x8192 15.7 -> 14.1 us, 1024x8192 24.3 -> 23.0, 8192^2 178.1 -> 176.6,
 # 1024x6000 20.4 -> 18.7; RMS 1024x8192 23.1 -> 22.5, 1024x6000 19.1 -> 17.8, 512 to 8192 rows level
 # or better. With an input bias it spills (bias-LN 1024x8192 24.5 -> 32.0): excluded. At 16 warps the
-# early reads cost programs per SM (LN 512x8192 16.4 us).
+# early reads cost programs per SM (LN 512x8192 16.4 us). RMSNorm (one reduction, no bias): 4 warps, 64
+# values a thread. H100, best of 5 alternating rounds (scripts/ab_norm.py fp32-rows), 8 -> 4 warps: rms
+# 512x8192 13.8 -> 13.2 us, 1024x8192 22.2 -> 21.6 (torch.compile 13.1 / 22.6, Liger 13.5 / 22.4); LayerNorm
+# at 4 warps 15.0 / 22.9 against 14.4 / 22.7 at 8.
 FWD_FP32_EARLY_N = 8192
 FWD_FP32_EARLY_WARPS = 8
+FWD_FP32_EARLY_WARPS_RMS = 4
 # Backward programs per SM (persistent grid). The partial buffer has one row per program, so this
 # also sizes the second-stage reduction: small enough that narrow shapes pay no latency floor.
 BWD_PROGRAMS_PER_SM = 2
@@ -177,7 +181,8 @@ def fwd_config(m: int, n: int, is_rms: bool, has_residual: bool, elem_size: int 
     if has_residual:
         return rows_config(n, TILE_ELEMS_FWD, FWD_RES_ELEMS_PER_THREAD)
     if elem_size == 4 and not has_input_bias and FWD_EARLY_PARAMS_MAX_N < block_n <= FWD_FP32_EARLY_N:
-        return _with_early_params(rows_config(n, TILE_ELEMS_FWD, block_n // (32 * FWD_FP32_EARLY_WARPS)))
+        warps = FWD_FP32_EARLY_WARPS_RMS if is_rms else FWD_FP32_EARLY_WARPS
+        return _with_early_params(rows_config(n, TILE_ELEMS_FWD, block_n // (32 * warps)))
     full = not is_rms and int(m) * int(n) >= FWD_LN_FULL_THREADS_MIN_ELEMS
     cfg = rows_config(n, TILE_ELEMS_FWD, ELEMS_PER_THREAD_FWD_LN if full else None)
     if FWD_EARLY_PARAMS and not is_rms and cfg.block_m == 1 and cfg.block_n <= FWD_EARLY_PARAMS_MAX_N:
