@@ -8,6 +8,10 @@ each of three rounds, best per variant; every variant's dx and dweight are check
   python3 scripts/ab_norm.py fp32-fwd     # fp32 8192-wide rows: 8 warps and early weight / bias reads
   python3 scripts/ab_norm.py bwd-keep     # bias-LN / bias-RMS at N = 4096: one program per SM keeping vectors
   python3 scripts/ab_norm.py fp32-rows    # fp32 8192-wide one-row forward: warps x early reads, all kinds
+  python3 scripts/ab_norm.py bf16-rows    # bf16 one-row forward at the suite's large shapes: warps x early reads
+  python3 scripts/ab_norm.py fwd-8k       # 8192-wide bf16 forward: one-pass against the looped (two-read) kernel
+  python3 scripts/ab_norm.py narrow-fwd   # rows <= 1024 wide: rows a program x warps (x early reads)
+  python3 scripts/ab_norm.py bwd-bias4k   # bias-LN / LN backward at 4096^2: threads, stages, column-sum tile
 
 PEERS=1 also times torch.compile and Liger-Kernel (forward modes, when installed) in the same rounds.
 """
@@ -45,6 +49,16 @@ def _one_row_fwd_config(warps: int, early: bool):
     return fwd_config
 
 
+def _narrow_fwd_config(block_m: int, warps: int, early: bool = False):
+    """ops.norm.fwd_config with tiles of rows <= 1024 wide forced to block_m rows and `warps` warps."""
+    def fwd_config(*args):
+        cfg = _FWD_CONFIG(*args)
+        if cfg.block_n > 1024:
+            return cfg
+        return dataclasses.replace(cfg, block_m=block_m, num_warps=warps, early_params=early)
+    return fwd_config
+
+
 # name -> module attributes of ops/norm.py to set
 VARIANTS = {
     "colsum": {
@@ -76,6 +90,21 @@ VARIANTS = {
     "fp32-fwd": {"fp32_early_w8": {}, "w16_late": {"FWD_FP32_EARLY_N": 0}},
     "fp32-rows": {"default": {}, **{f"w{w}{'e' if e else 'l'}": {"fwd_config": _one_row_fwd_config(w, e)}
                                     for w in (4, 8, 16, 32) for e in (True, False)}},
+    "bf16-rows": {"default": {}, **{f"w{w}{'e' if e else 'l'}": {"fwd_config": _one_row_fwd_config(w, e)}
+                                    for w in (4, 8, 16) for e in (True, False)}},
+    "fwd-8k": {"default": {}, "w4e": {"fwd_config": _one_row_fwd_config(4, True)},
+               "loop4k_w16": {"MAX_FUSED_N_FWD": 4096, "LOOP_BLOCK_N": 4096, "LOOP_FWD_WARPS": 16},
+               "loop4k_w8": {"MAX_FUSED_N_FWD": 4096, "LOOP_BLOCK_N": 4096, "LOOP_FWD_WARPS": 8},
+               "loop2k_w8": {"MAX_FUSED_N_FWD": 4096, "LOOP_BLOCK_N": 2048, "LOOP_FWD_WARPS": 8},
+               "loop2k_w4": {"MAX_FUSED_N_FWD": 4096, "LOOP_BLOCK_N": 2048, "LOOP_FWD_WARPS": 4}},
+    "narrow-fwd": {"default": {}, "before_m16w8": {"FWD_NARROW_NORES_TILE_ELEMS": 8192, "FWD_NARROW_NORES_WARPS": 8},
+                   **{f"m{m}w{w}": {"fwd_config": _narrow_fwd_config(m, w)}
+                      for m, w in ((2, 1), (2, 2), (4, 1), (4, 2), (8, 2), (8, 4))},
+                   **{f"m{m}w{w}e": {"fwd_config": _narrow_fwd_config(m, w, True)}
+                      for m, w in ((2, 2), (4, 2), (8, 4))}},
+    "bwd-bias4k": {"default": {}, "ept8": {"ELEMS_PER_THREAD": 8}, "ept32": {"ELEMS_PER_THREAD": 32},
+                   "ln_stages1": {"BWD_STAGES_LN": 1}, "ln_stages2": {"BWD_STAGES_LN": 2},
+                   "colsum_c64x128": {"COLSUM_BLOCK_C": 64, "COLSUM_BLOCK_P": 128}},
     "small-fwd": {
         "default": {},
         "early_params": {"fwd_config": _early_fwd_config},
@@ -116,7 +145,16 @@ BWD_KEEP_CASES += [(k, 4096, 3000, torch.bfloat16) for k in ("biasLN", "biasRMS"
 FP32_FWD_CASES = [(k, m, 8192, torch.float32) for k in ("LN", "rms", "biasLN")
                   for m in (512, 1024, 2048, 4096, 8192)]
 FP32_FWD_CASES += [(k, 1024, 6000, torch.float32) for k in ("LN", "rms")]
+BF16 = torch.bfloat16
 FP32_ROWS_CASES = [(k, m, 8192, torch.float32) for k in ("LN", "rms", "add_rms", "biasLN") for m in (512, 1024)]
+BF16_ROWS_CASES = [("LN", 16384, 4096, BF16), ("LN", 4096, 4096, BF16), ("LN", 32768, 2048, BF16),
+                   ("rms", 8192, 8192, BF16), ("rms", 16384, 4096, BF16), ("LN", 8192, 8192, BF16)]
+FWD_8K_CASES = [("rms", 8192, 8192, BF16), ("rms", 4096, 8192, BF16), ("LN", 8192, 8192, BF16),
+                ("add_rms", 8192, 8192, BF16)]
+NARROW_FWD_CASES = [(k, 8192, 512, torch.float16) for k in ("LN", "biasLN", "rms", "add_rms")]
+NARROW_FWD_CASES += [("LN", 16384, 1024, BF16), ("biasLN", 16384, 1024, BF16), ("rms", 16384, 1024, BF16),
+                     ("LN", 8192, 512, BF16), ("rms", 8192, 512, BF16)]
+BWD_BIAS4K_CASES = [(k, 4096, 4096, BF16) for k in ("biasLN", "LN", "biasRMS")]
 BWD4K_CASES = [(k, 4096, 4096, torch.bfloat16) for k in ("LN", "biasLN", "rms", "add_rms")]
 
 
@@ -144,9 +182,11 @@ def main(which: str) -> None:
     defaults = {k: getattr(on, k) for v in variants.values() for k in v}
     cases = {"fwd": FWD_CASES, "small-fwd": SMALL_FWD_CASES, "bwd4k": BWD4K_CASES, "fp32-fwd": FP32_FWD_CASES,
              "bwd-keep": BWD_KEEP_CASES, "fp32-rows": FP32_ROWS_CASES,
+             "bf16-rows": BF16_ROWS_CASES, "bwd-bias4k": BWD_BIAS4K_CASES, "fwd-8k": FWD_8K_CASES,
+             "narrow-fwd": NARROW_FWD_CASES,
              "wide-fwd": [(*c, torch.bfloat16) for c in WIDE_CASES],
              "wide": [(*c, torch.bfloat16) for c in WIDE_CASES]}.get(which, [(*c, torch.bfloat16) for c in CASES])
-    fwd = which in ("fwd", "wide-fwd", "small-fwd", "fp32-fwd", "fp32-rows")
+    fwd = which in ("fwd", "wide-fwd", "small-fwd", "fp32-fwd", "fp32-rows", "bf16-rows", "fwd-8k", "narrow-fwd")
     for kind, m, n, dtype in cases:
         x = torch.randn(m, n, device="cuda", dtype=dtype)
         dy, dho = torch.randn_like(x), torch.randn_like(x)

@@ -33,16 +33,20 @@ def test_layer_norm_reads_parameters_early_or_late(device, monkeypatch, early, w
 @pytest.mark.parametrize("kind", ["layer_norm", "rms_norm"])
 @pytest.mark.parametrize("weight,bias", [(True, True), (False, True), (True, False)])
 def test_fp32_rows_to_8192_read_parameters_early(device, kind, weight, bias):
-    """fp32 rows of 4097-8192 take 8 warps (RMSNorm 4) with weight and bias read before x
-    (ops.norm.FWD_FP32_EARLY_N), except with an input bias or residual, and 16-bit rows keep the late read;
-    results match either way."""
+    """fp32 rows of 4097-8192 take 8 warps (RMSNorm, of any dtype: 4) with weight and bias read before x
+    (ops.norm.FWD_FP32_EARLY_N), except with an input bias or residual, and 16-bit LayerNorm rows keep the
+    late read; results match either way."""
     cfg = on.fwd_config(3, 5003, kind == "rms_norm", False, 4)
     assert (cfg.early_params, cfg.num_warps) == (True, 4 if kind == "rms_norm" else 8)
     assert not on.fwd_config(3, 5003, False, False, 4, has_input_bias=True).early_params
     assert not on.fwd_config(3, 5003, False, True, 4).early_params
     assert not on.fwd_config(3, 5003, False, False, 2).early_params
+    cfg16 = on.fwd_config(3, 5003, True, False, 2)
+    assert (cfg16.early_params, cfg16.num_warps) == (True, 4)
     assert not on.fwd_config(3, 4096, True, False, 4).early_params  # RMSNorm's 4096-wide rows: late
     check(kind, make_inputs(kind, (3, 5003), device, torch.float32, weight=weight, bias=bias, input_bias=False))
+    if kind == "rms_norm":  # the 16-bit rows of the same rule
+        check(kind, make_inputs(kind, (3, 5003), device, torch.float16, weight=weight, bias=bias, input_bias=False))
 
 
 @pytest.mark.parametrize("weight,bias,input_bias", list(itertools.product([False, True], repeat=3)))

@@ -8,19 +8,33 @@ import torch
 
 from .suite import Fn, Unavailable
 
+# Compiled graphs dynamo may keep per function: the norm suite compiles one eager function for ~14 (shape,
+# direction) pairs; past the limit dynamo runs the function eagerly.
+COMPILE_RECOMPILE_LIMIT = 1024
+
 
 def compiled(fn: Callable, **kwargs) -> Callable:
-    """torch.compile(fn); Unavailable in the interpreter, where Inductor has no GPU to target."""
+    """torch.compile(fn, dynamic=False); Unavailable in the interpreter, where Inductor has no GPU to target.
+
+    Static shapes: every case gets kernels specialized to its shape, as a fixed-shape training step does.
+    With the default (dynamic=None) a function's second shape recompiles it shape-generic and every later
+    case timed Inductor's dynamic-shape kernel (H100, LN 8192^2 bf16 forward 220 us in the bench against
+    88.5 us specialized)."""
     from ..runtime import INTERPRET
 
     if INTERPRET:
         raise Unavailable("torch.compile needs a GPU here")
+    import torch._dynamo.config as dynamo_config
+
+    dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, COMPILE_RECOMPILE_LIMIT)
+    dynamo_config.accumulated_recompile_limit = max(dynamo_config.accumulated_recompile_limit,
+                                                    COMPILE_RECOMPILE_LIMIT)
     # The backward rows replay one graph (retain_graph=True), which a compiled backward refuses when
     # AOTAutograd donates its saved buffers; donation only saves memory, so turn it off.
     import torch._functorch.config as functorch_config
 
     functorch_config.donated_buffer = False
-    return torch.compile(fn, **kwargs)
+    return torch.compile(fn, **{"dynamic": False, **kwargs})
 
 
 def backward_fn(forward: Callable[[], torch.Tensor | Sequence[torch.Tensor]],

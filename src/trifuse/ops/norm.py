@@ -74,6 +74,15 @@ FWD_LN_FULL_THREADS_MIN_ELEMS = 1 << 25
 FWD_NARROW_N = 1024
 FWD_NARROW_TILE_ELEMS = 8192
 FWD_NARROW_ELEMS_PER_THREAD = 32
+# Narrow rows without a residual: 2048-element tiles at 2 warps (32 values a thread, under rows_config's
+# 4-warp floor), which the H200 sweep above could not try. H100, device time, best of 5 alternating rounds
+# (scripts/ab_norm.py narrow-fwd), 16 rows at 8 warps -> 4 rows at 2 warps, 8192x512 fp16: LN 9.5 -> 8.9 us,
+# bias-LN 10.8 -> 9.0 (torch.compile with static shapes 9.3 / 9.1), rms 8.7 -> 8.8 (level; compile 8.1);
+# 16384x1024 bf16, 8 rows at 8 warps -> 2 rows at 1 warp / 4 rows at 2: LN 25.4 -> 22.4 / 22.8, bias-LN
+# 25.4 -> 22.9 / 23.0 (compile 21.8 / 22.1). With a residual the 8192-element tiles stay (add_rms 12.7
+# against 13.2 us).
+FWD_NARROW_NORES_TILE_ELEMS = 2048
+FWD_NARROW_NORES_WARPS = 2
 # With a residual each thread loads two inputs per element: more threads, fewer values each (H200, add_rms:
 # 512x8192 fp32 3.08 vs 2.96 TB/s, 16384x4096 3.97 vs 3.95, 8192^2 3.99 vs 3.95, 32768x2048 4.10 vs 4.08).
 FWD_RES_ELEMS_PER_THREAD = 8
@@ -90,13 +99,16 @@ FWD_EARLY_PARAMS_MAX_N = 4096
 # 16 warps late -> this: LN 512x8192 15.7 -> 14.1 us, 1024x8192 24.3 -> 23.0, 8192^2 178.1 -> 176.6,
 # 1024x6000 20.4 -> 18.7; RMS 1024x8192 23.1 -> 22.5, 1024x6000 19.1 -> 17.8, 512 to 8192 rows level
 # or better. With an input bias it spills (bias-LN 1024x8192 24.5 -> 32.0): excluded. At 16 warps the
-# early reads cost programs per SM (LN 512x8192 16.4 us). RMSNorm (one reduction, no bias): 4 warps, 64
-# values a thread. H100, best of 5 alternating rounds (scripts/ab_norm.py fp32-rows), 8 -> 4 warps: rms
-# 512x8192 13.8 -> 13.2 us, 1024x8192 22.2 -> 21.6 (torch.compile 13.1 / 22.6, Liger 13.5 / 22.4); LayerNorm
-# at 4 warps 15.0 / 22.9 against 14.4 / 22.7 at 8.
+# early reads cost programs per SM (LN 512x8192 16.4 us).
 FWD_FP32_EARLY_N = 8192
 FWD_FP32_EARLY_WARPS = 8
-FWD_FP32_EARLY_WARPS_RMS = 4
+# RMSNorm over rows of (4096, FWD_FP32_EARLY_N], any dtype, no residual or input bias: 4 warps with the
+# weight read with x. H100, best of 5 alternating rounds (scripts/ab_norm.py fp32-rows, bf16-rows, fwd-8k):
+# fp32 (8 warps early ->) 512x8192 13.8 -> 13.2 us, 1024x8192 22.2 -> 21.6 (torch.compile 13.1 / 22.6,
+# Liger 13.5 / 22.4); bf16 (16 warps late ->) 8192^2 88.3 -> 87.4 and 87.8 -> 87.4, 4096x8192 43.9 -> 43.4
+# (torch.compile 86.7 / 42.7, Liger 87.8 / 43.6). LayerNorm at 4 warps: fp32 15.0 / 22.9 against 14.4 /
+# 22.7 at 8; bf16 8192^2 89.3 against 89.9 (level, not taken).
+FWD_RMS_EARLY_WARPS = 4
 # Backward programs per SM (persistent grid). The partial buffer has one row per program, so this
 # also sizes the second-stage reduction: small enough that narrow shapes pay no latency floor.
 BWD_PROGRAMS_PER_SM = 2
@@ -177,17 +189,24 @@ def fwd_config(m: int, n: int, is_rms: bool, has_residual: bool, elem_size: int 
     """elem_size: bytes per element of x."""
     block_n = next_pow2(max(int(n), 1))
     if block_n <= FWD_NARROW_N:
-        return rows_config(n, FWD_NARROW_TILE_ELEMS, FWD_NARROW_ELEMS_PER_THREAD)
+        if has_residual:
+            return rows_config(n, FWD_NARROW_TILE_ELEMS, FWD_NARROW_ELEMS_PER_THREAD)
+        return _narrow_config(block_n, FWD_NARROW_NORES_TILE_ELEMS, FWD_NARROW_NORES_WARPS)
     if has_residual:
         return rows_config(n, TILE_ELEMS_FWD, FWD_RES_ELEMS_PER_THREAD)
-    if elem_size == 4 and not has_input_bias and FWD_EARLY_PARAMS_MAX_N < block_n <= FWD_FP32_EARLY_N:
-        warps = FWD_FP32_EARLY_WARPS_RMS if is_rms else FWD_FP32_EARLY_WARPS
+    if not has_input_bias and FWD_EARLY_PARAMS_MAX_N < block_n <= FWD_FP32_EARLY_N and (is_rms or elem_size == 4):
+        warps = FWD_RMS_EARLY_WARPS if is_rms else FWD_FP32_EARLY_WARPS
         return _with_early_params(rows_config(n, TILE_ELEMS_FWD, block_n // (32 * warps)))
     full = not is_rms and int(m) * int(n) >= FWD_LN_FULL_THREADS_MIN_ELEMS
     cfg = rows_config(n, TILE_ELEMS_FWD, ELEMS_PER_THREAD_FWD_LN if full else None)
     if FWD_EARLY_PARAMS and not is_rms and cfg.block_m == 1 and cfg.block_n <= FWD_EARLY_PARAMS_MAX_N:
         return _with_early_params(cfg)
     return cfg
+
+
+@functools.cache
+def _narrow_config(block_n: int, tile_elems: int, num_warps: int) -> RowsConfig:
+    return RowsConfig(max(1, min(64, tile_elems // block_n)), block_n, num_warps)
 
 
 @functools.cache
