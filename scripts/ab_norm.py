@@ -11,9 +11,10 @@ each of three rounds, best per variant; every variant's dx and dweight are check
   python3 scripts/ab_norm.py bf16-rows    # bf16 one-row forward at the suite's large shapes: warps x early reads
   python3 scripts/ab_norm.py fwd-8k       # 8192-wide bf16 forward: one-pass against the looped (two-read) kernel
   python3 scripts/ab_norm.py narrow-fwd   # rows <= 1024 wide: rows a program x warps (x early reads)
+  python3 scripts/ab_norm.py narrow-bwd   # rows <= 1024 wide: column sums per tile or after the loop, tiles
   python3 scripts/ab_norm.py bwd-bias4k   # bias-LN / LN backward at 4096^2: threads, stages, column-sum tile
 
-PEERS=1 also times torch.compile and Liger-Kernel (forward modes, when installed) in the same rounds.
+PEERS=1 also times torch.compile and Liger-Kernel (when installed; LN, bias-LN, rms, add_rms) in the same rounds.
 """
 # ruff: noqa: B023 - run() is timed before the loop moves on
 import dataclasses
@@ -25,8 +26,7 @@ import torch
 sys.path.insert(0, "src")
 import trifuse.ops.norm as on
 from trifuse.bench import norm as bench_norm
-from trifuse.bench.providers import compiled
-from trifuse.bench.suite import Unavailable
+from trifuse.bench.suite import Case, Unavailable
 from trifuse.bench.timing import time_ms
 from trifuse.library.eager import direct_launch
 
@@ -102,6 +102,10 @@ VARIANTS = {
                       for m, w in ((2, 1), (2, 2), (4, 1), (4, 2), (8, 2), (8, 4))},
                    **{f"m{m}w{w}e": {"fwd_config": _narrow_fwd_config(m, w, True)}
                       for m, w in ((2, 2), (4, 2), (8, 4))}},
+    "narrow-bwd": {"default": {}, **{f"acc_rows{name}": {"BWD_ACC_ROWS_MAX_N": 1024, **consts} for name, consts in (
+        ("", {}), ("_tile4k", {"TILE_ELEMS_BWD_NARROW": 4096}), ("_tile1k", {"TILE_ELEMS_BWD_NARROW": 1024}),
+        ("_3_per_sm", {"BWD_PROGRAMS_PER_SM": 3}), ("_4_per_sm", {"BWD_PROGRAMS_PER_SM": 4}),
+        ("_reg_prefetch", {"BWD_STAGES_LN": 1}))}},
     "bwd-bias4k": {"default": {}, "ept8": {"ELEMS_PER_THREAD": 8}, "ept32": {"ELEMS_PER_THREAD": 32},
                    "ln_stages1": {"BWD_STAGES_LN": 1}, "ln_stages2": {"BWD_STAGES_LN": 2},
                    "colsum_c64x128": {"COLSUM_BLOCK_C": 64, "COLSUM_BLOCK_P": 128}},
@@ -154,6 +158,8 @@ FWD_8K_CASES = [("rms", 8192, 8192, BF16), ("rms", 4096, 8192, BF16), ("LN", 819
 NARROW_FWD_CASES = [(k, 8192, 512, torch.float16) for k in ("LN", "biasLN", "rms", "add_rms")]
 NARROW_FWD_CASES += [("LN", 16384, 1024, BF16), ("biasLN", 16384, 1024, BF16), ("rms", 16384, 1024, BF16),
                      ("LN", 8192, 512, BF16), ("rms", 8192, 512, BF16)]
+NARROW_BWD_CASES = [(k, 8192, 512, torch.float16) for k in ("LN", "biasLN", "rms", "add_rms")]
+NARROW_BWD_CASES += [("LN", 8192, 512, BF16), ("biasLN", 16384, 1024, BF16), ("LN", 16384, 1024, BF16)]
 BWD_BIAS4K_CASES = [(k, 4096, 4096, BF16) for k in ("biasLN", "LN", "biasRMS")]
 BWD4K_CASES = [(k, 4096, 4096, torch.bfloat16) for k in ("LN", "biasLN", "rms", "add_rms")]
 
@@ -161,19 +167,18 @@ BWD4K_CASES = [(k, 4096, 4096, torch.bfloat16) for k in ("LN", "biasLN", "rms", 
 BENCH_KIND = {"LN": "layer_norm", "biasLN": "bias_layer_norm", "rms": "rms_norm", "add_rms": "add_rms_norm"}
 
 
-def _peers(kind: str, x, w, b, ib, res) -> dict:
-    """name -> forward call of torch.compile and Liger-Kernel (bench/norm.py's providers), those available."""
-    bk = BENCH_KIND[kind]
-    args = {"layer_norm": (x, w, b), "bias_layer_norm": (x, ib, w, b), "rms_norm": (x, w),
-            "add_rms_norm": (x, res, w)}[bk]
+def _peers(kind: str, m: int, n: int, dtype: torch.dtype, direction: str) -> dict:
+    """name -> timed call of torch.compile and Liger-Kernel (bench/norm.py's providers on the bench's own
+    inputs of this shape), those available."""
+    case = Case((m, n), dtype, direction, (("kind", BENCH_KIND[kind]),))
+    inp = bench_norm.inputs(case, "cuda")
     out = {}
-    for name, make in (("compile", lambda: compiled(bench_norm._eager(bk))), ("liger", lambda: bench_norm._liger(bk))):
-        try:
-            fn = make()
-        except Unavailable as e:
-            print(f"  {name}: {e}")
-            continue
-        out[name] = lambda fn=fn: fn(*args)
+    for name, build in bench_norm.providers(case).items():
+        if name in ("compile", "liger"):
+            try:
+                out[name] = build(inp)
+            except Unavailable as e:
+                print(f"  {name}: {e}")
     return out
 
 
@@ -183,7 +188,7 @@ def main(which: str) -> None:
     cases = {"fwd": FWD_CASES, "small-fwd": SMALL_FWD_CASES, "bwd4k": BWD4K_CASES, "fp32-fwd": FP32_FWD_CASES,
              "bwd-keep": BWD_KEEP_CASES, "fp32-rows": FP32_ROWS_CASES,
              "bf16-rows": BF16_ROWS_CASES, "bwd-bias4k": BWD_BIAS4K_CASES, "fwd-8k": FWD_8K_CASES,
-             "narrow-fwd": NARROW_FWD_CASES,
+             "narrow-fwd": NARROW_FWD_CASES, "narrow-bwd": NARROW_BWD_CASES,
              "wide-fwd": [(*c, torch.bfloat16) for c in WIDE_CASES],
              "wide": [(*c, torch.bfloat16) for c in WIDE_CASES]}.get(which, [(*c, torch.bfloat16) for c in CASES])
     fwd = which in ("fwd", "wide-fwd", "small-fwd", "fp32-fwd", "fp32-rows", "bf16-rows", "fwd-8k", "narrow-fwd")
@@ -208,7 +213,7 @@ def main(which: str) -> None:
             run, nbytes = run_fwd, (2 + 2 * use_dho) * m * n * x.element_size()
             db.normal_()
         times, ref = {}, None
-        peers = _peers(kind, x, w, db, ib, dho) if fwd and os.environ.get("PEERS") else {}
+        peers = _peers(kind, m, n, dtype, "fwd" if fwd else "bwd") if os.environ.get("PEERS") else {}
         for _ in range(int(os.environ.get("ROUNDS", "3"))):
             for name, consts in variants.items():
                 for k, v in {**defaults, **consts}.items():  # a constant one variant sets must not leak into the next

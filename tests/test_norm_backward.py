@@ -90,6 +90,20 @@ def test_backward_variants(device, monkeypatch, kind, prefetch, keep_elems, pair
     check(kind, make_inputs(kind, (41, 96), device, torch.float32, weight=True, bias=True, input_bias=True))
 
 
+@pytest.mark.parametrize("acc_rows_max_n", [0, 1 << 30])
+@pytest.mark.parametrize("kind", KINDS)
+def test_backward_column_sums_per_tile_or_after_loop(device, monkeypatch, kind, acc_rows_max_n):
+    # The column sums accumulated per tile (reduced over the tile's rows each step) or as whole tiles
+    # reduced once after the loop (ops.norm.BWD_ACC_ROWS_MAX_N): same gradients, on narrow rows of several
+    # tiles a program and on a row wider than the default's limit, a ragged last tile in both.
+    import trifuse.ops.norm as on
+
+    monkeypatch.setattr(on, "BWD_ACC_ROWS_MAX_N", acc_rows_max_n)
+    monkeypatch.setattr(on, "INTERPRET_PROGRAMS", 3)
+    for shape in ((45, 96), (7, 1500)):
+        check(kind, make_inputs(kind, shape, device, torch.float32, weight=True, bias=True, input_bias=True))
+
+
 def test_backward_plan():
     # The register policy the sweeps chose: at N = 4096, 16-bit, LayerNorm keeps its three vectors and
     # bias+LN its five with one program per SM (two rows a tile); fp32 past the budget re-reads them; few

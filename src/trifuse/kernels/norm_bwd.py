@@ -45,7 +45,7 @@ def norm_bwd_rows(
     IS_RMS: tl.constexpr, HAS_W: tl.constexpr, HAS_IB: tl.constexpr, HAS_DHO: tl.constexpr,
     NEED_DW: tl.constexpr, NEED_DB: tl.constexpr, NEED_DIB: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PREFETCH: tl.constexpr, RELOAD_VECS: tl.constexpr,
-    PAIRED_SUMS: tl.constexpr, LAUNCH_DEPENDENTS: tl.constexpr, STAGES: tl.constexpr,
+    PAIRED_SUMS: tl.constexpr, LAUNCH_DEPENDENTS: tl.constexpr, STAGES: tl.constexpr, ACC_ROWS: tl.constexpr,
 ):
     """PREFETCH: the next tile's h and dy loads are issued before this tile's reductions, so each
     program keeps memory busy across its loop's load -> reduce -> store chain.
@@ -55,6 +55,9 @@ def norm_bwd_rows(
     in registers across the loop: wide rows with several column sums run out of registers.
     PAIRED_SUMS (LayerNorm): the row sums of g * h_hat and g in one two-value reduction (one cross-warp
     exchange instead of two); on by default (ops.norm.BWD_PAIRED_SUMS has the sweep's figures).
+    ACC_ROWS: the column sums accumulate as [BLOCK_M, BLOCK_N] tiles, added up once after the loop,
+    instead of a cross-warp reduction over the tile's rows per tile per sum (narrow rows: several rows a
+    tile, a register or two each).
     LAUNCH_DEPENDENTS: let the column-sum kernel, launched with PDL, start its programs now (they wait
     for this grid's writes in griddepcontrol.wait): its launch latency overlaps this kernel."""
     if LAUNCH_DEPENDENTS:
@@ -68,9 +71,14 @@ def norm_bwd_rows(
             w = tl.load(w_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
         if HAS_IB:
             ib = tl.load(ib_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
-    acc_dw = tl.zeros([BLOCK_N], dtype=tl.float32)
-    acc_db = tl.zeros([BLOCK_N], dtype=tl.float32)
-    acc_dib = tl.zeros([BLOCK_N], dtype=tl.float32)
+    if ACC_ROWS:
+        acc_dw = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+        acc_db = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+        acc_dib = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    else:
+        acc_dw = tl.zeros([BLOCK_N], dtype=tl.float32)
+        acc_db = tl.zeros([BLOCK_N], dtype=tl.float32)
+        acc_dib = tl.zeros([BLOCK_N], dtype=tl.float32)
     n_tiles = tl.cdiv(M, BLOCK_M)
     if PREFETCH:
         h_next, dy_next = _load_rows(src_ptr, dy_ptr, pid, M, cols, col_ok, stride_sm, stride_sn,
@@ -123,19 +131,38 @@ def norm_bwd_rows(
             dh += tl.load(dho_ptr + rows[:, None] * stride_dhm + cols[None, :] * stride_dhn, mask=mask,
                           other=0.0).to(tl.float32)
         tl.store(dx_ptr + rows[:, None] * N + cols[None, :], dh.to(dx_ptr.dtype.element_ty), mask=mask)
-        if NEED_DW:
-            acc_dw += tl.sum(dy * h_hat, axis=0)
-        if NEED_DB:
-            acc_db += tl.sum(dy, axis=0)
-        if NEED_DIB:
-            acc_dib += tl.sum(tl.where(mask, dh, 0.0), axis=0)
+        # dy is 0 past M and N (masked loads): only dh needs its mask.
+        if ACC_ROWS:
+            if NEED_DW:
+                acc_dw += dy * h_hat
+            if NEED_DB:
+                acc_db += dy
+            if NEED_DIB:
+                acc_dib += tl.where(mask, dh, 0.0)
+        else:
+            if NEED_DW:
+                acc_dw += tl.sum(dy * h_hat, axis=0)
+            if NEED_DB:
+                acc_db += tl.sum(dy, axis=0)
+            if NEED_DIB:
+                acc_dib += tl.sum(tl.where(mask, dh, 0.0), axis=0)
     part = pid.to(tl.int64) * N + cols
     if NEED_DW:
-        tl.store(pdw_ptr + part, acc_dw, mask=col_ok)
+        tl.store(pdw_ptr + part, _col_total(acc_dw, ACC_ROWS), mask=col_ok)
     if NEED_DB:
-        tl.store(pdb_ptr + part, acc_db, mask=col_ok)
+        tl.store(pdb_ptr + part, _col_total(acc_db, ACC_ROWS), mask=col_ok)
     if NEED_DIB:
-        tl.store(pdib_ptr + part, acc_dib, mask=col_ok)
+        tl.store(pdib_ptr + part, _col_total(acc_dib, ACC_ROWS), mask=col_ok)
+
+
+@triton.jit
+def _col_total(acc, ACC_ROWS: tl.constexpr):
+    """A column-sum accumulator as one [BLOCK_N] row (ACC_ROWS: summed over its tile rows now)."""
+    if ACC_ROWS:  # a compile-time branch: one return, whose type the compiler sees once
+        total = tl.sum(acc, axis=0)
+    else:
+        total = acc
+    return total
 
 
 @triton.jit

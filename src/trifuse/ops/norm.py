@@ -138,6 +138,13 @@ BWD_KEEP_VECTOR_ELEMS_ONE_PER_SM = 20480
 # either, 4 no better than 3. RMSNorm keeps the register prefetch: rms 16384x4096 144.9 vs 148.8 with
 # stages, add_rms 187.9 vs 191.3, 4096^2 level.
 BWD_STAGES_LN = 3
+# Rows up to this wide: the backward's column sums accumulate whole tiles, reduced over their rows once
+# after the loop (kernels/norm_bwd.py ACC_ROWS), not per tile. Off (0) until measured: the thirteenth
+# session ran out of device time before its A/B (`scripts/ab_norm.py narrow-bwd`, 1024 against 0). It
+# targets the narrow backward, where torch.compile with static shapes leads (8192x512 fp16 LN 0.93x,
+# bias-LN 0.90x): per tile, each column sum is a cross-warp reduction over the tile's rows. The sm_90
+# build at 8192x512 bf16, 4 warps: LN 155 registers, bias-LN 154, rms 128, add_rms 143, no spills.
+BWD_ACC_ROWS_MAX_N = 0
 # Prefetch only below this width: at N = 16384 it spilled (1.15 TB/s without, less with).
 BWD_PREFETCH_MAX_N = 8192
 # LayerNorm backward: both row sums in one two-value reduction (H200: 16384x4096 2.90 vs 2.77 TB/s,
@@ -371,7 +378,7 @@ def bwd_launch(m: int, n: int, vectors: int, elem_size: int, is_rms: bool, devic
         meta = {"BLOCK_M": cfg.block_m, "BLOCK_N": cfg.block_n,
                 "PREFETCH": stages == 1 and BWD_PREFETCH and cfg.block_n <= BWD_PREFETCH_MAX_N,
                 "STAGES": stages, "RELOAD_VECS": plan.reload_vecs, "PAIRED_SUMS": BWD_PAIRED_SUMS,
-                "num_warps": cfg.num_warps}
+                "ACC_ROWS": cfg.block_n <= BWD_ACC_ROWS_MAX_N, "num_warps": cfg.num_warps}
         return BwdLaunch(kb.norm_bwd_rows, num_programs or plan.programs, meta)
     block_r = min(looped_bwd_rows(n, elem_size), next_pow2(int(m)))
     meta = {"BLOCK_R": block_r, "BLOCK_N": min(LOOP_BWD_BLOCK_N, next_pow2(max_fused_n)),
