@@ -9,7 +9,8 @@ report registers, spill stack, shared memory and, with --sass, the SASS instruct
   python3 scripts/sm90_build.py attn-dkdv-ws [--head-dim 128] [--causal] [--stages 2] [--sass]
   python3 scripts/sm90_build.py attn-dq-ws [--head-dim 128] [--causal] [--stages 3] [--sass]
   python3 scripts/sm90_build.py norm-bwd [--kind ln|bias-ln|rms|add-rms|add-ln] [--shape 8192x8192]
-                                         [--dtype bf16|fp32] [--stages S] [--sass]   (the launcher's choice)
+                                         [--dtype bf16|fp32] [--stages S] [--acc-rows] [--sass]
+                                         (the launcher's choice)
 
 Integer arguments get the 16-divisibility and unit strides the GPU's specialization gives them (without
 them the build is not the one the GPU runs: unvectorized loads, spills). SASS counts are per kernel, so
@@ -211,6 +212,8 @@ def norm_bwd(args) -> None:
         on.device_props = lambda index: ((9, 0), 132)
     if args.stages:
         on.BWD_STAGES_LN = on.LOOP_BWD_STAGES = args.stages
+    if args.acc_rows:
+        on.BWD_ACC_ROWS_MAX_N = 1 << 30
     launch = on.bwd_launch(m, n, 1 + ib + grads, elem, rms, torch.device("cuda", 0))
     ptr = f"*{args.dtype}"
     sig = {p.name: ptr for p in launch.kernel.params if p.name.endswith("_ptr")}
@@ -264,6 +267,7 @@ def main() -> None:
     nb.add_argument("--shape", default="8192x8192")
     nb.add_argument("--dtype", default="bf16", choices=("bf16", "fp32"))
     nb.add_argument("--stages", type=int, default=0, help="override the launcher's pipelining stages")
+    nb.add_argument("--acc-rows", action="store_true", help="ACC_ROWS on (ops.norm.BWD_ACC_ROWS_MAX_N) at any width")
     for p in (g, w, f, fw, bw, bq, nb):
         p.add_argument("--sass", action="store_true", help="print the SASS instruction mix")
     args = ap.parse_args()
