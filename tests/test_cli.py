@@ -60,6 +60,28 @@ def test_compact_report_keeps_speedups():
     assert "timing: hidden" in md
 
 
+def test_report_lists_every_row_slower_than_a_provider():
+    from trifuse.bench import report
+
+    def row(case, provider, ms, ours):
+        return {"op": "norm", "case": case, "dtype": "bfloat16", "direction": "bwd", "provider": provider, "ms": ms,
+                "gb_per_s": 1.0, "ceiling_fraction": 0.5, "max_abs_err": 0.0, "model_bytes": 256,
+                **({} if provider == "trifuse" else {"trifuse_speedup": ms / ours})}
+
+    rows = [row("8x8", "trifuse", 0.010, 0.010), row("8x8", "torch", 0.020, 0.010), row("8x8", "compile", 0.009, 0.010),
+            row("4x4", "trifuse", 0.010, 0.010), row("4x4", "torch", 0.008, 0.010), row("4x4", "compile", 0.011, 0.010)]
+    result = {"provenance": {"gpu": "g", "torch": "t", "triton": "tr", "date": "d"}, "ceilings": {}, "rows": rows}
+    slower, compared = report.slower_than_peers(result)
+    assert compared == 4
+    assert slower == ["4x4 bfloat16 bwd: torch 0.800x (0.0100 vs 0.0080 ms)",
+                      "8x8 bfloat16 bwd: compile 0.900x (0.0100 vs 0.0090 ms)"]
+    md = report.markdown(result)
+    assert "Slower than a provider in 2 of 4 comparisons:" in md
+    assert "- 4x4 bfloat16 bwd: torch 0.800x (0.0100 vs 0.0080 ms)" in md
+    result["rows"] = rows[:2]
+    assert "Slower than" not in report.markdown(result)
+
+
 def test_bad_arguments_are_clear_errors(tmp_path):
     out = run_cli("bench", "nosuchop", tmp_path=tmp_path)
     assert out.returncode == 2 and "unknown benchmark" in out.stderr

@@ -77,6 +77,18 @@ def compact_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return out_header, out
 
 
+def slower_than_peers(result: dict[str, Any]) -> tuple[list[str], int]:
+    """Every (case, provider) where trifuse was slower, worst first, and the number of comparisons made."""
+    rows = [r for r in result["rows"] if r.get("trifuse_speedup") and r["provider"] != "trifuse"]
+    ours = {(r["case"], r["dtype"], r["direction"]): r["ms"] for r in result["rows"]
+            if r["provider"] == "trifuse" and "ms" in r}
+    slower = sorted((r for r in rows if r["trifuse_speedup"] < 1), key=lambda r: r["trifuse_speedup"])
+    lines = [f"{r['case']} {r['dtype']} {r['direction']}: {r['provider']} {r['trifuse_speedup']:.3f}x "
+             f"({ours.get((r['case'], r['dtype'], r['direction']), float('nan')):.4f} vs {r['ms']:.4f} ms)"
+             for r in slower]
+    return lines, len(rows)
+
+
 def print_result(result: dict[str, Any], title: str) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -104,6 +116,12 @@ def print_result(result: dict[str, Any], title: str) -> None:
                       "trifuse's time.")
     for note in result.get("notes", []):
         console.print(f"note: {note}")
+    slower, compared = slower_than_peers(result)
+    if compared:
+        console.print(f"slower than a provider in {len(slower)} of {compared} comparisons"
+                      + (":" if slower else "."))
+        for line in slower:
+            console.print(f"  {line}")
 
 
 def markdown(result: dict[str, Any], *, compact: bool = False) -> str:
@@ -121,6 +139,10 @@ def markdown(result: dict[str, Any], *, compact: bool = False) -> str:
         lines[0] += f"; timing: {prov['timing']}"
     lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
+    slower, compared = slower_than_peers(result)
+    if slower:
+        lines += ["", f"Slower than a provider in {len(slower)} of {compared} comparisons:", ""]
+        lines += [f"- {line}" for line in slower]
     return "\n".join(lines) + "\n"
 
 
