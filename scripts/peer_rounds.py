@@ -6,6 +6,10 @@ once per round, providers alternating, and prints per peer: the best-of ratio, t
 the per-round ratios, and the rounds trifuse won. Device time (host hidden), L2 flushed, as the bench.
 
   python3 scripts/peer_rounds.py [ROUNDS]   # the norm rows below; default 15 rounds
+
+`bench --rounds N` now records the same per-round figures for every row (`rounds_trifuse_faster`,
+`round_ratio_median`) and lists them beside each row slower than a provider; this script picks rows of
+several kinds and shapes without running a whole suite.
 """
 import statistics
 import sys

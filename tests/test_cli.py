@@ -78,6 +78,9 @@ def test_report_lists_every_row_slower_than_a_provider():
     md = report.markdown(result)
     assert "Slower than a provider in 2 of 4 comparisons:" in md
     assert "- 4x4 bfloat16 bwd: torch 0.800x (0.0100 vs 0.0080 ms)" in md
+    rows[4].update(rounds=9, rounds_trifuse_faster=4, round_ratio_median=0.995)
+    assert report.slower_than_peers(result)[0][0] == ("4x4 bfloat16 bwd: torch 0.800x (0.0100 vs 0.0080 ms), "
+                                                      "faster in 4/9 rounds, per-round median 0.995x")
     result["rows"] = rows[:2]
     assert "Slower than" not in report.markdown(result)
 
@@ -155,3 +158,6 @@ def test_timing_rounds_alternate_providers_and_keep_each_ones_fastest(monkeypatc
     assert [r["ms"] for r in rows] == [1.0, 4.0]
     assert rows[1]["trifuse_speedup"] == 4.0
     assert [r["same_size_copy_fraction"] for r in rows] == [0.5, 0.125]
+    # torch / trifuse by round: 5/3, 6/1, 4/2: trifuse faster in all three, median 2.0.
+    assert (rows[1]["rounds"], rows[1]["rounds_trifuse_faster"], rows[1]["round_ratio_median"]) == (3, 3, 2.0)
+    assert "rounds" not in rows[0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime
 import gc
 import platform
+import statistics
 import sys
 from typing import Any
 
@@ -158,7 +159,7 @@ def run_case(suite: Suite, case: Case, ceil: dict[str, float], *, hide_host: boo
             continue
         timed.append((row, fn))
     copy_ms = same_size_copy_ms(work.bytes, hide_host) if suite.bound == "memory" and work.bytes else None
-    best: dict[int, float] = {}
+    round_ms: dict[int, list[float]] = {}
     for _ in range(max(1, rounds)):
         for row, fn in timed:
             if "skipped" in row:
@@ -170,12 +171,12 @@ def run_case(suite: Suite, case: Case, ceil: dict[str, float], *, hide_host: boo
                     raise
                 row["skipped"] = _skip_reason(e)
                 continue
-            best[id(row)] = min(ms, best.get(id(row), ms))
+            round_ms.setdefault(id(row), []).append(ms)
     del timed
     for row in rows:
-        if "skipped" in row or id(row) not in best:
+        if "skipped" in row or id(row) not in round_ms:
             continue
-        ms = best[id(row)]
+        ms = min(round_ms[id(row)])
         row["ms"] = ms
         row["gb_per_s"] = work.bytes / (ms * 1e-3) / 1e9 if work.bytes else None
         row["tflop_per_s"] = work.flops / (ms * 1e-3) / 1e12 if work.flops else None
@@ -193,11 +194,27 @@ def run_case(suite: Suite, case: Case, ceil: dict[str, float], *, hide_host: boo
     for r in rows:
         if ours and "ms" in r:
             r["trifuse_speedup"] = r["ms"] / ours  # >1: trifuse is faster than this provider
+    if rows and "ms" in rows[0]:
+        _round_stats(rows[1:], round_ms[id(rows[0])], round_ms)
     del inputs, ref
     gc.collect()
     if not INTERPRET:
         torch.cuda.empty_cache()
     return rows
+
+
+def _round_stats(peers: list[dict[str, Any]], ours: list[float], round_ms: dict[int, list[float]]) -> None:
+    """Per peer timed in every round beside trifuse: the rounds trifuse was faster in and the median of the
+    per-round ratios (peer / trifuse). The best-of ratio of two providers at the same ceiling flips with
+    1-2% noise; these say whether one is ahead round after round."""
+    for r in peers:
+        theirs = round_ms.get(id(r), [])
+        if "ms" not in r or len(ours) < 2 or len(theirs) != len(ours):
+            continue
+        ratios = [t / o for t, o in zip(theirs, ours)]
+        r["rounds"] = len(ratios)
+        r["rounds_trifuse_faster"] = sum(x > 1 for x in ratios)
+        r["round_ratio_median"] = statistics.median(ratios)
 
 
 def _skip_reason(e: Exception) -> str:

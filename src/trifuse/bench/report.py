@@ -85,6 +85,8 @@ def slower_than_peers(result: dict[str, Any]) -> tuple[list[str], int]:
     slower = sorted((r for r in rows if r["trifuse_speedup"] < 1), key=lambda r: r["trifuse_speedup"])
     lines = [f"{r['case']} {r['dtype']} {r['direction']}: {r['provider']} {r['trifuse_speedup']:.3f}x "
              f"({ours.get((r['case'], r['dtype'], r['direction']), float('nan')):.4f} vs {r['ms']:.4f} ms)"
+             + (f", faster in {r['rounds_trifuse_faster']}/{r['rounds']} rounds, per-round median "
+                f"{r['round_ratio_median']:.3f}x" if "rounds" in r else "")
              for r in slower]
     return lines, len(rows)
 
