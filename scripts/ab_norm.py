@@ -102,7 +102,8 @@ VARIANTS = {
                       for m, w in ((2, 1), (2, 2), (4, 1), (4, 2), (8, 2), (8, 4))},
                    **{f"m{m}w{w}e": {"fwd_config": _narrow_fwd_config(m, w, True)}
                       for m, w in ((2, 2), (4, 2), (8, 4))}},
-    "narrow-bwd": {"default": {}, **{f"acc_rows{name}": {"BWD_ACC_ROWS_MAX_N": 1024, **consts} for name, consts in (
+    "narrow-bwd": {"default": {}, "tile4k": {"TILE_ELEMS_BWD_NARROW": 4096}, "tile8k": {"TILE_ELEMS_BWD_NARROW": 8192},
+                   **{f"acc_rows{name}": {"BWD_ACC_ROWS_MAX_N": 1024, **consts} for name, consts in (
         ("", {}), ("_tile4k", {"TILE_ELEMS_BWD_NARROW": 4096}), ("_tile1k", {"TILE_ELEMS_BWD_NARROW": 1024}),
         ("_3_per_sm", {"BWD_PROGRAMS_PER_SM": 3}), ("_4_per_sm", {"BWD_PROGRAMS_PER_SM": 4}),
         ("_reg_prefetch", {"BWD_STAGES_LN": 1}))}},
