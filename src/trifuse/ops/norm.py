@@ -198,7 +198,7 @@ def fwd_config(m: int, n: int, is_rms: bool, has_residual: bool, elem_size: int 
     if block_n <= FWD_NARROW_N:
         if has_residual:
             return rows_config(n, FWD_NARROW_TILE_ELEMS, FWD_NARROW_ELEMS_PER_THREAD)
-        return _narrow_config(block_n, FWD_NARROW_NORES_TILE_ELEMS, FWD_NARROW_NORES_WARPS)
+        return _with_warps(rows_config(n, FWD_NARROW_NORES_TILE_ELEMS), FWD_NARROW_NORES_WARPS)
     if has_residual:
         return rows_config(n, TILE_ELEMS_FWD, FWD_RES_ELEMS_PER_THREAD)
     if not has_input_bias and FWD_EARLY_PARAMS_MAX_N < block_n <= FWD_FP32_EARLY_N and (is_rms or elem_size == 4):
@@ -212,8 +212,9 @@ def fwd_config(m: int, n: int, is_rms: bool, has_residual: bool, elem_size: int 
 
 
 @functools.cache
-def _narrow_config(block_n: int, tile_elems: int, num_warps: int) -> RowsConfig:
-    return RowsConfig(max(1, min(64, tile_elems // block_n)), block_n, num_warps)
+def _with_warps(cfg: RowsConfig, num_warps: int) -> RowsConfig:
+    """rows_config's tile at num_warps, below its 4-warp floor if asked (memoized as _with_early_params)."""
+    return replace(cfg, num_warps=num_warps)
 
 
 @functools.cache
