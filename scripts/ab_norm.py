@@ -24,23 +24,24 @@ import sys
 import torch
 
 sys.path.insert(0, "src")
-import trifuse.ops.norm as on
+import trifuse.ops.norm_configs as on
 from trifuse.bench import norm as bench_norm
 from trifuse.bench.suite import Case, Unavailable
 from trifuse.bench.timing import time_ms
 from trifuse.library.eager import direct_launch
+from trifuse.ops.norm import norm_bwd_into, norm_fwd_into
 
 _FWD_CONFIG = on.fwd_config
 
 
 def _early_fwd_config(*args):
-    """ops.norm.fwd_config, reading weight and bias with x (kernels/norm.py EARLY_PARAMS) on one-row tiles."""
+    """ops.norm_configs.fwd_config, reading weight and bias with x (kernels/norm.py EARLY_PARAMS) on one-row tiles."""
     cfg = _FWD_CONFIG(*args)
     return dataclasses.replace(cfg, early_params=True) if cfg.block_m == 1 else cfg
 
 
 def _one_row_fwd_config(warps: int, early: bool):
-    """ops.norm.fwd_config with one-row tiles forced to `warps` warps and early weight / bias reads on or off."""
+    """ops.norm_configs.fwd_config with one-row tiles forced to `warps` warps and early weight / bias reads on or off."""
     def fwd_config(*args):
         cfg = _FWD_CONFIG(*args)
         if cfg.block_m != 1:
@@ -50,7 +51,7 @@ def _one_row_fwd_config(warps: int, early: bool):
 
 
 def _narrow_fwd_config(block_m: int, warps: int, early: bool = False):
-    """ops.norm.fwd_config with tiles of rows <= 1024 wide forced to block_m rows and `warps` warps."""
+    """ops.norm_configs.fwd_config with tiles of rows <= 1024 wide forced to block_m rows and `warps` warps."""
     def fwd_config(*args):
         cfg = _FWD_CONFIG(*args)
         if cfg.block_n > 1024:
@@ -59,7 +60,7 @@ def _narrow_fwd_config(block_m: int, warps: int, early: bool = False):
     return fwd_config
 
 
-# name -> module attributes of ops/norm.py to set
+# name -> module attributes of ops/norm_configs.py to set
 VARIANTS = {
     "colsum": {
         "c128x32": {"COLSUM_BLOCK_C": 128, "COLSUM_BLOCK_P": 32, "BWD_COLSUM_PDL": False},
@@ -202,11 +203,11 @@ def main(which: str) -> None:
         rms, use_ib, use_dho = kind in ("rms", "add_rms", "biasRMS"), kind in ("biasLN", "biasRMS"), kind == "add_rms"
 
         def run():
-            on.norm_bwd_into(dy, dho if use_dho else None, x, ib if use_ib else None, w, None if rms else mean,
+            norm_bwd_into(dy, dho if use_dho else None, x, ib if use_ib else None, w, None if rms else mean,
                              rstd, rms, dx, dw, None if rms else db, dib if use_ib else None)
 
         def run_fwd():  # dx holds y, dw is unused, dho the residual, db the bias, dy h
-            on.norm_fwd_into(x, w, None if rms else db, ib if use_ib else None, dho if use_dho else None, 1e-5,
+            norm_fwd_into(x, w, None if rms else db, ib if use_ib else None, dho if use_dho else None, 1e-5,
                              rms, dx, dy if use_dho else None, None if rms else mean, rstd)
 
         nbytes = (3 + use_dho) * m * n * x.element_size()

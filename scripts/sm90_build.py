@@ -201,7 +201,7 @@ def attn_dq_ws(args) -> None:
 
 
 def norm_bwd(args) -> None:
-    import trifuse.ops.norm as on
+    import trifuse.ops.norm_configs as on
 
     m, n = (int(v) for v in args.shape.split("x"))
     kind = args.kind
@@ -267,7 +267,7 @@ def main() -> None:
     nb.add_argument("--shape", default="8192x8192")
     nb.add_argument("--dtype", default="bf16", choices=("bf16", "fp32"))
     nb.add_argument("--stages", type=int, default=0, help="override the launcher's pipelining stages")
-    nb.add_argument("--acc-rows", action="store_true", help="ACC_ROWS on (ops.norm.BWD_ACC_ROWS_MAX_N) at any width")
+    nb.add_argument("--acc-rows", action="store_true", help="ACC_ROWS on (ops.norm_configs.BWD_ACC_ROWS_MAX_N) at any width")
     for p in (g, w, f, fw, bw, bq, nb):
         p.add_argument("--sass", action="store_true", help="print the SASS instruction mix")
     args = ap.parse_args()

@@ -10,9 +10,10 @@ import sys
 import torch
 
 sys.path.insert(0, "src")
-import trifuse.ops.norm as on
+import trifuse.ops.norm_configs as on
 from trifuse.bench.timing import time_ms
 from trifuse.library.eager import direct_launch
+from trifuse.ops.norm import norm_bwd_into, norm_fwd_into
 
 
 def gbps(fn, nbytes, rep=40):
@@ -41,7 +42,7 @@ def main():
             res = []
 
             def fwd():
-                on.norm_fwd_into(x, w, None if is_rms else b, None, None, 1e-5, is_rms, y, None,
+                norm_fwd_into(x, w, None if is_rms else b, None, None, 1e-5, is_rms, y, None,
                                  None if is_rms else mean, rstd)
 
             for tile, ept in itertools.product((2048, 4096, 8192, 16384), (8, 16, 32)) if not bwd_only else ():
@@ -61,7 +62,7 @@ def main():
             fwd()
 
             def bwd():
-                on.norm_bwd_into(dy, None, x, None, w, None if is_rms else mean, rstd, is_rms, dx, dw,
+                norm_bwd_into(dy, None, x, None, w, None if is_rms else mean, rstd, is_rms, dx, dw,
                                  None if is_rms else db)
 
             default = gbps(bwd, 6 * m * n)  # the module's own heuristics
@@ -104,7 +105,7 @@ def wide():
                 continue  # the looped kernel ignores these knobs: time it once
             on.BWD_PREFETCH, on.BWD_KEEP_VECTOR_ELEMS, on.ELEMS_PER_THREAD, on.BWD_PROGRAMS_PER_SM = pre, reload, ept, per_sm
             on.BWD_PREFETCH_MAX_N = on.BWD_WIDE_N = on.BWD_ONE_PER_SM_VECTOR_ELEMS = 1 << 30
-            fn = lambda: on.norm_bwd_into(dy, None, x, ib, w, mean, rstd, False, dx, dw, db, dib,  # noqa
+            fn = lambda: norm_bwd_into(dy, None, x, ib, w, mean, rstd, False, dx, dw, db, dib,  # noqa
                                           max_fused_n=max_n)
             try:
                 res.append((gbps(fn, 6 * m * n), "looped" if max_n < n else
@@ -114,7 +115,7 @@ def wide():
         res.sort(reverse=True)
         for k, v in saved.items():
             setattr(on, k, v)
-        default = gbps(lambda: on.norm_bwd_into(dy, None, x, ib, w, mean, rstd, False, dx, dw, db, dib), 6 * m * n)
+        default = gbps(lambda: norm_bwd_into(dy, None, x, ib, w, mean, rstd, False, dx, dw, db, dib), 6 * m * n)
         print(f"bwd ln+ib+b {m}x{n}: " + ", ".join(f"{r[1]}:{r[0]:.0f}" for r in res[:8])
               + f" | current default {default:.0f}", flush=True)
 
@@ -148,7 +149,7 @@ def small():
             nbytes = (4 if res_ else 2) * m * n * x.element_size()
 
             def fwd():
-                on.norm_fwd_into(x, w, None if rms else b, None, r if res_ else None, 1e-5, rms, y,
+                norm_fwd_into(x, w, None if rms else b, None, r if res_ else None, 1e-5, rms, y,
                                  h if res_ else None, None if rms else mean, rstd)
 
             res = []

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import trifuse
-import trifuse.ops.norm as on
+import trifuse.ops.norm_configs as on
 from norm_cases import KINDS, call_ours, check, leaves, make_inputs
 
 
@@ -21,7 +21,7 @@ def test_matches_torch_all_options(device, kind, m, n, dtype):
 @pytest.mark.parametrize("weight,bias", [(True, True), (True, False), (False, True)])
 @pytest.mark.parametrize("early", [False, True])
 def test_layer_norm_reads_parameters_early_or_late(device, monkeypatch, early, weight, bias):
-    """One-row programs of a small LayerNorm read weight and bias before x (ops.norm.FWD_EARLY_PARAMS) or
+    """One-row programs of a small LayerNorm read weight and bias before x (ops.norm_configs.FWD_EARLY_PARAMS) or
     after the reductions: both orders give the same result, wide odd rows, with and without each vector."""
     monkeypatch.setattr(on, "FWD_EARLY_PARAMS", early)
     assert on.fwd_config(5, 4001, False, False).early_params == early
@@ -34,7 +34,7 @@ def test_layer_norm_reads_parameters_early_or_late(device, monkeypatch, early, w
 @pytest.mark.parametrize("weight,bias", [(True, True), (False, True), (True, False)])
 def test_fp32_rows_to_8192_read_parameters_early(device, kind, weight, bias):
     """fp32 rows of 4097-8192 take 8 warps (RMSNorm, of any dtype: 4) with weight and bias read before x
-    (ops.norm.FWD_FP32_EARLY_N), except with an input bias or residual, and 16-bit LayerNorm rows keep the
+    (ops.norm_configs.FWD_FP32_EARLY_N), except with an input bias or residual, and 16-bit LayerNorm rows keep the
     late read; results match either way."""
     cfg = on.fwd_config(3, 5003, kind == "rms_norm", False, 4)
     assert (cfg.early_params, cfg.num_warps) == (True, 4 if kind == "rms_norm" else 8)

@@ -80,7 +80,7 @@ def test_backward_variants(device, monkeypatch, kind, prefetch, keep_elems, pair
     # The backward's tile prefetch, its per-tile re-read of weight / input bias (wide rows) and its
     # paired row sums (LayerNorm) must give the same gradients as the plain loop; a persistent grid of
     # 3 programs strides over tiles.
-    import trifuse.ops.norm as on
+    import trifuse.ops.norm_configs as on
 
     monkeypatch.setattr(on, "BWD_PREFETCH", prefetch)
     monkeypatch.setattr(on, "BWD_KEEP_VECTOR_ELEMS", keep_elems)
@@ -94,9 +94,9 @@ def test_backward_variants(device, monkeypatch, kind, prefetch, keep_elems, pair
 @pytest.mark.parametrize("kind", KINDS)
 def test_backward_column_sums_per_tile_or_after_loop(device, monkeypatch, kind, acc_rows_max_n):
     # The column sums accumulated per tile (reduced over the tile's rows each step) or as whole tiles
-    # reduced once after the loop (ops.norm.BWD_ACC_ROWS_MAX_N): same gradients, on narrow rows of several
+    # reduced once after the loop (ops.norm_configs.BWD_ACC_ROWS_MAX_N): same gradients, on narrow rows of several
     # tiles a program and on a row wider than the default's limit, a ragged last tile in both.
-    import trifuse.ops.norm as on
+    import trifuse.ops.norm_configs as on
 
     monkeypatch.setattr(on, "BWD_ACC_ROWS_MAX_N", acc_rows_max_n)
     monkeypatch.setattr(on, "INTERPRET_PROGRAMS", 3)
@@ -108,7 +108,7 @@ def test_backward_plan():
     # The register policy the sweeps chose: at N = 4096, 16-bit, LayerNorm keeps its three vectors and
     # bias+LN its five with one program per SM (two rows a tile); fp32 past the budget re-reads them; few
     # 16-bit tiles a program keep them.
-    import trifuse.ops.norm as on
+    import trifuse.ops.norm_configs as on
 
     cuda = torch.device("cuda", 0)
     sms = on.device_props(0)[1] if torch.cuda.is_available() and not on.INTERPRET else None
@@ -127,9 +127,9 @@ def test_backward_plan():
 
 
 def test_wide_rows_route_to_the_looped_kernels():
-    # The H100 A/Bs' policy (ops/norm.py FUSED_BWD_LN_MAX_N, FWD_LOOPED_LN_N): LayerNorm past 8192 streams
+    # The H100 A/Bs' policy (ops/norm_configs.py FUSED_BWD_LN_MAX_N, FWD_LOOPED_LN_N): LayerNorm past 8192 streams
     # its rows in both directions up to 16384; RMSNorm's backward only where the row fills <= 3/4 of its tile.
-    import trifuse.ops.norm as on
+    import trifuse.ops.norm_configs as on
 
     assert not on._looped_bwd_pays(8192, False) and on._looped_bwd_pays(8193, False)
     assert on._looped_bwd_pays(12288, True) and not on._looped_bwd_pays(16384, True)

@@ -32,7 +32,7 @@ def _normalize_store(h, rows, row_ok, cols, col_ok, mask, w_ptr, b_ptr, y_ptr, m
 
     Weight and bias are read after the reductions, so they hold no registers while h and the reductions'
     temporaries do: loading them before x (as Liger does) cost LN 8192x8192 27% (H200, 2.73 vs 3.72 TB/s).
-    EARLY: they were read with x (w_early, b_early, fp32) and are used from registers; see ops.norm."""
+    EARLY: they were read with x (w_early, b_early, fp32) and are used from registers; see ops.norm_configs."""
     if IS_RMS:
         rstd = tl.math.rsqrt(row_mean(tl.sum(h * h, axis=1), N) + eps)
         y = h * rstd[:, None]
@@ -74,7 +74,7 @@ def norm_fwd_rows(
     # [1, BLOCK_N], in the tile's layout as the late read's broadcast is.
     w_early = tl.zeros([1, BLOCK_N], tl.float32)
     b_early = tl.zeros([1, BLOCK_N], tl.float32)
-    if EARLY_PARAMS:  # issued before x, so their latency overlaps x's (ops.norm.FWD_EARLY_PARAMS)
+    if EARLY_PARAMS:  # issued before x, so their latency overlaps x's (ops.norm_configs.FWD_EARLY_PARAMS)
         if HAS_W:
             w_early = tl.load(w_ptr + cols[None, :], mask=col_ok[None, :], other=0.0).to(tl.float32)
         if HAS_B:
