@@ -83,6 +83,8 @@ def test_report_lists_every_row_slower_than_a_provider():
                                                       "faster in 4/9 rounds, per-round median 0.995x")
     result["rows"] = rows[:2]
     assert "Slower than" not in report.markdown(result)
+    result["rows"], result["provenance"]["mode"] = rows, "interpreter (CPU)"  # CPU timings: no verdicts
+    assert report.slower_than_peers(result) == ([], 0)
 
 
 def test_bad_arguments_are_clear_errors(tmp_path):

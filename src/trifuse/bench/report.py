@@ -78,7 +78,10 @@ def compact_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 
 def slower_than_peers(result: dict[str, Any]) -> tuple[list[str], int]:
-    """Every (case, provider) where trifuse was slower, worst first, and the number of comparisons made."""
+    """Every (case, provider) where trifuse was slower, worst first, and the number of comparisons made;
+    none for interpreter runs, whose CPU timings say nothing about speed (runtime.mode)."""
+    if result["provenance"].get("mode", "").startswith("interpreter"):
+        return [], 0
     rows = [r for r in result["rows"] if r.get("trifuse_speedup") and r["provider"] != "trifuse"]
     ours = {(r["case"], r["dtype"], r["direction"]): r["ms"] for r in result["rows"]
             if r["provider"] == "trifuse" and "ms" in r}
