@@ -138,12 +138,20 @@ BWD_KEEP_VECTOR_ELEMS_ONE_PER_SM = 20480
 # stages, add_rms 187.9 vs 191.3, 4096^2 level.
 BWD_STAGES_LN = 3
 # Rows up to this wide: the backward's column sums accumulate whole tiles, reduced over their rows once
-# after the loop (kernels/norm_bwd.py ACC_ROWS), not per tile. Off (0) until measured: the thirteenth
-# session ran out of device time before its A/B (`scripts/ab_norm.py narrow-bwd`, 1024 against 0). It
-# targets the narrow backward, where torch.compile with static shapes leads (8192x512 fp16 LN 0.93x,
-# bias-LN 0.90x): per tile, each column sum is a cross-warp reduction over the tile's rows. The sm_90
-# build at 8192x512 bf16, 4 warps: LN 155 registers, bias-LN 154, rms 128, add_rms 143, no spills.
-BWD_ACC_ROWS_MAX_N = 0
+# after the loop (kernels/norm_bwd.py ACC_ROWS), not per tile, where each column sum is a cross-warp
+# reduction over the tile's rows. H100, device time, best of 4-5 alternating rounds (scripts/ab_norm.py
+# narrow-bwd, acc-rows), per tile -> after the loop: fp16 8192x512 LN 34.0 -> 18.2 us, bias-LN 43.7 ->
+# 20.2, rms 23.5 -> 16.4, add_rms 27.5 -> 20.0 (torch.compile 32.5 / 40.4 / 24.9 / 28.0); bf16 2048x512
+# LN 15.6 -> 13.3; fp32 8192x512 level (LN 23.0 / 22.9). At N = 1024 level in bf16 (16384x1024 LN 40.7 /
+# 40.8) and slower in fp32 (bias-LN 4096x1024 22.5 -> 23.2), so not taken there.
+BWD_ACC_ROWS_MAX_N = 512
+# 16-bit rows of 513-1024 on large inputs (at least this many elements): three programs per SM, not
+# BWD_PROGRAMS_PER_SM. H100, bf16, as above: 16384x1024 LN 40.7 -> 38.0 us, bias-LN 42.0 -> 38.3, rms
+# 42.9 -> 39.1, add_rms 56.8 -> 50.5. Slower on small inputs (4096x768 LN 14.9 -> 15.3), at N = 512
+# (fp16 8192x512 with ACC_ROWS: LN 18.2 -> 19.4, bias-LN 20.2 -> 21.8), at N = 2048 (32768x2048 LN
+# 140.4 -> 152.4) and in fp32 (bias-LN 4096x1024 22.5 -> 22.8).
+BWD_PROGRAMS_PER_SM_1K = 3
+BWD_PROGRAMS_PER_SM_1K_MIN_ELEMS = 1 << 24
 # Prefetch only below this width: at N = 16384 it spilled (1.15 TB/s without, less with).
 BWD_PREFETCH_MAX_N = 8192
 # LayerNorm backward: both row sums in one two-value reduction (H200: 16384x4096 2.90 vs 2.77 TB/s,
@@ -244,6 +252,8 @@ def bwd_plan(m: int, n: int, vectors: int, elem_size: int, device: torch.device)
     else:
         tile = TILE_ELEMS_BWD_NARROW if block_n <= BWD_NARROW_N else TILE_ELEMS_BWD
         rows, per_sm = rows_config(n, tile), BWD_PROGRAMS_PER_SM
+        if elem_size <= 2 and block_n == 1024 and int(m) * int(n) >= BWD_PROGRAMS_PER_SM_1K_MIN_ELEMS:
+            per_sm = BWD_PROGRAMS_PER_SM_1K
     tiles = cdiv(int(m), rows.block_m)
     programs = persistent_programs(device, tiles, per_sm)
     # Past the budget, re-reading pays except for 16-bit data with few tiles per program (H200, bias-LN
