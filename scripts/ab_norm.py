@@ -12,6 +12,7 @@ each of three rounds, best per variant; every variant's dx and dweight are check
   python3 scripts/ab_norm.py fwd-8k       # 8192-wide bf16 forward: one-pass against the looped (two-read) kernel
   python3 scripts/ab_norm.py narrow-fwd   # rows <= 1024 wide: rows a program x warps (x early reads)
   python3 scripts/ab_norm.py narrow-bwd   # rows <= 1024 wide: column sums per tile or after the loop, tiles
+  python3 scripts/ab_norm.py narrow-fwd2  # one-warp narrow tiles with early weight reads; looped fp32 add_rms
   python3 scripts/ab_norm.py acc-rows     # column sums after the loop: up to which width, programs per SM
   python3 scripts/ab_norm.py bwd-bias4k   # bias-LN / LN backward at 4096^2: threads, stages, column-sum tile
 
@@ -109,6 +110,12 @@ VARIANTS = {
         ("", {}), ("_tile4k", {"TILE_ELEMS_BWD_NARROW": 4096}), ("_tile1k", {"TILE_ELEMS_BWD_NARROW": 1024}),
         ("_3_per_sm", {"BWD_PROGRAMS_PER_SM": 3}), ("_4_per_sm", {"BWD_PROGRAMS_PER_SM": 4}),
         ("_reg_prefetch", {"BWD_STAGES_LN": 1}))}},
+    # one warp and early weight reads as Inductor's XBLOCK 2 / 1-warp kernel; Inductor's looped fp32 add_rms
+    "narrow-fwd2": {"default": {}, **{f"m{m}w{w}{'e' if e else ''}": {"fwd_config": _narrow_fwd_config(m, w, e)}
+                                      for m, w, e in ((2, 1, False), (2, 1, True), (4, 1, True), (1, 1, True),
+                                                      (4, 2, True))},
+                    "loop2k_w16": {"MAX_FUSED_N_FWD": 4096, "LOOP_BLOCK_N": 2048, "LOOP_FWD_WARPS": 16},
+                    "loop4k_w16": {"MAX_FUSED_N_FWD": 4096, "LOOP_BLOCK_N": 4096, "LOOP_FWD_WARPS": 16}},
     "acc-rows": {"off": {}, "acc512": {"BWD_ACC_ROWS_MAX_N": 512}, "acc1024": {"BWD_ACC_ROWS_MAX_N": 1024},
                  "acc2048": {"BWD_ACC_ROWS_MAX_N": 2048}, "off_3_per_sm": {"BWD_PROGRAMS_PER_SM": 3},
                  "acc1024_3_per_sm": {"BWD_ACC_ROWS_MAX_N": 1024, "BWD_PROGRAMS_PER_SM": 3}},
@@ -170,6 +177,7 @@ ACC_ROWS_CASES = [(k, 8192, 512, torch.float32) for k in ("LN", "biasLN", "rms")
 ACC_ROWS_CASES += [("LN", 2048, 512, BF16), ("LN", 4096, 768, BF16), ("biasLN", 4096, 1024, torch.float32)]
 ACC_ROWS_CASES += [(k, 16384, 1024, BF16) for k in ("LN", "biasLN", "rms", "add_rms")]
 ACC_ROWS_CASES += [(k, 32768, 2048, BF16) for k in ("LN", "biasLN", "rms", "add_rms")]
+NARROW_FWD2_CASES = NARROW_FWD_CASES + [("add_rms", 512, 8192, torch.float32), ("rms", 512, 8192, torch.float32)]
 BWD_BIAS4K_CASES = [(k, 4096, 4096, BF16) for k in ("biasLN", "LN", "biasRMS")]
 BWD4K_CASES = [(k, 4096, 4096, torch.bfloat16) for k in ("LN", "biasLN", "rms", "add_rms")]
 
@@ -198,10 +206,10 @@ def main(which: str) -> None:
     cases = {"fwd": FWD_CASES, "small-fwd": SMALL_FWD_CASES, "bwd4k": BWD4K_CASES, "fp32-fwd": FP32_FWD_CASES,
              "bwd-keep": BWD_KEEP_CASES, "fp32-rows": FP32_ROWS_CASES,
              "bf16-rows": BF16_ROWS_CASES, "bwd-bias4k": BWD_BIAS4K_CASES, "fwd-8k": FWD_8K_CASES,
-             "narrow-fwd": NARROW_FWD_CASES, "narrow-bwd": NARROW_BWD_CASES, "acc-rows": ACC_ROWS_CASES,
+             "narrow-fwd": NARROW_FWD_CASES, "narrow-bwd": NARROW_BWD_CASES, "acc-rows": ACC_ROWS_CASES, "narrow-fwd2": NARROW_FWD2_CASES,
              "wide-fwd": [(*c, torch.bfloat16) for c in WIDE_CASES],
              "wide": [(*c, torch.bfloat16) for c in WIDE_CASES]}.get(which, [(*c, torch.bfloat16) for c in CASES])
-    fwd = which in ("fwd", "wide-fwd", "small-fwd", "fp32-fwd", "fp32-rows", "bf16-rows", "fwd-8k", "narrow-fwd")
+    fwd = which in ("narrow-fwd2", "fwd", "wide-fwd", "small-fwd", "fp32-fwd", "fp32-rows", "bf16-rows", "fwd-8k", "narrow-fwd")
     for kind, m, n, dtype in cases:
         x = torch.randn(m, n, device="cuda", dtype=dtype)
         dy, dho = torch.randn_like(x), torch.randn_like(x)

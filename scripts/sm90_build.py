@@ -11,6 +11,7 @@ report registers, spill stack, shared memory and, with --sass, the SASS instruct
   python3 scripts/sm90_build.py norm-bwd [--kind ln|bias-ln|rms|add-rms|add-ln] [--shape 8192x8192]
                                          [--dtype bf16|fp32] [--stages S] [--acc-rows] [--sass]
                                          (the launcher's choice)
+  python3 scripts/sm90_build.py norm-fwd [--kind ...] [--shape 8192x512] [--dtype fp16] [--sass]
 
 Integer arguments get the 16-divisibility and unit strides the GPU's specialization gives them (without
 them the build is not the one the GPU runs: unvectorized loads, spills). SASS counts are per kernel, so
@@ -230,6 +231,30 @@ def norm_bwd(args) -> None:
     report(c, f"{launch.kernel.__name__} {kind} {args.dtype} {m}x{n}: {meta}, programs {launch.programs}", args.sass)
 
 
+def norm_fwd(args) -> None:
+    import trifuse.ops.norm_configs as on
+
+    m, n = (int(v) for v in args.shape.split("x"))
+    kind = args.kind
+    rms, ib, res = kind in ("rms", "add-rms"), kind == "bias-ln", kind.startswith("add")
+    elem = {"bf16": 2, "fp16": 2, "fp32": 4}[args.dtype]
+    launch = on.fwd_launch(m, n, rms, res, elem, ib)
+    ptr = f"*{args.dtype}"
+    sig = {p.name: ptr for p in launch.kernel.params if p.name.endswith("_ptr")}
+    sig.update({k: "*fp32" for k in ("mean_ptr", "rstd_ptr")})
+    sig.update({k: "i32" for k in ("M", "N", "stride_xm", "stride_rm")})
+    sig["eps"] = "fp32"
+    ce = {"stride_xn": 1, "stride_rn": 1, "IS_RMS": rms, "HAS_W": True, "HAS_B": not rms, "HAS_IB": ib,
+          "HAS_RES": res}
+    ce.update({k: v for k, v in launch.meta.items() if k != "num_warps"})
+    sig = {p.name: sig[p.name] for p in launch.kernel.params if p.name in sig}
+    aligned = tuple(k for k in sig if k not in ("M", "eps"))
+    c = triton.compile(_source(launch.kernel, sig, ce, aligned), target=TARGET,
+                       options={"num_warps": launch.meta["num_warps"]})
+    meta = ", ".join(f"{k} {v}" for k, v in launch.meta.items())
+    report(c, f"{launch.kernel.__name__} {kind} {args.dtype} {m}x{n}: {meta}", args.sass)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="kernel", required=True)
@@ -268,11 +293,15 @@ def main() -> None:
     nb.add_argument("--dtype", default="bf16", choices=("bf16", "fp32"))
     nb.add_argument("--stages", type=int, default=0, help="override the launcher's pipelining stages")
     nb.add_argument("--acc-rows", action="store_true", help="ACC_ROWS on (ops.norm_configs.BWD_ACC_ROWS_MAX_N) at any width")
-    for p in (g, w, f, fw, bw, bq, nb):
+    nf = sub.add_parser("norm-fwd")
+    nf.add_argument("--kind", default="ln", choices=("ln", "bias-ln", "rms", "add-rms", "add-ln"))
+    nf.add_argument("--shape", default="8192x8192")
+    nf.add_argument("--dtype", default="bf16", choices=("bf16", "fp16", "fp32"))
+    for p in (g, w, f, fw, bw, bq, nb, nf):
         p.add_argument("--sass", action="store_true", help="print the SASS instruction mix")
     args = ap.parse_args()
     {"gemm": gemm, "gemm-ws": gemm_ws, "attn-fwd": attn_fwd, "attn-fwd-ws": attn_fwd_ws, "attn-dkdv-ws": attn_dkdv_ws, "attn-dq-ws": attn_dq_ws,
-     "norm-bwd": norm_bwd}[args.kernel](args)
+     "norm-bwd": norm_bwd, "norm-fwd": norm_fwd}[args.kernel](args)
 
 
 if __name__ == "__main__":

@@ -82,6 +82,14 @@ FWD_NARROW_ELEMS_PER_THREAD = 32
 # against 13.2 us). Measured at 512 and 1024 wide, 16-bit; narrower rows and fp32 take it unmeasured.
 FWD_NARROW_NORES_TILE_ELEMS = 2048
 FWD_NARROW_NORES_WARPS = 2
+# Rows 257-512 wide without a residual: two rows a program on one warp, weight and bias read with x, as
+# torch.compile's kernel (XBLOCK 2, one warp) does: no cross-warp reduction, no second memory round trip
+# after it. H100, device time, best of 5 alternating rounds (scripts/ab_norm.py narrow-fwd2), 4 rows at
+# 2 warps -> this, 8192x512: fp16 LN 9.1 -> 8.9 us, bias-LN 9.1 -> 8.5, rms 9.0 -> 8.4 (compile 9.1 / 9.1
+# / 8.2); bf16 LN 9.0 -> 8.8, rms 8.6 -> 8.3 (compile 9.2 / 8.3). Without early reads one warp is no
+# faster (rms 9.0); at N = 1024 it is slower (bf16 16384x1024 rms 21.4 -> 21.9).
+FWD_ONE_WARP_N = 512
+FWD_ONE_WARP_TILE_ELEMS = 1024
 # With a residual each thread loads two inputs per element: more threads, fewer values each (H200, add_rms:
 # 512x8192 fp32 3.08 vs 2.96 TB/s, 16384x4096 3.97 vs 3.95, 8192^2 3.99 vs 3.95, 32768x2048 4.10 vs 4.08).
 FWD_RES_ELEMS_PER_THREAD = 8
@@ -205,6 +213,8 @@ def fwd_config(m: int, n: int, is_rms: bool, has_residual: bool, elem_size: int 
     if block_n <= FWD_NARROW_N:
         if has_residual:
             return rows_config(n, FWD_NARROW_TILE_ELEMS, FWD_NARROW_ELEMS_PER_THREAD)
+        if block_n == FWD_ONE_WARP_N:
+            return _with_early_params(_with_warps(rows_config(n, FWD_ONE_WARP_TILE_ELEMS), 1))
         return _with_warps(rows_config(n, FWD_NARROW_NORES_TILE_ELEMS), FWD_NARROW_NORES_WARPS)
     if has_residual:
         return rows_config(n, TILE_ELEMS_FWD, FWD_RES_ELEMS_PER_THREAD)
