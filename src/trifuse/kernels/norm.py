@@ -27,10 +27,8 @@ def row_mean(total, n):
 @triton.jit
 def _normalize_store(h, rows, row_ok, cols, col_ok, mask, w_ptr, b_ptr, y_ptr, mean_ptr, rstd_ptr, N, eps,
                      w_early, b_early,
-                     IS_RMS: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr, EARLY: tl.constexpr,
-                     STORE_STATS: tl.constexpr):
-    """Rows of fp32 h (masked elements 0) -> y = h_hat * weight + bias stored, and with STORE_STATS the
-    mean (LayerNorm) and rstd the backward reads.
+                     IS_RMS: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr, EARLY: tl.constexpr):
+    """Rows of fp32 h (masked elements 0) -> mean (LayerNorm), rstd and y = h_hat * weight + bias, stored.
 
     Weight and bias are read after the reductions, so they hold no registers while h and the reductions'
     temporaries do: loading them before x (as Liger does) cost LN 8192x8192 27% (H200, 2.73 vs 3.72 TB/s).
@@ -43,10 +41,8 @@ def _normalize_store(h, rows, row_ok, cols, col_ok, mask, w_ptr, b_ptr, y_ptr, m
         d = tl.where(mask, h - mean[:, None], 0.0)
         rstd = tl.math.rsqrt(row_mean(tl.sum(d * d, axis=1), N) + eps)
         y = d * rstd[:, None]
-        if STORE_STATS:
-            tl.store(mean_ptr + rows, mean, mask=row_ok)
-    if STORE_STATS:
-        tl.store(rstd_ptr + rows, rstd, mask=row_ok)
+        tl.store(mean_ptr + rows, mean, mask=row_ok)
+    tl.store(rstd_ptr + rows, rstd, mask=row_ok)
     if HAS_W:
         if EARLY:
             y *= w_early
@@ -66,9 +62,7 @@ def norm_fwd_rows(
     M, N, stride_xm, stride_xn, stride_rm, stride_rn, eps,
     IS_RMS: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_IB: tl.constexpr,
     HAS_RES: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EARLY_PARAMS: tl.constexpr,
-    STORE_STATS: tl.constexpr,
 ):
-    """STORE_STATS off (inference: nothing will run the backward): mean and rstd are not written."""
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.arange(0, BLOCK_N)
     row_ok = rows < M
@@ -96,7 +90,7 @@ def norm_fwd_rows(
         tl.store(h_ptr + rows[:, None] * N + cols[None, :], h, mask=mask)
         h = h.to(tl.float32)
     _normalize_store(h, rows, row_ok, cols, col_ok, mask, w_ptr, b_ptr, y_ptr, mean_ptr, rstd_ptr, N, eps,
-                     w_early, b_early, IS_RMS, HAS_W, HAS_B, EARLY_PARAMS, STORE_STATS)
+                     w_early, b_early, IS_RMS, HAS_W, HAS_B, EARLY_PARAMS)
 
 
 @triton.jit
@@ -119,10 +113,9 @@ def norm_fwd_looped(
     x_ptr, ib_ptr, res_ptr, w_ptr, b_ptr, y_ptr, h_ptr, mean_ptr, rstd_ptr,
     N, stride_xm, stride_xn, stride_rm, stride_rn, eps,
     IS_RMS: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_IB: tl.constexpr,
-    HAS_RES: tl.constexpr, BLOCK_N: tl.constexpr, STAGES: tl.constexpr, STORE_STATS: tl.constexpr,
+    HAS_RES: tl.constexpr, BLOCK_N: tl.constexpr, STAGES: tl.constexpr,
 ):
-    """STAGES: both chunk loops' loads pipelined through shared memory, this deep (1: not). STORE_STATS
-    as for norm_fwd_rows."""
+    """STAGES: both chunk loops' loads pipelined through shared memory, this deep (1: not)."""
     row = tl.program_id(0).to(tl.int64)
     x_row = x_ptr + row * stride_xm
     res_row = res_ptr + row * stride_rm
@@ -153,10 +146,9 @@ def norm_fwd_looped(
             m2 += tl.sum(d * d, axis=0) + delta * delta * (count * n_b / total)
             count = total
     rstd = tl.math.rsqrt(row_mean(m2, N) + eps)
-    if STORE_STATS:
-        if not IS_RMS:
-            tl.store(mean_ptr + row, mean)
-        tl.store(rstd_ptr + row, rstd)
+    if not IS_RMS:
+        tl.store(mean_ptr + row, mean)
+    tl.store(rstd_ptr + row, rstd)
     n_chunks = tl.cdiv(N, BLOCK_N)
     for i in tl.range(n_chunks, num_stages=STAGES):
         cols = (n_chunks - 1 - i) * BLOCK_N + tl.arange(0, BLOCK_N)
