@@ -49,15 +49,20 @@ def test_fp32_rows_to_8192_read_parameters_early(device, kind, weight, bias):
         check(kind, make_inputs(kind, (3, 5003), device, torch.float16, weight=weight, bias=bias, input_bias=False))
 
 
-def test_narrow_rows_one_warp_rule():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_narrow_rows_one_warp_rule(device, dtype):
     """Rows of 257-512 without a residual: two rows a program on one warp, parameters read with x
-    (ops.norm_configs.FWD_ONE_WARP_N); 1024-wide rows and rows with a residual keep their tiles."""
+    (ops.norm_configs.FWD_ONE_WARP_N); 1024-wide rows and rows with a residual keep their tiles. Results
+    match on a ragged last tile and an odd width, with and without each vector."""
     for n, elem in ((512, 2), (300, 4), (257, 2)):
         cfg = on.fwd_config(8192, n, True, False, elem)
         assert (cfg.block_m, cfg.block_n, cfg.num_warps, cfg.early_params) == (2, 512, 1, True)
     assert on.fwd_config(8192, 1024, True, False, 2).num_warps == 2
     assert on.fwd_config(8192, 256, True, False, 2).block_n == 256
     assert on.fwd_config(8192, 512, True, True, 2).num_warps != 1
+    for kind in ("layer_norm", "rms_norm"):
+        check(kind, make_inputs(kind, (37, 300), device, dtype))
+        check(kind, make_inputs(kind, (5, 512), device, dtype, bias=False, input_bias=False))
 
 
 @pytest.mark.parametrize("weight,bias,input_bias", list(itertools.product([False, True], repeat=3)))

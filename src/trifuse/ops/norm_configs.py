@@ -87,7 +87,8 @@ FWD_NARROW_NORES_WARPS = 2
 # after it. H100, device time, best of 5 alternating rounds (scripts/ab_norm.py narrow-fwd2), 4 rows at
 # 2 warps -> this, 8192x512: fp16 LN 9.1 -> 8.9 us, bias-LN 9.1 -> 8.5, rms 9.0 -> 8.4 (compile 9.1 / 9.1
 # / 8.2); bf16 LN 9.0 -> 8.8, rms 8.6 -> 8.3 (compile 9.2 / 8.3). Without early reads one warp is no
-# faster (rms 9.0); at N = 1024 it is slower (bf16 16384x1024 rms 21.4 -> 21.9).
+# faster (rms 9.0); at N = 1024 it is slower (bf16 16384x1024 rms 21.4 -> 21.9). Measured at 512 wide,
+# 16-bit; fp32 and rows of 257-511 take it unmeasured.
 FWD_ONE_WARP_N = 512
 FWD_ONE_WARP_TILE_ELEMS = 1024
 # With a residual each thread loads two inputs per element: more threads, fewer values each (H200, add_rms:
@@ -262,7 +263,7 @@ def bwd_plan(m: int, n: int, vectors: int, elem_size: int, device: torch.device)
     else:
         tile = TILE_ELEMS_BWD_NARROW if block_n <= BWD_NARROW_N else TILE_ELEMS_BWD
         rows, per_sm = rows_config(n, tile), BWD_PROGRAMS_PER_SM
-        if elem_size <= 2 and block_n == 1024 and int(m) * int(n) >= BWD_PROGRAMS_PER_SM_1K_MIN_ELEMS:
+        if elem_size <= 2 and block_n == BWD_NARROW_N and int(m) * int(n) >= BWD_PROGRAMS_PER_SM_1K_MIN_ELEMS:
             per_sm = BWD_PROGRAMS_PER_SM_1K
     tiles = cdiv(int(m), rows.block_m)
     programs = persistent_programs(device, tiles, per_sm)
