@@ -15,6 +15,7 @@ each of three rounds, best per variant; every variant's dx and dweight are check
   python3 scripts/ab_norm.py narrow-fwd2  # one-warp narrow tiles with early weight reads; looped fp32 add_rms
   python3 scripts/ab_norm.py acc-rows     # column sums after the loop: up to which width, programs per SM
   python3 scripts/ab_norm.py bwd-bias4k   # bias-LN / LN backward at 4096^2: threads, stages, column-sum tile
+  python3 scripts/ab_norm.py fwd-miss     # the forwards a peer won: looped kernel with per-lane sums, no statistics
 
 PEERS=1 also times torch.compile and Liger-Kernel (when installed; LN, bias-LN, rms, add_rms) in the same rounds.
 """
@@ -61,6 +62,11 @@ def _narrow_fwd_config(block_m: int, warps: int, early: bool = False):
         return dataclasses.replace(cfg, block_m=block_m, num_warps=warps, early_params=early)
     return fwd_config
 
+
+# the looped forward on rows wider than 4096, 2048-element chunks, 16 warps (Inductor's choice at 512x8192 fp32)
+_LOOP2K = {"MAX_FUSED_N_FWD": 4096, "LOOP_BLOCK_N": 2048, "LOOP_FWD_WARPS": 16}
+# the same with per-lane statistics, both loops unrolled and L2 hints: Inductor's looped reduction
+_UNROLL2K = {**_LOOP2K, "LOOP_FWD_ACC_LANES": True, "LOOP_FWD_UNROLL_MAX_CHUNKS": 8, "LOOP_FWD_L2_HINTS": True}
 
 # name -> module attributes of ops/norm_configs.py to set
 VARIANTS = {
@@ -116,6 +122,15 @@ VARIANTS = {
                                                       (4, 2, True))},
                     "loop2k_w16": {"MAX_FUSED_N_FWD": 4096, "LOOP_BLOCK_N": 2048, "LOOP_FWD_WARPS": 16},
                     "loop4k_w16": {"MAX_FUSED_N_FWD": 4096, "LOOP_BLOCK_N": 4096, "LOOP_FWD_WARPS": 16}},
+    # "stats": False runs the inference forward (mean / rstd not written)
+    "fwd-miss": {"default": {}, "noeven": {"FWD_EVEN_MASKS": False}, "nostats": {"stats": False},
+                 "unroll2k": {**_UNROLL2K, "LOOP_FWD_L2_HINTS": False},
+                 "unroll2k_hints": _UNROLL2K,
+                 "unroll2k_hints_nostats": {**_UNROLL2K, "stats": False},
+                 "unroll4k_hints": {**_UNROLL2K, "LOOP_BLOCK_N": 4096},
+                 "unroll2k_hints_w8": {**_UNROLL2K, "LOOP_FWD_WARPS": 8},
+                 "m1w1e": {"fwd_config": _narrow_fwd_config(1, 1, True)},
+                 "m1w1e_nostats": {"fwd_config": _narrow_fwd_config(1, 1, True), "stats": False}},
     "acc-rows": {"off": {}, "acc512": {"BWD_ACC_ROWS_MAX_N": 512}, "acc1024": {"BWD_ACC_ROWS_MAX_N": 1024},
                  "acc2048": {"BWD_ACC_ROWS_MAX_N": 2048}, "off_3_per_sm": {"BWD_PROGRAMS_PER_SM": 3},
                  "acc1024_3_per_sm": {"BWD_ACC_ROWS_MAX_N": 1024, "BWD_PROGRAMS_PER_SM": 3}},
@@ -179,6 +194,11 @@ ACC_ROWS_CASES += [(k, 16384, 1024, BF16) for k in ("LN", "biasLN", "rms", "add_
 ACC_ROWS_CASES += [(k, 32768, 2048, BF16) for k in ("LN", "biasLN", "rms", "add_rms")]
 NARROW_FWD2_CASES = NARROW_FWD_CASES + [("add_rms", 512, 8192, torch.float32), ("rms", 512, 8192, torch.float32)]
 BWD_BIAS4K_CASES = [(k, 4096, 4096, BF16) for k in ("biasLN", "LN", "biasRMS")]
+FWD_MISS_CASES = [(k, 512, 8192, torch.float32) for k in ("add_rms", "rms", "LN", "biasLN")]
+FWD_MISS_CASES += [(k, 8192, 8192, BF16) for k in ("LN", "rms", "add_rms")]
+FWD_MISS_CASES += [(k, 8192, 512, torch.float16) for k in ("rms", "add_rms", "LN")]
+FWD_MISS_CASES += [("rms", 8192, 512, BF16), ("LN", 16384, 4096, BF16), ("rms", 32768, 2048, BF16),
+                   ("LN", 4096, 4096, BF16)]
 BWD4K_CASES = [(k, 4096, 4096, torch.bfloat16) for k in ("LN", "biasLN", "rms", "add_rms")]
 
 
@@ -202,14 +222,15 @@ def _peers(kind: str, m: int, n: int, dtype: torch.dtype, direction: str) -> dic
 
 def main(which: str) -> None:
     variants = VARIANTS[which]
-    defaults = {k: getattr(on, k) for v in variants.values() for k in v}
+    defaults = {k: getattr(on, k) for v in variants.values() for k in v if k != "stats"}
     cases = {"fwd": FWD_CASES, "small-fwd": SMALL_FWD_CASES, "bwd4k": BWD4K_CASES, "fp32-fwd": FP32_FWD_CASES,
              "bwd-keep": BWD_KEEP_CASES, "fp32-rows": FP32_ROWS_CASES,
              "bf16-rows": BF16_ROWS_CASES, "bwd-bias4k": BWD_BIAS4K_CASES, "fwd-8k": FWD_8K_CASES,
              "narrow-fwd": NARROW_FWD_CASES, "narrow-bwd": NARROW_BWD_CASES, "acc-rows": ACC_ROWS_CASES, "narrow-fwd2": NARROW_FWD2_CASES,
+             "fwd-miss": FWD_MISS_CASES,
              "wide-fwd": [(*c, torch.bfloat16) for c in WIDE_CASES],
              "wide": [(*c, torch.bfloat16) for c in WIDE_CASES]}.get(which, [(*c, torch.bfloat16) for c in CASES])
-    fwd = which in ("narrow-fwd2", "fwd", "wide-fwd", "small-fwd", "fp32-fwd", "fp32-rows", "bf16-rows", "fwd-8k", "narrow-fwd")
+    fwd = which in ("fwd-miss", "narrow-fwd2", "fwd", "wide-fwd", "small-fwd", "fp32-fwd", "fp32-rows", "bf16-rows", "fwd-8k", "narrow-fwd")
     for kind, m, n, dtype in cases:
         x = torch.randn(m, n, device="cuda", dtype=dtype)
         dy, dho = torch.randn_like(x), torch.randn_like(x)
@@ -223,8 +244,12 @@ def main(which: str) -> None:
                              rstd, rms, dx, dw, None if rms else db, dib if use_ib else None)
 
         def run_fwd():  # dx holds y, dw is unused, dho the residual, db the bias, dy h
+            stats = variant_stats[0]
             norm_fwd_into(x, w, None if rms else db, ib if use_ib else None, dho if use_dho else None, 1e-5,
-                             rms, dx, dy if use_dho else None, None if rms else mean, rstd)
+                          rms, dx, dy if use_dho else None, None if rms or not stats else mean,
+                          rstd if stats else None)
+
+        variant_stats = [True]
 
         nbytes = (3 + use_dho) * m * n * x.element_size()
         if fwd:
@@ -235,7 +260,9 @@ def main(which: str) -> None:
         for _ in range(int(os.environ.get("ROUNDS", "3"))):
             for name, consts in variants.items():
                 for k, v in {**defaults, **consts}.items():  # a constant one variant sets must not leak into the next
-                    setattr(on, k, v)
+                    if k != "stats":
+                        setattr(on, k, v)
+                variant_stats[0] = consts.get("stats", True)
                 with direct_launch():
                     dx.fill_(float("nan"))
                     dw.fill_(float("nan"))
@@ -243,6 +270,8 @@ def main(which: str) -> None:
                         rstd.fill_(float("nan"))
                     run()
                     got = (dx.float(), rstd.clone()) if fwd else (dx.float(), dw.float())
+                    if not variant_stats[0]:
+                        got = got[:1]  # rstd is not written
                     ref = ref or tuple(t.clone() for t in got)
                     err = max(((a - b).abs().max() / b.abs().max()).item() for a, b in zip(got, ref))
                     if not err < 1e-2:

@@ -14,7 +14,8 @@ sys.path.insert(0, "src")
 from trifuse.bench import norm as bench_norm
 from trifuse.bench.suite import Case
 
-CASES = [("rms_norm", 8192, 512, torch.float16), ("bias_layer_norm", 8192, 512, torch.float16),
+CASES = [("rms_norm", 8192, 512, torch.float16), ("add_rms_norm", 8192, 512, torch.float16),
+         ("rms_norm", 8192, 8192, torch.bfloat16), ("bias_layer_norm", 512, 8192, torch.float32),
          ("layer_norm", 8192, 512, torch.bfloat16), ("add_rms_norm", 512, 8192, torch.float32),
          ("layer_norm", 8192, 8192, torch.bfloat16)]
 

@@ -11,7 +11,9 @@ report registers, spill stack, shared memory and, with --sass, the SASS instruct
   python3 scripts/sm90_build.py norm-bwd [--kind ln|bias-ln|rms|add-rms|add-ln] [--shape 8192x8192]
                                          [--dtype bf16|fp32] [--stages S] [--acc-rows] [--sass]
                                          (the launcher's choice)
-  python3 scripts/sm90_build.py norm-fwd [--kind ...] [--shape 8192x512] [--dtype fp16] [--sass]
+  python3 scripts/sm90_build.py norm-fwd [--kind ...] [--shape 8192x512] [--dtype fp16] [--no-stats] [--sass]
+                                         [--set NAME=VALUE ...] (ops/norm_configs.py constants, e.g.
+                                         MAX_FUSED_N_FWD=4096 LOOP_FWD_ACC_LANES=1 for the looped kernel)
 
 Integer arguments get the 16-divisibility and unit strides the GPU's specialization gives them (without
 them the build is not the one the GPU runs: unvectorized loads, spills). SASS counts are per kernel, so
@@ -238,6 +240,9 @@ def norm_fwd(args) -> None:
     kind = args.kind
     rms, ib, res = kind in ("rms", "add-rms"), kind == "bias-ln", kind.startswith("add")
     elem = {"bf16": 2, "fp16": 2, "fp32": 4}[args.dtype]
+    for item in args.set:
+        name, value = item.split("=")
+        setattr(on, name, int(value))
     launch = on.fwd_launch(m, n, rms, res, elem, ib)
     ptr = f"*{args.dtype}"
     sig = {p.name: ptr for p in launch.kernel.params if p.name.endswith("_ptr")}
@@ -245,7 +250,7 @@ def norm_fwd(args) -> None:
     sig.update({k: "i32" for k in ("M", "N", "stride_xm", "stride_rm")})
     sig["eps"] = "fp32"
     ce = {"stride_xn": 1, "stride_rn": 1, "IS_RMS": rms, "HAS_W": True, "HAS_B": not rms, "HAS_IB": ib,
-          "HAS_RES": res}
+          "HAS_RES": res, "STORE_STATS": not args.no_stats}
     ce.update({k: v for k, v in launch.meta.items() if k != "num_warps"})
     sig = {p.name: sig[p.name] for p in launch.kernel.params if p.name in sig}
     aligned = tuple(k for k in sig if k not in ("M", "eps"))
@@ -297,6 +302,8 @@ def main() -> None:
     nf.add_argument("--kind", default="ln", choices=("ln", "bias-ln", "rms", "add-rms", "add-ln"))
     nf.add_argument("--shape", default="8192x8192")
     nf.add_argument("--dtype", default="bf16", choices=("bf16", "fp16", "fp32"))
+    nf.add_argument("--no-stats", action="store_true", help="the inference build: mean and rstd not stored")
+    nf.add_argument("--set", nargs="*", default=[], help="NAME=INT: set an ops/norm_configs.py constant")
     for p in (g, w, f, fw, bw, bq, nb, nf):
         p.add_argument("--sass", action="store_true", help="print the SASS instruction mix")
     args = ap.parse_args()

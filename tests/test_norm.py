@@ -8,6 +8,7 @@ import torch
 import trifuse
 import trifuse.ops.norm_configs as on
 from norm_cases import KINDS, call_ours, check, leaves, make_inputs
+from trifuse.kernels import norm as kf
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
@@ -47,6 +48,53 @@ def test_fp32_rows_to_8192_read_parameters_early(device, kind, weight, bias):
     check(kind, make_inputs(kind, (3, 5003), device, torch.float32, weight=weight, bias=bias, input_bias=False))
     if kind == "rms_norm":  # the 16-bit rows of the same rule
         check(kind, make_inputs(kind, (3, 5003), device, torch.float16, weight=weight, bias=bias, input_bias=False))
+
+
+@pytest.mark.parametrize("n", [1, 300, 512, 4097, 9000])
+@pytest.mark.parametrize("kind", KINDS)
+def test_inference_forward_writes_no_statistics(device, kind, n):
+    """Where autograd records nothing the eager path skips mean and rstd (kernels STORE_STATS off, no
+    allocation): the output is unchanged, on one-warp, one-row and looped (9000-wide) rows alike."""
+    from trifuse.library.norm import norm_fwd
+
+    t = make_inputs(kind, (7, n), device, torch.float32)
+    with torch.no_grad():  # the leaves check() makes require grad; no graph is recorded
+        check(kind, t, grads=False)
+    x, w = t["x"].reshape(-1, n), t["weight"]
+    _, _, mean, rstd = norm_fwd(x, w, None, None, None, 1e-5, False)
+    assert mean is None and rstd is None
+    _, _, mean, rstd = norm_fwd(x.clone().requires_grad_(), w, None, None, None, 1e-5, False)
+    x64 = x.double()
+    torch.testing.assert_close(mean.double(), x64.mean(-1), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(rstd.double(), (x64.var(-1, unbiased=False) + 1e-5).rsqrt(), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["add_rms_norm", "add_layer_norm"])
+def test_fp32_residual_rows_take_the_unrolled_looped_kernel(device, kind):
+    """fp32 rows of 4097-8192 with a residual on small inputs: the looped kernel with per-lane sums, both
+    loops unrolled (ops.norm_configs.FWD_LOOPED_RES_FP32_N); a ragged last chunk keeps its masks; 16-bit
+    data and larger inputs keep the one-pass kernel. Results and gradients match."""
+    launch = on.fwd_launch(512, 8192, True, True, 4, False)
+    assert launch.kernel is kf.norm_fwd_looped
+    assert (launch.meta["CHUNKS"], launch.meta["EVEN_N"], launch.meta["ACC_LANES"]) == (4, True, True)
+    assert not on.fwd_launch(512, 6000, True, True, 4, False).meta["EVEN_N"]
+    assert on.fwd_launch(512, 8192, True, True, 2, False).kernel is kf.norm_fwd_rows
+    assert on.fwd_launch(8192, 8192, True, True, 4, False).kernel is kf.norm_fwd_rows
+    assert on.fwd_launch(512, 4096, True, True, 4, False).kernel is kf.norm_fwd_rows
+    check(kind, make_inputs(kind, (3, 8192), device, torch.float32))
+    check(kind, make_inputs(kind, (2, 6001), device, torch.float32, input_bias=False))
+
+
+@pytest.mark.parametrize("shape", [(64, 512), (63, 512), (8, 4096), (5, 1000)])
+def test_even_tiles_drop_their_masks(device, shape):
+    """Tiles the shape fills exactly build without row / column masks (EVEN_M, EVEN_N); ragged ones keep
+    them, and both give the same results."""
+    m, n = shape
+    meta = on.fwd_launch(m, n, True, False, 2, False).meta
+    assert meta["EVEN_N"] == (n in (512, 4096))
+    assert meta["EVEN_M"] == (m % meta["BLOCK_M"] == 0)
+    for kind in ("rms_norm", "layer_norm"):
+        check(kind, make_inputs(kind, shape, device, torch.float16), grads=False)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])

@@ -8,7 +8,8 @@ torch.compile, no fake or functional tensors, no dispatch mode) it runs the same
 directly, under a plain autograd.Function built from the same setup_context and backward.
 That direct path may run a `direct` variant of the implementation which returns None where the
 registered op returns an empty (0,) stand-in (a registered op's outputs are all tensors, freshly
-allocated, ~2 us each on the host).
+allocated, ~2 us each on the host), and, where autograd records nothing, an `inference` variant that
+skips what only the backward reads (the norms' mean and rstd).
 """
 from __future__ import annotations
 
@@ -106,8 +107,9 @@ class FastOp:
     """Callable op: the registered triton_op when tracing, its implementation otherwise."""
 
     def __init__(self, name: str, op, impl: Callable, setup_context: Callable | None,
-                 backward: Callable | None):
+                 backward: Callable | None, inference: Callable | None = None):
         self.op, self.impl = op, impl  # impl: what the eager path runs (register's `direct`)
+        self.inference = inference or impl  # the eager path when autograd records nothing
         self.function = _eager_function(name, impl, setup_context, backward) if backward else None
 
     def __call__(self, *args):
@@ -124,15 +126,17 @@ class FastOp:
                 return self.op(*args)
         if needs_grad and self.function is not None and torch.is_grad_enabled():
             return self.function.apply(*args)
-        return run_direct(self.impl, *args)
+        return run_direct(self.inference, *args)
 
 
 def register(name: str, impl: Callable, *, setup_context: Callable | None = None,
-             backward: Callable | None = None, direct: Callable | None = None) -> FastOp:
+             backward: Callable | None = None, direct: Callable | None = None,
+             inference: Callable | None = None) -> FastOp:
     """triton_op(name) over impl (+ register_autograd), wrapped in a FastOp that runs `direct` (default
     impl) when nothing traces. direct returns what impl returns, None in place of impl's (0,) stand-ins;
-    setup_context and backward take either."""
+    setup_context and backward take either. inference (default direct): the same, run when no graph is
+    recorded; it may return None for outputs only the backward reads."""
     op = triton_op(name, impl, mutates_args={})
     if backward is not None:
         op.register_autograd(backward, setup_context=setup_context)
-    return FastOp(name, op, direct or impl, setup_context, backward)
+    return FastOp(name, op, direct or impl, setup_context, backward, inference)

@@ -20,16 +20,25 @@ def _or_empty(t: torch.Tensor | None, like: torch.Tensor, dtype: torch.dtype | N
 def _norm_fwd_direct(
     x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
     input_bias: torch.Tensor | None, residual: torch.Tensor | None, eps: float, is_rms: bool,
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
+    stats: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """(y, h, mean, rstd) for x (M, N): h = x + input_bias + residual (None without a residual),
-    mean None for RMSNorm."""
+    mean None for RMSNorm; without stats (inference) mean and rstd are None and never written."""
     M, N = x.shape
     y = x.new_empty(M, N)  # contiguous; sizes as separate ints (a size tuple parses slower)
     h = x.new_empty(M, N) if residual is not None else None
-    mean = None if is_rms else x.new_empty(M, dtype=torch.float32)
-    rstd = x.new_empty(M, dtype=torch.float32)
+    mean = None if is_rms or not stats else x.new_empty(M, dtype=torch.float32)
+    rstd = x.new_empty(M, dtype=torch.float32) if stats else None
     norm_fwd_into(x, weight, bias, input_bias, residual, eps, is_rms, y, h, mean, rstd)
     return y, h, mean, rstd
+
+
+def _norm_fwd_inference(
+    x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
+    input_bias: torch.Tensor | None, residual: torch.Tensor | None, eps: float, is_rms: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None, None, None]:
+    """_norm_fwd_direct without the statistics: no backward will read them."""
+    return _norm_fwd_direct(x, weight, bias, input_bias, residual, eps, is_rms, False)
 
 
 def _norm_fwd(
@@ -102,4 +111,4 @@ def _backward(ctx, dy, dh, _dmean, _drstd):
 
 
 norm_fwd = register("trifuse::norm_fwd", _norm_fwd, setup_context=_setup_context, backward=_backward,
-                    direct=_norm_fwd_direct)
+                    direct=_norm_fwd_direct, inference=_norm_fwd_inference)

@@ -21,12 +21,12 @@ def _stride(t: torch.Tensor | None) -> tuple[int, int]:
 def norm_fwd_into(
     x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
     input_bias: torch.Tensor | None, residual: torch.Tensor | None, eps: float, is_rms: bool,
-    y: torch.Tensor, h: torch.Tensor | None, mean: torch.Tensor | None, rstd: torch.Tensor,
+    y: torch.Tensor, h: torch.Tensor | None, mean: torch.Tensor | None, rstd: torch.Tensor | None,
     max_fused_n: int | None = None,
 ) -> None:
     """y = norm(x + input_bias + residual) * weight + bias; h (needed iff residual) gets the sum.
 
-    mean is unused (may be None) for RMSNorm.
+    mean is unused (may be None) for RMSNorm. rstd None: inference, neither statistic is written.
     """
     M, N = x.shape
     if M == 0 or N == 0:
@@ -34,9 +34,10 @@ def norm_fwd_into(
     # Absent tensors are never read (their constexpr flag is off); x stands in for the pointer.
     args = (x, input_bias if input_bias is not None else x, residual if residual is not None else x,
             weight if weight is not None else x, bias if bias is not None else x, y,
-            h if h is not None else y, mean if mean is not None else rstd, rstd)
+            h if h is not None else y, mean if mean is not None else rstd if rstd is not None else y,
+            rstd if rstd is not None else y)
     flags = {"IS_RMS": is_rms, "HAS_W": weight is not None, "HAS_B": bias is not None,
-             "HAS_IB": input_bias is not None, "HAS_RES": residual is not None}
+             "HAS_IB": input_bias is not None, "HAS_RES": residual is not None, "STORE_STATS": rstd is not None}
     launch = nc.fwd_launch(M, N, is_rms, residual is not None, x.element_size(), input_bias is not None, max_fused_n)
     rows = (M,) if launch.takes_m else ()
     launcher(launch.kernel)[launch.grid](*args, *rows, N, *_stride(x), *_stride(residual), eps, **flags,

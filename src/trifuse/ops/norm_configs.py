@@ -24,6 +24,22 @@ MAX_FUSED_N_BWD = 16384
 LOOP_BLOCK_N = 4096
 LOOP_FWD_STAGES = 1  # 3 was slower everywhere (scripts/ab_norm.py wide-fwd: LN 4096x12288 97.7 vs 85.1 us)
 LOOP_FWD_WARPS = 16
+# The looped forward's statistics summed per lane over the chunks and reduced once (kernels/norm.py
+# ACC_LANES), and its L2 eviction hints (evict-last on the first read, evict-first on the second).
+LOOP_FWD_ACC_LANES = False
+LOOP_FWD_L2_HINTS = False
+# With LOOP_FWD_ACC_LANES: rows of at most this many chunks get both loops unrolled (kernels/norm.py
+# CHUNKS), a build per chunk count, so all of a row's loads are issued at once (0: never unrolled).
+LOOP_FWD_UNROLL_MAX_CHUNKS = 0
+# fp32 rows of 4097-8192 with a residual on small inputs: the looped kernel as Inductor builds it there
+# (2048-element chunks, both loops unrolled, per-lane sums, L2 hints, 16 warps at 32 registers: four programs
+# an SM, so 512 rows run in one wave, where the one-pass kernel's 32 warps fit two). H100, device time,
+# best of 5 alternating rounds (scripts/ab_norm.py fwd-miss), add_rms 512x8192 fp32: one-pass 21.9 us ->
+# 21.0 (torch.compile 21.0, Liger 21.5); without the hints 22.3, 4096-element chunks 22.9, 8 warps 21.1.
+# Not for 16-bit data (add_rms 8192^2 bf16 176.4 -> 181.4); larger fp32 inputs unmeasured, so excluded.
+FWD_LOOPED_RES_FP32_N = (4096, 8192)
+FWD_LOOPED_RES_FP32_MAX_ELEMS = 1 << 22
+FWD_LOOPED_RES_FP32_BLOCK_N = 2048
 # LayerNorm's forward (no residual) over rows of 8k-16k: the looped kernel beats the one-pass one, whose
 # 16k tile wastes a quarter of its lanes at 12288 and makes two reductions over it. H100, bf16, device
 # time, best of three alternating rounds (scripts/ab_norm.py wide-fwd), one-pass -> looped: LN 4096x12288
@@ -117,6 +133,9 @@ FWD_FP32_EARLY_WARPS = 8
 # (torch.compile 86.7 / 42.7, Liger 87.8 / 43.6). LayerNorm at 4 warps: fp32 15.0 / 22.9 against 14.4 /
 # 22.7 at 8; bf16 8192^2 89.3 against 89.9 (level, not taken).
 FWD_RMS_EARLY_WARPS = 4
+# One-pass forward: build without the row / column masks where M is a multiple of the tile's rows and N
+# its width (kernels/norm.py EVEN_M, EVEN_N), as torch.compile's static-shape kernels are.
+FWD_EVEN_MASKS = True
 # Backward programs per SM (persistent grid). The partial buffer has one row per program, so this
 # also sizes the second-stage reduction: small enough that narrow shapes pay no latency floor.
 BWD_PROGRAMS_PER_SM = 2
@@ -284,6 +303,16 @@ def persistent_programs(device: torch.device, tiles: int, per_sm: int) -> int:
     return max(1, min(tiles, cap))
 
 
+def _looped_meta(n: int, block_n: int, acc_lanes: bool, unroll_max_chunks: int, l2_hints: bool,
+                 warps: int) -> dict:
+    """norm_fwd_looped's launch constants: rows of at most unroll_max_chunks chunks (with acc_lanes) unrolled."""
+    chunks = cdiv(int(n), block_n)
+    unrolled = acc_lanes and chunks <= unroll_max_chunks
+    return {"BLOCK_N": block_n, "STAGES": LOOP_FWD_STAGES, "ACC_LANES": acc_lanes,
+            "CHUNKS": chunks if unrolled else 0, "EVEN_N": unrolled and n == chunks * block_n,
+            "L2_HINTS": l2_hints, "num_warps": warps}
+
+
 class FwdLaunch(NamedTuple):
     """The forward's kernel, its grid and its launch constants (the tensors' flags aside). takes_m: the
     one-pass kernel takes M (its last tile may be ragged); the looped one runs one program a row. A named
@@ -301,13 +330,19 @@ def fwd_launch(m: int, n: int, is_rms: bool, has_residual: bool, elem_size: int,
     max_fused_n overrides the widest one-pass row (tests, sweeps)."""
     max_fused_n = MAX_FUSED_N_FWD if max_fused_n is None else max_fused_n  # read per call: sweeps set it
     looped_ln = not is_rms and not has_residual and FWD_LOOPED_LN_N[0] < n <= FWD_LOOPED_LN_N[1]
+    if (has_residual and elem_size == 4 and FWD_LOOPED_RES_FP32_N[0] < n <= FWD_LOOPED_RES_FP32_N[1]
+            and int(m) * int(n) <= FWD_LOOPED_RES_FP32_MAX_ELEMS):
+        return FwdLaunch(kf.norm_fwd_looped, (m,), _looped_meta(n, FWD_LOOPED_RES_FP32_BLOCK_N, True, 8, True, 16),
+                         False)
     if n <= max_fused_n and not looped_ln:
         cfg = fwd_config(m, n, is_rms, has_residual, elem_size, has_input_bias)
+        even = FWD_EVEN_MASKS  # the masks a shape's tile never needs fold away (one more build per case)
         meta = {"BLOCK_M": cfg.block_m, "BLOCK_N": cfg.block_n, "EARLY_PARAMS": cfg.early_params,
+                "EVEN_M": even and bool(m % cfg.block_m == 0), "EVEN_N": even and n == cfg.block_n,
                 "num_warps": cfg.num_warps}
         return FwdLaunch(kf.norm_fwd_rows, (cdiv(m, cfg.block_m),), meta, True)
-    meta = {"BLOCK_N": min(LOOP_BLOCK_N, next_pow2(max_fused_n)), "STAGES": LOOP_FWD_STAGES,
-            "num_warps": LOOP_FWD_WARPS}
+    meta = _looped_meta(n, min(LOOP_BLOCK_N, next_pow2(max_fused_n)), LOOP_FWD_ACC_LANES,
+                        LOOP_FWD_UNROLL_MAX_CHUNKS, LOOP_FWD_L2_HINTS, LOOP_FWD_WARPS)
     return FwdLaunch(kf.norm_fwd_looped, (m,), meta, False)
 
 
