@@ -16,6 +16,7 @@ each of three rounds, best per variant; every variant's dx and dweight are check
   python3 scripts/ab_norm.py acc-rows     # column sums after the loop: up to which width, programs per SM
   python3 scripts/ab_norm.py bwd-bias4k   # bias-LN / LN backward at 4096^2: threads, stages, column-sum tile
   python3 scripts/ab_norm.py fwd-miss     # the forwards a peer won: looped kernel with per-lane sums, no statistics
+  python3 scripts/ab_norm.py narrow-res   # rows of 257-512 with a residual: one-warp tiles
 
 PEERS=1 also times torch.compile and Liger-Kernel (when installed; LN, bias-LN, rms, add_rms) in the same rounds.
 """
@@ -129,6 +130,9 @@ VARIANTS = {
                  "unroll2k": {**_UNROLL2K, **_NOSTATS, "LOOP_FWD_L2_HINTS": False},
                  "unroll2k_hints_w8": {**_UNROLL2K, **_NOSTATS, "LOOP_FWD_WARPS": 8},
                  "loop4096": {**_UNROLL2K, **_NOSTATS, "MAX_FUSED_N_FWD": 2048}},
+    # rows of 257-512 with a residual: 8192-element tiles against one or two rows a program on one warp
+    "narrow-res": {"default": _NOSTATS, "res_m1w1": {**_NOSTATS, "FWD_ONE_WARP_RES_TILE_ELEMS": 512},
+                   "res_m2w1": {**_NOSTATS, "FWD_ONE_WARP_RES_TILE_ELEMS": 1024}},
     "acc-rows": {"off": {}, "acc512": {"BWD_ACC_ROWS_MAX_N": 512}, "acc1024": {"BWD_ACC_ROWS_MAX_N": 1024},
                  "acc2048": {"BWD_ACC_ROWS_MAX_N": 2048}, "off_3_per_sm": {"BWD_PROGRAMS_PER_SM": 3},
                  "acc1024_3_per_sm": {"BWD_ACC_ROWS_MAX_N": 1024, "BWD_PROGRAMS_PER_SM": 3}},
@@ -197,6 +201,8 @@ FWD_MISS_CASES += [(k, 8192, 8192, BF16) for k in ("rms", "LN", "add_rms")]
 FWD_MISS_CASES += [(k, 16384, 4096, BF16) for k in ("rms", "LN", "add_rms")]
 FWD_MISS_CASES += [("rms", 8192, 512, torch.float16), ("add_rms", 8192, 512, torch.float16), ("rms", 8192, 512, BF16),
                    ("LN", 4096, 4096, BF16)]
+NARROW_RES_CASES = [(k, m, 512, dt) for k in ("add_rms",) for m in (8192, 4096, 16384, 32768)
+                    for dt in (torch.float16, BF16)] + [("add_rms", 8192, 512, torch.float32), ("add_rms", 8192, 300, BF16)]
 BWD4K_CASES = [(k, 4096, 4096, torch.bfloat16) for k in ("LN", "biasLN", "rms", "add_rms")]
 
 
@@ -225,10 +231,10 @@ def main(which: str) -> None:
              "bwd-keep": BWD_KEEP_CASES, "fp32-rows": FP32_ROWS_CASES,
              "bf16-rows": BF16_ROWS_CASES, "bwd-bias4k": BWD_BIAS4K_CASES, "fwd-8k": FWD_8K_CASES,
              "narrow-fwd": NARROW_FWD_CASES, "narrow-bwd": NARROW_BWD_CASES, "acc-rows": ACC_ROWS_CASES, "narrow-fwd2": NARROW_FWD2_CASES,
-             "fwd-miss": FWD_MISS_CASES,
+             "fwd-miss": FWD_MISS_CASES, "narrow-res": NARROW_RES_CASES,
              "wide-fwd": [(*c, torch.bfloat16) for c in WIDE_CASES],
              "wide": [(*c, torch.bfloat16) for c in WIDE_CASES]}.get(which, [(*c, torch.bfloat16) for c in CASES])
-    fwd = which in ("fwd-miss", "narrow-fwd2", "fwd", "wide-fwd", "small-fwd", "fp32-fwd", "fp32-rows", "bf16-rows", "fwd-8k", "narrow-fwd")
+    fwd = which in ("narrow-res", "fwd-miss", "narrow-fwd2", "fwd", "wide-fwd", "small-fwd", "fp32-fwd", "fp32-rows", "bf16-rows", "fwd-8k", "narrow-fwd")
     for kind, m, n, dtype in cases:
         x = torch.randn(m, n, device="cuda", dtype=dtype)
         dy, dho = torch.randn_like(x), torch.randn_like(x)

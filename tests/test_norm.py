@@ -100,15 +100,18 @@ def test_even_tiles_drop_their_masks(device, shape):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_narrow_rows_one_warp_rule(device, dtype):
     """Rows of 257-512 without a residual: two rows a program on one warp, parameters read with x
-    (ops.norm_configs.FWD_ONE_WARP_N); 1024-wide rows and rows with a residual keep their tiles. Results
-    match on a ragged last tile and an odd width, with and without each vector."""
+    (ops.norm_configs.FWD_ONE_WARP_N); with a residual one row a program (FWD_ONE_WARP_RES_TILE_ELEMS);
+    1024-wide rows keep their tiles. Results match on a ragged last tile and an odd width, with and
+    without each vector."""
     for n, elem in ((512, 2), (300, 4), (257, 2)):
         cfg = on.fwd_config(8192, n, True, False, elem)
         assert (cfg.block_m, cfg.block_n, cfg.num_warps, cfg.early_params) == (2, 512, 1, True)
     assert on.fwd_config(8192, 1024, True, False, 2).num_warps == 2
     assert on.fwd_config(8192, 256, True, False, 2).block_n == 256
-    assert on.fwd_config(8192, 512, True, True, 2).num_warps != 1
-    for kind in ("layer_norm", "rms_norm"):
+    res = on.fwd_config(8192, 300, True, True, 2)
+    assert (res.block_m, res.block_n, res.num_warps, res.early_params) == (1, 512, 1, True)
+    assert on.fwd_config(8192, 1024, True, True, 2).num_warps != 1
+    for kind in ("layer_norm", "rms_norm", "add_rms_norm", "add_layer_norm"):
         check(kind, make_inputs(kind, (37, 300), device, dtype))
         check(kind, make_inputs(kind, (5, 512), device, dtype, bias=False, input_bias=False))
 

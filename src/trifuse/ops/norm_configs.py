@@ -107,6 +107,11 @@ FWD_NARROW_NORES_WARPS = 2
 # 16-bit; fp32 and rows of 257-511 take it unmeasured.
 FWD_ONE_WARP_N = 512
 FWD_ONE_WARP_TILE_ELEMS = 1024
+# The same rows with a residual: one row a program on one warp, the weight read with x. H100, device time,
+# best of 7 alternating rounds (scripts/ab_norm.py narrow-res), add_rms, 8192-element tiles -> this: 8192x512
+# fp16 12.9 -> 12.5 us, bf16 12.8 -> 12.5, fp32 23.9 -> 21.3 (torch.compile 13.0 / 13.0 / 22.5); 4096x512
+# fp16 8.5 -> 8.6, bf16 9.0 -> 8.4; 16384x512 and 32768x512 level (21.6, 43.4). Two rows a program: between.
+FWD_ONE_WARP_RES_TILE_ELEMS = 512
 # With a residual each thread loads two inputs per element: more threads, fewer values each (H200, add_rms:
 # 512x8192 fp32 3.08 vs 2.96 TB/s, 16384x4096 3.97 vs 3.95, 8192^2 3.99 vs 3.95, 32768x2048 4.10 vs 4.08).
 FWD_RES_ELEMS_PER_THREAD = 8
@@ -231,6 +236,8 @@ def fwd_config(m: int, n: int, is_rms: bool, has_residual: bool, elem_size: int 
     """elem_size: bytes per element of x."""
     block_n = next_pow2(max(int(n), 1))
     if block_n <= FWD_NARROW_N:
+        if has_residual and block_n == FWD_ONE_WARP_N and FWD_ONE_WARP_RES_TILE_ELEMS:
+            return _with_early_params(_with_warps(rows_config(n, FWD_ONE_WARP_RES_TILE_ELEMS), 1))
         if has_residual:
             return rows_config(n, FWD_NARROW_TILE_ELEMS, FWD_NARROW_ELEMS_PER_THREAD)
         if block_n == FWD_ONE_WARP_N:
