@@ -5,8 +5,9 @@ the mean, RMSNorm does not; then y = h_hat * weight + bias. Statistics are fp32.
 
 `norm_fwd_rows` keeps BLOCK_M whole rows in registers and makes one pass; `norm_fwd_looped` streams
 one wide row in chunks: a stats pass (Chan's merge of per-chunk mean and M2, stable where sum and
-sum of squares would cancel), then an output pass in reverse chunk order so the most recently read
-chunks are still in L2. `colsum` is the deterministic second stage of the backward's dweight/dbias
+sum of squares would cancel; or, with ACC_LANES, a Welford summary per lane merged once after the
+loop, as Inductor's looped reductions do), then an output pass in reverse chunk order so the most
+recently read chunks are still in L2. `colsum` is the deterministic second stage of the backward's dweight/dbias
 reduction (the first stage is in norm_bwd.py).
 
 With a residual (HAS_RES) h is rounded to x's dtype and stored: it is the new residual stream, and
