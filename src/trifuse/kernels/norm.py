@@ -7,8 +7,8 @@ the mean, RMSNorm does not; then y = h_hat * weight + bias. Statistics are fp32.
 one wide row in chunks: a stats pass (Chan's merge of per-chunk mean and M2, stable where sum and
 sum of squares would cancel; or, with ACC_LANES, a Welford summary per lane merged once after the
 loop, as Inductor's looped reductions do), then an output pass in reverse chunk order so the most
-recently read chunks are still in L2. `colsum` is the deterministic second stage of the backward's dweight/dbias
-reduction (the first stage is in norm_bwd.py).
+recently read chunks are still in L2. `colsum` is the deterministic second stage of the backward's
+dweight/dbias reduction (the first stage is in norm_bwd.py).
 
 With a residual (HAS_RES) h is rounded to x's dtype and stored: it is the new residual stream, and
 y is the norm of exactly that stored h, which the backward reads back.
@@ -121,6 +121,20 @@ def _load_h_chunk(x_row, ib_ptr, res_row, h_row, cols, mask, stride_xn, stride_r
 
 
 @triton.jit
+def _first_read_chunk(x_row, ib_ptr, res_row, h_row, cols, mask, stride_xn, stride_rn,
+                      HAS_IB: tl.constexpr, HAS_RES: tl.constexpr, POLICY: tl.constexpr):
+    """The stats pass's chunk of h in fp32; with a residual, rounded to its dtype and stored (the new
+    residual stream, which the output pass reads back)."""
+    h = _load_h_chunk(x_row, ib_ptr, res_row, h_row, cols, mask, stride_xn, stride_rn, HAS_IB, HAS_RES, False,
+                      POLICY)
+    if HAS_RES:
+        h = h.to(h_row.dtype.element_ty)
+        tl.store(h_row + cols, h, mask=mask)
+        h = h.to(tl.float32)
+    return h
+
+
+@triton.jit
 def _welford_combine(mean_a, m2_a, n_a, mean_b, m2_b, n_b):
     """Chan's merge of two (mean, sum of squared deviations, count) summaries."""
     n = n_a + n_b
@@ -138,12 +152,7 @@ def _lane_stats_chunk(x_row, ib_ptr, res_row, h_row, start, N, lane_n, lane_mean
     COUNT > 0: this is chunk COUNT of an unrolled row without masks, so every lane's count is COUNT."""
     cols = start + tl.arange(0, BLOCK_N)
     mask = tl.full([BLOCK_N], True, tl.int1) if EVEN_N else cols < N
-    h = _load_h_chunk(x_row, ib_ptr, res_row, h_row, cols, mask, stride_xn, stride_rn, HAS_IB, HAS_RES, False,
-                      POLICY)
-    if HAS_RES:
-        h = h.to(h_row.dtype.element_ty)
-        tl.store(h_row + cols, h, mask=mask)
-        h = h.to(tl.float32)
+    h = _first_read_chunk(x_row, ib_ptr, res_row, h_row, cols, mask, stride_xn, stride_rn, HAS_IB, HAS_RES, POLICY)
     if IS_RMS:
         lane_m2 += h * h
     elif COUNT == 1:
@@ -227,12 +236,8 @@ def norm_fwd_looped(
         for start in tl.range(0, N, BLOCK_N, num_stages=STAGES):
             cols = start + tl.arange(0, BLOCK_N)
             mask = cols < N
-            h = _load_h_chunk(x_row, ib_ptr, res_row, h_row, cols, mask, stride_xn, stride_rn,
-                              HAS_IB, HAS_RES, False, first_policy)
-            if HAS_RES:
-                h = h.to(h_ptr.dtype.element_ty)
-                tl.store(h_row + cols, h, mask=mask)
-                h = h.to(tl.float32)
+            h = _first_read_chunk(x_row, ib_ptr, res_row, h_row, cols, mask, stride_xn, stride_rn,
+                                  HAS_IB, HAS_RES, first_policy)
             if IS_RMS:
                 m2 += tl.sum(h * h, axis=0)
             else:

@@ -40,6 +40,7 @@ LOOP_FWD_UNROLL_MAX_CHUNKS = 0
 FWD_LOOPED_RES_FP32_N = (4096, 8192)
 FWD_LOOPED_RES_FP32_MAX_ELEMS = 1 << 22
 FWD_LOOPED_RES_FP32_BLOCK_N = 2048
+FWD_LOOPED_RES_FP32_WARPS = 16
 # LayerNorm's forward (no residual) over rows of 8k-16k: the looped kernel beats the one-pass one, whose
 # 16k tile wastes a quarter of its lanes at 12288 and makes two reductions over it. H100, bf16, device
 # time, best of three alternating rounds (scripts/ab_norm.py wide-fwd), one-pass -> looped: LN 4096x12288
@@ -339,8 +340,10 @@ def fwd_launch(m: int, n: int, is_rms: bool, has_residual: bool, elem_size: int,
     looped_ln = not is_rms and not has_residual and FWD_LOOPED_LN_N[0] < n <= FWD_LOOPED_LN_N[1]
     if (has_residual and elem_size == 4 and FWD_LOOPED_RES_FP32_N[0] < n <= FWD_LOOPED_RES_FP32_N[1]
             and int(m) * int(n) <= FWD_LOOPED_RES_FP32_MAX_ELEMS):
-        return FwdLaunch(kf.norm_fwd_looped, (m,), _looped_meta(n, FWD_LOOPED_RES_FP32_BLOCK_N, True, 8, True, 16),
-                         False)
+        block_n = FWD_LOOPED_RES_FP32_BLOCK_N  # unrolled up to the rule's widest row
+        meta = _looped_meta(n, block_n, acc_lanes=True, unroll_max_chunks=cdiv(FWD_LOOPED_RES_FP32_N[1], block_n),
+                            l2_hints=True, warps=FWD_LOOPED_RES_FP32_WARPS)
+        return FwdLaunch(kf.norm_fwd_looped, (m,), meta, False)
     if n <= max_fused_n and not looped_ln:
         cfg = fwd_config(m, n, is_rms, has_residual, elem_size, has_input_bias)
         even = FWD_EVEN_MASKS  # the masks a shape's tile never needs fold away (one more build per case)
