@@ -28,12 +28,19 @@ import sys
 import torch
 
 sys.path.insert(0, "src")
+import trifuse.ops.norm_bwd_configs as ob
 import trifuse.ops.norm_configs as on
 from trifuse.bench import norm as bench_norm
 from trifuse.bench.suite import Case, Unavailable
 from trifuse.bench.timing import time_ms
 from trifuse.library.eager import direct_launch
 from trifuse.ops.norm import norm_bwd_into, norm_fwd_into
+
+
+def _knobs(name: str):
+    """The launch-rule module holding a constant: the backward's rules or the forward's (and shared tiles)."""
+    return ob if hasattr(ob, name) else on
+
 
 _FWD_CONFIG = on.fwd_config
 
@@ -226,7 +233,7 @@ def _peers(kind: str, m: int, n: int, dtype: torch.dtype, direction: str) -> dic
 
 def main(which: str) -> None:
     variants = VARIANTS[which]
-    defaults = {k: getattr(on, k) for v in variants.values() for k in v if k != "stats"}
+    defaults = {k: getattr(_knobs(k), k) for v in variants.values() for k in v if k != "stats"}
     cases = {"fwd": FWD_CASES, "small-fwd": SMALL_FWD_CASES, "bwd4k": BWD4K_CASES, "fp32-fwd": FP32_FWD_CASES,
              "bwd-keep": BWD_KEEP_CASES, "fp32-rows": FP32_ROWS_CASES,
              "bf16-rows": BF16_ROWS_CASES, "bwd-bias4k": BWD_BIAS4K_CASES, "fwd-8k": FWD_8K_CASES,
@@ -265,7 +272,7 @@ def main(which: str) -> None:
             for name, consts in variants.items():
                 for k, v in {**defaults, **consts}.items():  # a constant one variant sets must not leak into the next
                     if k != "stats":
-                        setattr(on, k, v)
+                        setattr(_knobs(k), k, v)
                 variant_stats[0] = consts.get("stats", True)
                 with direct_launch():
                     dx.fill_(float("nan"))
@@ -285,7 +292,7 @@ def main(which: str) -> None:
             for name, fn in peers.items():
                 times.setdefault(name, []).append(time_ms(fn, hide_host=True))
         for k, v in defaults.items():
-            setattr(on, k, v)
+            setattr(_knobs(k), k, v)
         row = " ".join(f"{name} {min(t) * 1e3:.1f}us ({nbytes / min(t) / 3e9:.1%})" for name, t in times.items())
         print(f"{kind} {m}x{n}: {row}   (% of 3.0 TB/s)", flush=True)
 

@@ -26,7 +26,7 @@ import trifuse
 from trifuse import runtime
 from trifuse.ops import _launch
 from trifuse.ops import gemm as og
-from trifuse.ops import norm as on
+from trifuse.ops import norm_bwd_configs as ob
 
 
 def _fake_cuda():
@@ -45,11 +45,11 @@ def _fake_cuda():
     og.device_info = device_info
 
     def persistent_programs(device, tiles, per_sm):  # the CUDA branch's work, 132 SMs
-        if on.INTERPRET or device.type != "cpu":
-            return on.INTERPRET_PROGRAMS
+        if ob.INTERPRET or device.type != "cpu":
+            return ob.INTERPRET_PROGRAMS
         return max(1, min(tiles, per_sm * _info(device.index if device.index is not None else 0)[1]))
 
-    on.persistent_programs = persistent_programs
+    ob.persistent_programs = persistent_programs
     _launch._raw_stream = lambda device: 0
     torch.cuda.current_device = lambda: 0
 

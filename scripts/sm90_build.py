@@ -204,7 +204,7 @@ def attn_dq_ws(args) -> None:
 
 
 def norm_bwd(args) -> None:
-    import trifuse.ops.norm_configs as on
+    import trifuse.ops.norm_bwd_configs as ob
 
     m, n = (int(v) for v in args.shape.split("x"))
     kind = args.kind
@@ -212,12 +212,12 @@ def norm_bwd(args) -> None:
     grads = 1 + (not rms) + ib
     elem = {"bf16": 2, "fp32": 4}[args.dtype]
     if not torch.cuda.is_available():  # the launcher sizes persistent grids from the H100's SM count
-        on.device_props = lambda index: ((9, 0), 132)
+        ob.device_props = lambda index: ((9, 0), 132)
     if args.stages:
-        on.BWD_STAGES_LN = on.LOOP_BWD_STAGES = args.stages
+        ob.BWD_STAGES_LN = ob.LOOP_BWD_STAGES = args.stages
     if args.acc_rows:
-        on.BWD_ACC_ROWS_MAX_N = 1 << 30
-    launch = on.bwd_launch(m, n, 1 + ib + grads, elem, rms, torch.device("cuda", 0))
+        ob.BWD_ACC_ROWS_MAX_N = 1 << 30
+    launch = ob.bwd_launch(m, n, 1 + ib + grads, elem, rms, torch.device("cuda", 0))
     ptr = f"*{args.dtype}"
     sig = {p.name: ptr for p in launch.kernel.params if p.name.endswith("_ptr")}
     sig.update({k: "*fp32" for k in ("mean_ptr", "rstd_ptr", "pdw_ptr", "pdb_ptr", "pdib_ptr")})
@@ -242,6 +242,8 @@ def norm_fwd(args) -> None:
     elem = {"bf16": 2, "fp16": 2, "fp32": 4}[args.dtype]
     for item in args.set:
         name, value = item.split("=")
+        if not hasattr(on, name):
+            raise SystemExit(f"--set: ops/norm_configs.py has no constant {name}")
         setattr(on, name, int(value))
     launch = on.fwd_launch(m, n, rms, res, elem, ib)
     ptr = f"*{args.dtype}"
@@ -297,7 +299,7 @@ def main() -> None:
     nb.add_argument("--shape", default="8192x8192")
     nb.add_argument("--dtype", default="bf16", choices=("bf16", "fp32"))
     nb.add_argument("--stages", type=int, default=0, help="override the launcher's pipelining stages")
-    nb.add_argument("--acc-rows", action="store_true", help="ACC_ROWS on (ops.norm_configs.BWD_ACC_ROWS_MAX_N) at any width")
+    nb.add_argument("--acc-rows", action="store_true", help="ACC_ROWS on (ops.norm_bwd_configs.BWD_ACC_ROWS_MAX_N) at any width")
     nf = sub.add_parser("norm-fwd")
     nf.add_argument("--kind", default="ln", choices=("ln", "bias-ln", "rms", "add-rms", "add-ln"))
     nf.add_argument("--shape", default="8192x8192")

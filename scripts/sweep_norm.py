@@ -10,10 +10,17 @@ import sys
 import torch
 
 sys.path.insert(0, "src")
+import trifuse.ops.norm_bwd_configs as ob
 import trifuse.ops.norm_configs as on
 from trifuse.bench.timing import time_ms
 from trifuse.library.eager import direct_launch
 from trifuse.ops.norm import norm_bwd_into, norm_fwd_into
+
+
+def _knobs(name: str):
+    """The launch-rule module holding a constant: the backward's rules or the forward's (and shared tiles)."""
+    return ob if hasattr(ob, name) else on
+
 
 
 def gbps(fn, nbytes, rep=40):
@@ -68,18 +75,18 @@ def main():
             default = gbps(bwd, 6 * m * n)  # the module's own heuristics
             knobs = ("TILE_ELEMS_BWD", "TILE_ELEMS_BWD_NARROW", "BWD_PROGRAMS_PER_SM", "BWD_WIDE_N",
                      "BWD_ONE_PER_SM_VECTOR_ELEMS", "BWD_PAIRED_SUMS")
-            saved = {k: getattr(on, k) for k in knobs}
-            on.BWD_WIDE_N = on.BWD_ONE_PER_SM_VECTOR_ELEMS = 1 << 30  # BWD_PROGRAMS_PER_SM at every width
+            saved = {k: getattr(_knobs(k), k) for k in knobs}
+            ob.BWD_WIDE_N = ob.BWD_ONE_PER_SM_VECTOR_ELEMS = 1 << 30  # BWD_PROGRAMS_PER_SM at every width
             for paired, tile, per_sm in itertools.product((False,) if is_rms else (False, True),
                                                           (2048, 4096, 8192, 16384), (1, 2, 4)):
-                on.BWD_PAIRED_SUMS, on.BWD_PROGRAMS_PER_SM = paired, per_sm
-                on.TILE_ELEMS_BWD = on.TILE_ELEMS_BWD_NARROW = tile
+                ob.BWD_PAIRED_SUMS, ob.BWD_PROGRAMS_PER_SM = paired, per_sm
+                ob.TILE_ELEMS_BWD = ob.TILE_ELEMS_BWD_NARROW = tile
                 try:
                     res.append((gbps(bwd, 6 * m * n), tile, per_sm, paired))
                 except Exception as e:
                     print("  fail", tile, per_sm, paired, type(e).__name__)
             for k, v in saved.items():
-                setattr(on, k, v)
+                setattr(_knobs(k), k, v)
             res.sort(reverse=True)
             top = ", ".join(f"t{r[1]} p{r[2]}{' paired' if r[3] else ''}:{r[0]:.0f}" for r in res[:6])
             print(f"bwd {'rms' if is_rms else 'ln '} {m}x{n}: {top} | current default {default:.0f}", flush=True)
@@ -96,15 +103,15 @@ def wide():
         dx = torch.empty_like(x)
         dw, db, dib = (torch.empty_like(w) for _ in range(3))
         res = []
-        saved = {k: getattr(on, k) for k in ("BWD_PREFETCH", "BWD_KEEP_VECTOR_ELEMS", "ELEMS_PER_THREAD",
+        saved = {k: getattr(_knobs(k), k) for k in ("BWD_PREFETCH", "BWD_KEEP_VECTOR_ELEMS", "ELEMS_PER_THREAD",
                                              "BWD_PROGRAMS_PER_SM", "BWD_PREFETCH_MAX_N", "BWD_WIDE_N",
                                              "BWD_ONE_PER_SM_VECTOR_ELEMS")}
         for pre, reload, ept, per_sm, max_n in itertools.product(
                 (True, False), (0, 1 << 30), (8, 16), (1, 2), (16384, 4096)):
             if max_n < n and (pre, reload, ept, per_sm) != (True, 0, 16, 2):
                 continue  # the looped kernel ignores these knobs: time it once
-            on.BWD_PREFETCH, on.BWD_KEEP_VECTOR_ELEMS, on.ELEMS_PER_THREAD, on.BWD_PROGRAMS_PER_SM = pre, reload, ept, per_sm
-            on.BWD_PREFETCH_MAX_N = on.BWD_WIDE_N = on.BWD_ONE_PER_SM_VECTOR_ELEMS = 1 << 30
+            ob.BWD_PREFETCH, ob.BWD_KEEP_VECTOR_ELEMS, on.ELEMS_PER_THREAD, ob.BWD_PROGRAMS_PER_SM = pre, reload, ept, per_sm
+            ob.BWD_PREFETCH_MAX_N = ob.BWD_WIDE_N = ob.BWD_ONE_PER_SM_VECTOR_ELEMS = 1 << 30
             fn = lambda: norm_bwd_into(dy, None, x, ib, w, mean, rstd, False, dx, dw, db, dib,  # noqa
                                           max_fused_n=max_n)
             try:
@@ -114,7 +121,7 @@ def wide():
                 print("  fail", pre, reload, ept, per_sm, max_n, type(e).__name__)
         res.sort(reverse=True)
         for k, v in saved.items():
-            setattr(on, k, v)
+            setattr(_knobs(k), k, v)
         default = gbps(lambda: norm_bwd_into(dy, None, x, ib, w, mean, rstd, False, dx, dw, db, dib), 6 * m * n)
         print(f"bwd ln+ib+b {m}x{n}: " + ", ".join(f"{r[1]}:{r[0]:.0f}" for r in res[:8])
               + f" | current default {default:.0f}", flush=True)

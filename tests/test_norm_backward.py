@@ -80,13 +80,13 @@ def test_backward_variants(device, monkeypatch, kind, prefetch, keep_elems, pair
     # The backward's tile prefetch, its per-tile re-read of weight / input bias (wide rows) and its
     # paired row sums (LayerNorm) must give the same gradients as the plain loop; a persistent grid of
     # 3 programs strides over tiles.
-    import trifuse.ops.norm_configs as on
+    import trifuse.ops.norm_bwd_configs as ob
 
-    monkeypatch.setattr(on, "BWD_PREFETCH", prefetch)
-    monkeypatch.setattr(on, "BWD_KEEP_VECTOR_ELEMS", keep_elems)
-    monkeypatch.setattr(on, "BWD_RELOAD_MIN_TILES_PER_PROGRAM", 0)  # re-read whenever past the budget
-    monkeypatch.setattr(on, "BWD_PAIRED_SUMS", paired)
-    monkeypatch.setattr(on, "INTERPRET_PROGRAMS", 3)
+    monkeypatch.setattr(ob, "BWD_PREFETCH", prefetch)
+    monkeypatch.setattr(ob, "BWD_KEEP_VECTOR_ELEMS", keep_elems)
+    monkeypatch.setattr(ob, "BWD_RELOAD_MIN_TILES_PER_PROGRAM", 0)  # re-read whenever past the budget
+    monkeypatch.setattr(ob, "BWD_PAIRED_SUMS", paired)
+    monkeypatch.setattr(ob, "INTERPRET_PROGRAMS", 3)
     check(kind, make_inputs(kind, (41, 96), device, torch.float32, weight=True, bias=True, input_bias=True))
 
 
@@ -94,12 +94,12 @@ def test_backward_variants(device, monkeypatch, kind, prefetch, keep_elems, pair
 @pytest.mark.parametrize("kind", KINDS)
 def test_backward_column_sums_per_tile_or_after_loop(device, monkeypatch, kind, acc_rows_max_n):
     # The column sums accumulated per tile (reduced over the tile's rows each step) or as whole tiles
-    # reduced once after the loop (ops.norm_configs.BWD_ACC_ROWS_MAX_N): same gradients, on narrow rows of several
+    # reduced once after the loop (ops.norm_bwd_configs.BWD_ACC_ROWS_MAX_N): same gradients, on narrow rows of several
     # tiles a program and on a row wider than the default's limit, a ragged last tile in both.
-    import trifuse.ops.norm_configs as on
+    import trifuse.ops.norm_bwd_configs as ob
 
-    monkeypatch.setattr(on, "BWD_ACC_ROWS_MAX_N", acc_rows_max_n)
-    monkeypatch.setattr(on, "INTERPRET_PROGRAMS", 3)
+    monkeypatch.setattr(ob, "BWD_ACC_ROWS_MAX_N", acc_rows_max_n)
+    monkeypatch.setattr(ob, "INTERPRET_PROGRAMS", 3)
     for shape in ((45, 96), (7, 1500)):
         check(kind, make_inputs(kind, shape, device, torch.float32, weight=True, bias=True, input_bias=True))
 
@@ -108,39 +108,41 @@ def test_backward_plan():
     # The register policy the sweeps chose: at N = 4096, 16-bit, LayerNorm keeps its three vectors and
     # bias+LN its five with one program per SM (two rows a tile); fp32 past the budget re-reads them; few
     # 16-bit tiles a program keep them.
-    import trifuse.ops.norm_configs as on
+    import trifuse.ops.norm_bwd_configs as ob
 
     cuda = torch.device("cuda", 0)
-    sms = on.device_props(0)[1] if torch.cuda.is_available() and not on.INTERPRET else None
+    sms = ob.device_props(0)[1] if torch.cuda.is_available() and not ob.INTERPRET else None
     if sms is None:
         pytest.skip("grid sizes need a GPU's SM count")
-    ln = on.bwd_plan(16384, 4096, 3, 2, cuda)
+    ln = ob.bwd_plan(16384, 4096, 3, 2, cuda)
     assert (ln.rows.block_m, ln.programs, ln.reload_vecs) == (2, sms, False)
-    bias_ln = on.bwd_plan(16384, 4096, 5, 2, cuda)
+    bias_ln = ob.bwd_plan(16384, 4096, 5, 2, cuda)
     assert (bias_ln.rows.block_m, bias_ln.programs, bias_ln.reload_vecs) == (2, sms, False)
-    assert on.bwd_plan(16384, 4096, 5, 4, cuda).reload_vecs  # fp32
-    assert not on.bwd_plan(512, 8192, 5, 2, cuda).reload_vecs
-    assert on.bwd_plan(512, 8192, 5, 4, cuda).reload_vecs  # fp32
-    assert on.bwd_plan(8192, 8192, 5, 2, cuda).reload_vecs
-    narrow = on.bwd_plan(8192, 512, 3, 2, cuda)
+    assert ob.bwd_plan(16384, 4096, 5, 4, cuda).reload_vecs  # fp32
+    assert not ob.bwd_plan(512, 8192, 5, 2, cuda).reload_vecs
+    assert ob.bwd_plan(512, 8192, 5, 4, cuda).reload_vecs  # fp32
+    assert ob.bwd_plan(8192, 8192, 5, 2, cuda).reload_vecs
+    narrow = ob.bwd_plan(8192, 512, 3, 2, cuda)
     assert (narrow.rows.block_m, narrow.programs) == (4, 2 * sms)
     # 16-bit rows of 513-1024: three programs per SM on large inputs only, never in fp32
-    assert on.bwd_plan(16384, 1024, 3, 2, cuda).programs == 3 * sms
-    assert on.bwd_plan(32768, 768, 3, 2, cuda).programs == 3 * sms
-    assert on.bwd_plan(4096, 768, 3, 2, cuda).programs == 2 * sms
-    assert on.bwd_plan(16384, 1024, 3, 4, cuda).programs == 2 * sms
-    assert on.bwd_plan(32768, 512, 3, 2, cuda).programs == 2 * sms
+    assert ob.bwd_plan(16384, 1024, 3, 2, cuda).programs == 3 * sms
+    assert ob.bwd_plan(32768, 768, 3, 2, cuda).programs == 3 * sms
+    assert ob.bwd_plan(4096, 768, 3, 2, cuda).programs == 2 * sms
+    assert ob.bwd_plan(16384, 1024, 3, 4, cuda).programs == 2 * sms
+    assert ob.bwd_plan(32768, 512, 3, 2, cuda).programs == 2 * sms
 
 
 def test_wide_rows_route_to_the_looped_kernels():
-    # The H100 A/Bs' policy (ops/norm_configs.py FUSED_BWD_LN_MAX_N, FWD_LOOPED_LN_N): LayerNorm past 8192 streams
-    # its rows in both directions up to 16384; RMSNorm's backward only where the row fills <= 3/4 of its tile.
+    # The H100 A/Bs' policy (ops/norm_bwd_configs.py FUSED_BWD_LN_MAX_N, norm_configs.py FWD_LOOPED_LN_N):
+    # LayerNorm past 8192 streams its rows in both directions up to 16384; RMSNorm's backward only where the
+    # row fills <= 3/4 of its tile.
+    import trifuse.ops.norm_bwd_configs as ob
     import trifuse.ops.norm_configs as on
 
-    assert not on._looped_bwd_pays(8192, False) and on._looped_bwd_pays(8193, False)
-    assert on._looped_bwd_pays(12288, True) and not on._looped_bwd_pays(16384, True)
-    assert not on._looped_bwd_pays(8192, True) and not on._looped_bwd_pays(13000, True)
-    assert on.FWD_LOOPED_LN_N == (on.FUSED_BWD_LN_MAX_N, on.MAX_FUSED_N_BWD)
+    assert not ob._looped_bwd_pays(8192, False) and ob._looped_bwd_pays(8193, False)
+    assert ob._looped_bwd_pays(12288, True) and not ob._looped_bwd_pays(16384, True)
+    assert not ob._looped_bwd_pays(8192, True) and not ob._looped_bwd_pays(13000, True)
+    assert on.FWD_LOOPED_LN_N == (ob.FUSED_BWD_LN_MAX_N, ob.MAX_FUSED_N_BWD)
 
 
 @pytest.mark.parametrize("kind", KINDS)

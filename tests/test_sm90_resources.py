@@ -2,7 +2,7 @@
 dtype and width), the attention forwards' (at D = 128 each takes 224 of the 227 KB); the warp-specialized
 attention forward also builds without spilling.
 
-scripts/sm90_build.py compiles the kernel and constants the launcher picks (`ops.norm_configs.bwd_launch`,
+scripts/sm90_build.py compiles the kernel and constants the launcher picks (`ops.norm_bwd_configs.bwd_launch`,
 `ops.attention.fwd_config`) for sm_90 with the ptxas the triton wheel ships, so no GPU is needed. A config
 over the limit compiles but fails at launch on the GPU (OutOfResources), which the interpreter tests
 cannot see. It runs in a child process: under TRITON_INTERPRET=1 the kernels are interpreter functions,

@@ -54,7 +54,7 @@ def norm_bwd_rows(
     RELOAD_VECS: weight and input bias are read again (from L1/L2) for every tile instead of living
     in registers across the loop: wide rows with several column sums run out of registers.
     PAIRED_SUMS (LayerNorm): the row sums of g * h_hat and g in one two-value reduction (one cross-warp
-    exchange instead of two); on by default (ops.norm_configs.BWD_PAIRED_SUMS has the sweep's figures).
+    exchange instead of two); on by default (ops.norm_bwd_configs.BWD_PAIRED_SUMS has the sweep's figures).
     ACC_ROWS: the column sums accumulate as [BLOCK_M, BLOCK_N] tiles, added up once after the loop,
     instead of a cross-warp reduction over the tile's rows per tile per sum (narrow rows: several rows a
     tile, a register or two each).

@@ -1,5 +1,5 @@
 """LayerNorm / RMSNorm launchers: destination-passing launches of the kernels the rules in norm_configs.py
-choose (the byte model is in norm_traffic.py).
+(forward) and norm_bwd_configs.py (backward) choose (the byte model is in norm_traffic.py).
 
 Every tensor is 2-D (M, N) or 1-D (N,); x, residual, dy and dh_out may have any strides, outputs
 (y, h, dx) are contiguous, weight/bias/input_bias are contiguous 1-D, mean/rstd are fp32 (M,).
@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from ..kernels import norm as kf
+from . import norm_bwd_configs as bc
 from . import norm_configs as nc
 from ._launch import cdiv, launcher
 
@@ -66,7 +67,7 @@ def norm_bwd_into(
         return
     vectors = (weight is not None) + (input_bias is not None) + len(grads)
     device = src.device
-    launch = nc.bwd_launch(M, N, vectors, src.element_size(), is_rms, device, max_fused_n, num_programs)
+    launch = bc.bwd_launch(M, N, vectors, src.element_size(), is_rms, device, max_fused_n, num_programs)
     programs = launch.programs
     # One fp32 partial row per program and per gradient, in separate tensors (see kernels colsum);
     # colsum adds them in a fixed order. Absent gradients' buffers are never written (flags off).
@@ -81,14 +82,14 @@ def norm_bwd_into(
     flags = {"IS_RMS": is_rms, "HAS_W": weight is not None, "HAS_IB": input_bias is not None,
              "HAS_DHO": dh_out is not None, "NEED_DW": dweight is not None, "NEED_DB": dbias is not None,
              "NEED_DIB": dinput_bias is not None}
-    pdl = bool(grads) and nc.colsum_pdl_ok(device)
+    pdl = bool(grads) and bc.colsum_pdl_ok(device)
     launcher(launch.kernel)[(programs,)](*args, **flags, LAUNCH_DEPENDENTS=pdl, **launch.meta)
     if grads:
         k = len(grads)  # slots past k are compiled out of colsum: any tensor stands in
         # No constexpr of these kernels has a default: inductor (torch 2.11) drops an argument passed with its
         # default value from a user kernel's launch, and its launcher then misses a grid argument.
         pdl_meta = {"WAIT_PRIMARY": pdl, **({"launch_pdl": True} if pdl else {})}
-        launcher(kf.colsum)[(cdiv(N, nc.COLSUM_BLOCK_C), k)](
+        launcher(kf.colsum)[(cdiv(N, bc.COLSUM_BLOCK_C), k)](
             *(parts + parts[:1] * (3 - k)), *(grads + grads[:1] * (3 - k)), programs, N,
-            K=k, BLOCK_P=nc.COLSUM_BLOCK_P, BLOCK_C=nc.COLSUM_BLOCK_C, num_warps=nc.COLSUM_WARPS, **pdl_meta,
+            K=k, BLOCK_P=bc.COLSUM_BLOCK_P, BLOCK_C=bc.COLSUM_BLOCK_C, num_warps=bc.COLSUM_WARPS, **pdl_meta,
         )
