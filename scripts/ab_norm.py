@@ -17,7 +17,6 @@ each of three rounds, best per variant; every variant's dx and dweight are check
   python3 scripts/ab_norm.py bwd-bias4k   # bias-LN / LN backward at 4096^2: threads, stages, column-sum tile
   python3 scripts/ab_norm.py fwd-miss     # the forwards a peer won: looped kernel with per-lane sums, no statistics
   python3 scripts/ab_norm.py narrow-res   # rows of 257-512 with a residual: one-warp tiles
-  python3 scripts/ab_norm.py ib-fp32      # fp32 8192-wide rows: looped per-lane sums, chunks a step, 32 registers
 
 PEERS=1 also times torch.compile and Liger-Kernel (when installed; LN, bias-LN, rms, add_rms) in the same rounds.
 """
@@ -77,8 +76,6 @@ _LOOP2K = {"MAX_FUSED_N_FWD": 4096, "LOOP_BLOCK_N": 2048, "LOOP_FWD_WARPS": 16}
 # the same with per-lane statistics, both loops unrolled and L2 hints: Inductor's looped reduction
 _NOSTATS = {"stats": False}
 _UNROLL2K = {**_LOOP2K, "LOOP_FWD_ACC_LANES": True, "LOOP_FWD_UNROLL_MAX_CHUNKS": 8, "LOOP_FWD_L2_HINTS": True}
-# per-lane statistics and L2 hints over a runtime loop (not unrolled)
-_ACC2K = {**_LOOP2K, "LOOP_FWD_ACC_LANES": True, "LOOP_FWD_UNROLL_MAX_CHUNKS": 0, "LOOP_FWD_L2_HINTS": True}
 
 # name -> module attributes of ops/norm_configs.py to set
 VARIANTS = {
@@ -140,15 +137,6 @@ VARIANTS = {
                  "unroll2k": {**_UNROLL2K, **_NOSTATS, "LOOP_FWD_L2_HINTS": False},
                  "unroll2k_hints_w8": {**_UNROLL2K, **_NOSTATS, "LOOP_FWD_WARPS": 8},
                  "loop4096": {**_UNROLL2K, **_NOSTATS, "MAX_FUSED_N_FWD": 2048}},
-    # fp32 8192-wide rows without a residual: Inductor's looped kernel (per-lane sums, runtime loop, 32 registers)
-    "ib-fp32": {"default": _NOSTATS, "acc2k": {**_ACC2K, **_NOSTATS}, "acc2k_r32": {**_ACC2K, **_NOSTATS, "LOOP_FWD_MAXNREG": 32},
-                "step2": {**_ACC2K, **_NOSTATS, "LOOP_FWD_STEP_CHUNKS": 2},
-                "step2_r32": {**_ACC2K, **_NOSTATS, "LOOP_FWD_STEP_CHUNKS": 2, "LOOP_FWD_MAXNREG": 32},
-                "step2_r32_nohints": {**_ACC2K, **_NOSTATS, "LOOP_FWD_STEP_CHUNKS": 2, "LOOP_FWD_MAXNREG": 32,
-                                      "LOOP_FWD_L2_HINTS": False},
-                "step2_r32_w8": {**_ACC2K, **_NOSTATS, "LOOP_FWD_STEP_CHUNKS": 2, "LOOP_FWD_MAXNREG": 32,
-                                 "LOOP_FWD_WARPS": 8},
-                "unroll2k_hints": {**_UNROLL2K, **_NOSTATS}},
     # rows of 257-512 with a residual: 8192-element tiles against one or two rows a program on one warp
     "narrow-res": {"default": _NOSTATS, "res_m1w1": {**_NOSTATS, "FWD_ONE_WARP_RES_TILE_ELEMS": 512},
                    "res_m2w1": {**_NOSTATS, "FWD_ONE_WARP_RES_TILE_ELEMS": 1024}},
@@ -222,8 +210,6 @@ FWD_MISS_CASES += [("rms", 8192, 512, torch.float16), ("add_rms", 8192, 512, tor
                    ("LN", 4096, 4096, BF16)]
 NARROW_RES_CASES = [(k, m, 512, dt) for k in ("add_rms",) for m in (8192, 4096, 16384, 32768)
                     for dt in (torch.float16, BF16)] + [("add_rms", 8192, 512, torch.float32), ("add_rms", 8192, 300, BF16)]
-IB_FP32_CASES = [(k, m, 8192, torch.float32) for k in ("biasLN", "LN", "rms") for m in (512, 1024)]
-IB_FP32_CASES += [("biasLN", 2048, 8192, torch.float32), ("add_rms", 512, 8192, torch.float32)]
 BWD4K_CASES = [(k, 4096, 4096, torch.bfloat16) for k in ("LN", "biasLN", "rms", "add_rms")]
 
 
@@ -252,10 +238,10 @@ def main(which: str) -> None:
              "bwd-keep": BWD_KEEP_CASES, "fp32-rows": FP32_ROWS_CASES,
              "bf16-rows": BF16_ROWS_CASES, "bwd-bias4k": BWD_BIAS4K_CASES, "fwd-8k": FWD_8K_CASES,
              "narrow-fwd": NARROW_FWD_CASES, "narrow-bwd": NARROW_BWD_CASES, "acc-rows": ACC_ROWS_CASES, "narrow-fwd2": NARROW_FWD2_CASES,
-             "fwd-miss": FWD_MISS_CASES, "narrow-res": NARROW_RES_CASES, "ib-fp32": IB_FP32_CASES,
+             "fwd-miss": FWD_MISS_CASES, "narrow-res": NARROW_RES_CASES,
              "wide-fwd": [(*c, torch.bfloat16) for c in WIDE_CASES],
              "wide": [(*c, torch.bfloat16) for c in WIDE_CASES]}.get(which, [(*c, torch.bfloat16) for c in CASES])
-    fwd = which in ("ib-fp32", "narrow-res", "fwd-miss", "narrow-fwd2", "fwd", "wide-fwd", "small-fwd", "fp32-fwd", "fp32-rows", "bf16-rows", "fwd-8k", "narrow-fwd")
+    fwd = which in ("narrow-res", "fwd-miss", "narrow-fwd2", "fwd", "wide-fwd", "small-fwd", "fp32-fwd", "fp32-rows", "bf16-rows", "fwd-8k", "narrow-fwd")
     for kind, m, n, dtype in cases:
         x = torch.randn(m, n, device="cuda", dtype=dtype)
         dy, dho = torch.randn_like(x), torch.randn_like(x)

@@ -224,11 +224,11 @@ def norm_bwd(args) -> None:
     sig.update({k: "i32" for k in ("M", "N", "stride_dym", "stride_dhm", "stride_sm")})
     ce = {"stride_dyn": 1, "stride_dhn": 1, "stride_sn": 1, "IS_RMS": rms, "HAS_W": True, "HAS_IB": ib,
           "HAS_DHO": dho, "NEED_DW": True, "NEED_DB": not rms, "NEED_DIB": ib, "LAUNCH_DEPENDENTS": True}
-    options = {k: v for k, v in launch.meta.items() if k in ("num_warps", "maxnreg")}
-    ce.update({k: v for k, v in launch.meta.items() if k not in options})
+    ce.update({k: v for k, v in launch.meta.items() if k != "num_warps"})
     sig = {p.name: sig[p.name] for p in launch.kernel.params if p.name in sig}
     aligned = tuple(k for k in sig if k != "M")  # pointers, N and the row strides
-    c = triton.compile(_source(launch.kernel, sig, ce, aligned), target=TARGET, options=options)
+    c = triton.compile(_source(launch.kernel, sig, ce, aligned), target=TARGET,
+                       options={"num_warps": launch.meta["num_warps"]})
     meta = ", ".join(f"{k} {v}" for k, v in launch.meta.items())
     report(c, f"{launch.kernel.__name__} {kind} {args.dtype} {m}x{n}: {meta}, programs {launch.programs}", args.sass)
 
@@ -253,11 +253,11 @@ def norm_fwd(args) -> None:
     sig["eps"] = "fp32"
     ce = {"stride_xn": 1, "stride_rn": 1, "IS_RMS": rms, "HAS_W": True, "HAS_B": not rms, "HAS_IB": ib,
           "HAS_RES": res, "STORE_STATS": not args.no_stats}
-    options = {k: v for k, v in launch.meta.items() if k in ("num_warps", "maxnreg")}
-    ce.update({k: v for k, v in launch.meta.items() if k not in options})
+    ce.update({k: v for k, v in launch.meta.items() if k != "num_warps"})
     sig = {p.name: sig[p.name] for p in launch.kernel.params if p.name in sig}
     aligned = tuple(k for k in sig if k not in ("M", "eps"))
-    c = triton.compile(_source(launch.kernel, sig, ce, aligned), target=TARGET, options=options)
+    c = triton.compile(_source(launch.kernel, sig, ce, aligned), target=TARGET,
+                       options={"num_warps": launch.meta["num_warps"]})
     meta = ", ".join(f"{k} {v}" for k, v in launch.meta.items())
     report(c, f"{launch.kernel.__name__} {kind} {args.dtype} {m}x{n}: {meta}", args.sass)
 

@@ -85,22 +85,6 @@ def test_fp32_residual_rows_take_the_unrolled_looped_kernel(device, kind):
     check(kind, make_inputs(kind, (2, 6001), device, torch.float32, input_bias=False))
 
 
-@pytest.mark.parametrize("step", [1, 2, 3])
-@pytest.mark.parametrize("n", [1000, 1280, 2048])
-def test_looped_forward_chunks_a_step(device, monkeypatch, n, step):
-    """The looped forward with per-lane statistics over a runtime loop of `step` unrolled chunks
-    (kernels/norm.py STEP_CHUNKS) and a register cap: rows the steps fill exactly drop their masks
-    (EVEN_N), ragged ones (1000; 1280 at two or three chunks a step) keep them; every kind matches."""
-    for name, value in (("MAX_FUSED_N_FWD", 256), ("LOOP_BLOCK_N", 256), ("LOOP_FWD_ACC_LANES", True),
-                        ("LOOP_FWD_STEP_CHUNKS", step), ("LOOP_FWD_MAXNREG", 64)):
-        monkeypatch.setattr(on, name, value)
-    meta = on.fwd_launch(3, n, False, False, 4, False).meta
-    assert (meta["CHUNKS"], meta["STEP_CHUNKS"], meta["maxnreg"]) == (0, step, 64)
-    assert meta["EVEN_N"] == (n % (256 * step) == 0)
-    for kind in KINDS:
-        check(kind, make_inputs(kind, (3, n), device, torch.float32), grads=False)
-
-
 @pytest.mark.parametrize("shape", [(64, 512), (63, 512), (8, 4096), (5, 1000)])
 def test_even_tiles_drop_their_masks(device, shape):
     """Tiles the shape fills exactly build without row / column masks (EVEN_M, EVEN_N); ragged ones keep

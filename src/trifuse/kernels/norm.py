@@ -146,23 +146,21 @@ def _welford_combine(mean_a, m2_a, n_a, mean_b, m2_b, n_b):
 @triton.jit
 def _lane_stats_chunk(x_row, ib_ptr, res_row, h_row, start, N, lane_n, lane_mean, lane_m2, stride_xn, stride_rn,
                       IS_RMS: tl.constexpr, HAS_IB: tl.constexpr, HAS_RES: tl.constexpr, BLOCK_N: tl.constexpr,
-                      FULL: tl.constexpr, POLICY: tl.constexpr, FIRST: tl.constexpr):
+                      EVEN_N: tl.constexpr, POLICY: tl.constexpr, COUNT: tl.constexpr):
     """One chunk of h (stored with a residual) folded into per-lane statistics: RMSNorm the sum of squares
     (lane_m2), LayerNorm a Welford summary (count, mean, sum of squared deviations) per lane.
-    FULL: no lane of this chunk or an earlier one is masked, so every lane has seen start // BLOCK_N + 1
-    values (one division a chunk, not one a lane); FIRST: the row's first chunk, with FULL."""
+    COUNT > 0: this is chunk COUNT of an unrolled row without masks, so every lane's count is COUNT."""
     cols = start + tl.arange(0, BLOCK_N)
-    mask = tl.full([BLOCK_N], True, tl.int1) if FULL else cols < N
+    mask = tl.full([BLOCK_N], True, tl.int1) if EVEN_N else cols < N
     h = _first_read_chunk(x_row, ib_ptr, res_row, h_row, cols, mask, stride_xn, stride_rn, HAS_IB, HAS_RES, POLICY)
     if IS_RMS:
         lane_m2 += h * h
-    elif FIRST:
+    elif COUNT == 1:
         lane_n, lane_mean = tl.full([BLOCK_N], 1.0, tl.float32), h
-    elif FULL:
-        count = tl.cast(start // BLOCK_N + 1, tl.float32)
-        lane_n = tl.zeros([BLOCK_N], tl.float32) + count
+    elif COUNT > 1:
+        lane_n = tl.full([BLOCK_N], COUNT, tl.float32)
         delta = h - lane_mean
-        lane_mean += delta * (1.0 / count)
+        lane_mean += delta * (1.0 / COUNT)
         lane_m2 += delta * (h - lane_mean)
     else:
         lane_n += mask.to(tl.float32)
@@ -195,17 +193,14 @@ def norm_fwd_looped(
     N, stride_xm, stride_xn, stride_rm, stride_rn, eps,
     IS_RMS: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_IB: tl.constexpr,
     HAS_RES: tl.constexpr, BLOCK_N: tl.constexpr, STAGES: tl.constexpr, STORE_STATS: tl.constexpr,
-    ACC_LANES: tl.constexpr, CHUNKS: tl.constexpr, STEP_CHUNKS: tl.constexpr, EVEN_N: tl.constexpr,
-    L2_HINTS: tl.constexpr,
+    ACC_LANES: tl.constexpr, CHUNKS: tl.constexpr, EVEN_N: tl.constexpr, L2_HINTS: tl.constexpr,
 ):
     """One row a program, BLOCK_N-element chunks. STAGES: both chunk loops' loads pipelined through shared
     memory, this deep (1: not). STORE_STATS as for norm_fwd_rows.
     ACC_LANES: the statistics summed per lane across chunks and reduced once after the loop (as Inductor's
     looped reductions do), not reduced across warps per chunk; then CHUNKS > 0 (= cdiv(N, BLOCK_N)) unrolls
-    both loops, so every chunk's loads are issued together, or else each step of both loops takes
-    STEP_CHUNKS chunks, unrolled (their loads in flight together; fewer registers than unrolling all);
-    EVEN_N (N a multiple of BLOCK_N * STEP_CHUNKS, or of BLOCK_N when unrolled) drops the masks.
-    L2_HINTS: reads that are read again marked evict-last, the last reads evict-first."""
+    both loops, so every chunk's loads are issued together, and EVEN_N (N == CHUNKS * BLOCK_N) drops
+    the masks. L2_HINTS: reads that are read again marked evict-last, the last reads evict-first."""
     row = tl.program_id(0).to(tl.int64)
     x_row = x_ptr + row * stride_xm
     res_row = res_ptr + row * stride_rm
@@ -223,13 +218,12 @@ def norm_fwd_looped(
             for c in tl.static_range(CHUNKS):
                 lane_n, lane_mean, lane_m2 = _lane_stats_chunk(
                     x_row, ib_ptr, res_row, h_row, c * BLOCK_N, N, lane_n, lane_mean, lane_m2, stride_xn, stride_rn,
-                    IS_RMS, HAS_IB, HAS_RES, BLOCK_N, EVEN_N, first_policy, EVEN_N and c == 0)
+                    IS_RMS, HAS_IB, HAS_RES, BLOCK_N, EVEN_N, first_policy, c + 1 if EVEN_N else 0)
         else:
-            for step in tl.range(0, N, BLOCK_N * STEP_CHUNKS, num_stages=STAGES):
-                for c in tl.static_range(STEP_CHUNKS):
-                    lane_n, lane_mean, lane_m2 = _lane_stats_chunk(
-                        x_row, ib_ptr, res_row, h_row, step + c * BLOCK_N, N, lane_n, lane_mean, lane_m2, stride_xn,
-                        stride_rn, IS_RMS, HAS_IB, HAS_RES, BLOCK_N, EVEN_N, first_policy, False)
+            for start in tl.range(0, N, BLOCK_N, num_stages=STAGES):
+                lane_n, lane_mean, lane_m2 = _lane_stats_chunk(
+                    x_row, ib_ptr, res_row, h_row, start, N, lane_n, lane_mean, lane_m2, stride_xn, stride_rn,
+                    IS_RMS, HAS_IB, HAS_RES, BLOCK_N, False, first_policy, 0)
         if IS_RMS:
             m2 = tl.sum(lane_m2, axis=0)
             mean = 0.0
@@ -268,13 +262,11 @@ def norm_fwd_looped(
                           rstd, stride_xn, stride_rn, IS_RMS, HAS_W, HAS_B, HAS_IB, HAS_RES, BLOCK_N, EVEN_N,
                           last_policy)
     else:
-        n_steps = tl.cdiv(N, BLOCK_N * STEP_CHUNKS)
-        for i in tl.range(n_steps, num_stages=STAGES):
-            step = (n_steps - 1 - i) * (BLOCK_N * STEP_CHUNKS)
-            for c in tl.static_range(STEP_CHUNKS):
-                _output_chunk(x_row, ib_ptr, res_row, h_row, w_ptr, b_ptr, y_row, step + c * BLOCK_N, N, mean, rstd,
-                              stride_xn, stride_rn, IS_RMS, HAS_W, HAS_B, HAS_IB, HAS_RES, BLOCK_N,
-                              ACC_LANES and EVEN_N, last_policy)
+        n_chunks = tl.cdiv(N, BLOCK_N)
+        for i in tl.range(n_chunks, num_stages=STAGES):
+            _output_chunk(x_row, ib_ptr, res_row, h_row, w_ptr, b_ptr, y_row, (n_chunks - 1 - i) * BLOCK_N, N, mean,
+                          rstd, stride_xn, stride_rn, IS_RMS, HAS_W, HAS_B, HAS_IB, HAS_RES, BLOCK_N, False,
+                          last_policy)
 
 
 @triton.jit

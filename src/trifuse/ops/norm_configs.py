@@ -26,10 +26,6 @@ LOOP_FWD_L2_HINTS = False
 # With LOOP_FWD_ACC_LANES: rows of at most this many chunks get both loops unrolled (kernels/norm.py
 # CHUNKS), a build per chunk count, so all of a row's loads are issued at once (0: never unrolled).
 LOOP_FWD_UNROLL_MAX_CHUNKS = 0
-# With LOOP_FWD_ACC_LANES and not unrolled: chunks each loop step takes, unrolled (kernels/norm.py STEP_CHUNKS).
-LOOP_FWD_STEP_CHUNKS = 1
-# The looped forward's register cap (ptxas maxnreg; 0: none).
-LOOP_FWD_MAXNREG = 0
 # fp32 rows of 4097-8192 with a residual on small inputs: the looped kernel as Inductor builds it there
 # (2048-element chunks, both loops unrolled, per-lane sums, L2 hints, 16 warps at 32 registers: four programs
 # an SM, so 512 rows run in one wave, where the one-pass kernel's 32 warps fit two). H100, device time,
@@ -176,16 +172,13 @@ def _with_early_params(cfg: RowsConfig) -> RowsConfig:
 
 
 def _looped_meta(n: int, block_n: int, acc_lanes: bool, unroll_max_chunks: int, l2_hints: bool,
-                 warps: int, step_chunks: int = 1, maxnreg: int = 0) -> dict:
-    """norm_fwd_looped's launch constants: rows of at most unroll_max_chunks chunks (with acc_lanes) unrolled,
-    others step_chunks chunks a step (with acc_lanes)."""
+                 warps: int) -> dict:
+    """norm_fwd_looped's launch constants: rows of at most unroll_max_chunks chunks (with acc_lanes) unrolled."""
     chunks = cdiv(int(n), block_n)
     unrolled = acc_lanes and chunks <= unroll_max_chunks
-    step_chunks = step_chunks if acc_lanes and not unrolled else 1
-    even = acc_lanes and int(n) % (block_n * step_chunks) == 0
     return {"BLOCK_N": block_n, "STAGES": LOOP_FWD_STAGES, "ACC_LANES": acc_lanes,
-            "CHUNKS": chunks if unrolled else 0, "STEP_CHUNKS": step_chunks, "EVEN_N": even,
-            "L2_HINTS": l2_hints, "num_warps": warps, **({"maxnreg": maxnreg} if maxnreg else {})}
+            "CHUNKS": chunks if unrolled else 0, "EVEN_N": unrolled and n == chunks * block_n,
+            "L2_HINTS": l2_hints, "num_warps": warps}
 
 
 class FwdLaunch(NamedTuple):
@@ -219,8 +212,7 @@ def fwd_launch(m: int, n: int, is_rms: bool, has_residual: bool, elem_size: int,
                 "num_warps": cfg.num_warps}
         return FwdLaunch(kf.norm_fwd_rows, (cdiv(m, cfg.block_m),), meta, True)
     meta = _looped_meta(n, min(LOOP_BLOCK_N, next_pow2(max_fused_n)), LOOP_FWD_ACC_LANES,
-                        LOOP_FWD_UNROLL_MAX_CHUNKS, LOOP_FWD_L2_HINTS, LOOP_FWD_WARPS, LOOP_FWD_STEP_CHUNKS,
-                        LOOP_FWD_MAXNREG)
+                        LOOP_FWD_UNROLL_MAX_CHUNKS, LOOP_FWD_L2_HINTS, LOOP_FWD_WARPS)
     return FwdLaunch(kf.norm_fwd_looped, (m,), meta, False)
 
 
