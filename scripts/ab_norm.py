@@ -17,6 +17,7 @@ each of three rounds, best per variant; every variant's dx and dweight are check
   python3 scripts/ab_norm.py bwd-bias4k   # bias-LN / LN backward at 4096^2: threads, stages, column-sum tile
   python3 scripts/ab_norm.py fwd-miss     # the forwards a peer won: looped kernel with per-lane sums, no statistics
   python3 scripts/ab_norm.py narrow-res   # rows of 257-512 with a residual: one-warp tiles
+  python3 scripts/ab_norm.py ib-fp32-warps  # bias-LN 8192-wide one-row tiles at 4 / 8 warps, late reads
 
 PEERS=1 also times torch.compile and Liger-Kernel (when installed; LN, bias-LN, rms, add_rms) in the same rounds.
 """
@@ -137,6 +138,10 @@ VARIANTS = {
                  "unroll2k": {**_UNROLL2K, **_NOSTATS, "LOOP_FWD_L2_HINTS": False},
                  "unroll2k_hints_w8": {**_UNROLL2K, **_NOSTATS, "LOOP_FWD_WARPS": 8},
                  "loop4096": {**_UNROLL2K, **_NOSTATS, "MAX_FUSED_N_FWD": 2048}},
+    # bias-LN fp32 8192-wide one-row tiles: fewer warps, parameters read late (62 registers at 8 warps, 108 at 4:
+    # four programs an SM either way, against three at 16 warps' 40)
+    "ib-fp32-warps": {"default": _NOSTATS, **{f"w{w}l": {**_NOSTATS, "fwd_config": _one_row_fwd_config(w, False)}
+                                              for w in (4, 8)}},
     # rows of 257-512 with a residual: 8192-element tiles against one or two rows a program on one warp
     "narrow-res": {"default": _NOSTATS, "res_m1w1": {**_NOSTATS, "FWD_ONE_WARP_RES_TILE_ELEMS": 512},
                    "res_m2w1": {**_NOSTATS, "FWD_ONE_WARP_RES_TILE_ELEMS": 1024}},
@@ -210,6 +215,8 @@ FWD_MISS_CASES += [("rms", 8192, 512, torch.float16), ("add_rms", 8192, 512, tor
                    ("LN", 4096, 4096, BF16)]
 NARROW_RES_CASES = [(k, m, 512, dt) for k in ("add_rms",) for m in (8192, 4096, 16384, 32768)
                     for dt in (torch.float16, BF16)] + [("add_rms", 8192, 512, torch.float32), ("add_rms", 8192, 300, BF16)]
+IB_FP32_WARPS_CASES = [("biasLN", m, 8192, torch.float32) for m in (512, 1024, 2048, 4096, 8192)]
+IB_FP32_WARPS_CASES += [("biasLN", 1024, 6000, torch.float32), ("biasLN", 512, 8192, BF16), ("biasLN", 8192, 8192, BF16)]
 BWD4K_CASES = [(k, 4096, 4096, torch.bfloat16) for k in ("LN", "biasLN", "rms", "add_rms")]
 
 
@@ -239,9 +246,10 @@ def main(which: str) -> None:
              "bf16-rows": BF16_ROWS_CASES, "bwd-bias4k": BWD_BIAS4K_CASES, "fwd-8k": FWD_8K_CASES,
              "narrow-fwd": NARROW_FWD_CASES, "narrow-bwd": NARROW_BWD_CASES, "acc-rows": ACC_ROWS_CASES, "narrow-fwd2": NARROW_FWD2_CASES,
              "fwd-miss": FWD_MISS_CASES, "narrow-res": NARROW_RES_CASES,
+             "ib-fp32-warps": IB_FP32_WARPS_CASES,
              "wide-fwd": [(*c, torch.bfloat16) for c in WIDE_CASES],
              "wide": [(*c, torch.bfloat16) for c in WIDE_CASES]}.get(which, [(*c, torch.bfloat16) for c in CASES])
-    fwd = which in ("narrow-res", "fwd-miss", "narrow-fwd2", "fwd", "wide-fwd", "small-fwd", "fp32-fwd", "fp32-rows", "bf16-rows", "fwd-8k", "narrow-fwd")
+    fwd = which in ("ib-fp32-warps", "narrow-res", "fwd-miss", "narrow-fwd2", "fwd", "wide-fwd", "small-fwd", "fp32-fwd", "fp32-rows", "bf16-rows", "fwd-8k", "narrow-fwd")
     for kind, m, n, dtype in cases:
         x = torch.randn(m, n, device="cuda", dtype=dtype)
         dy, dho = torch.randn_like(x), torch.randn_like(x)
