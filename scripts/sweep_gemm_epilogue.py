@@ -5,10 +5,11 @@ TB/s of its byte model (reads dy and pre, writes dpre). `split`: the TMA kernel'
 (ops.gemm.epi_split) per activation, without dropout, host time hidden, best of three alternating rounds.
 `ws`: the warp-specialized Gluon kernel against the table's config per shape and activation.
 `ws-dropout`: bias + activation + dropout through either kernel against the default no-dropout path.
-Run: python3 scripts/sweep_gemm_epilogue.py [dact|split|ws|ws-dropout]"""
+Run: [WIDTHS=32] python3 scripts/sweep_gemm_epilogue.py [dact|split|ws|ws-dropout]"""
 # ruff: noqa: B023, BLE001 - timing lambdas run before the loop moves on; a failing config is reported
 
 import itertools
+import os
 import sys
 
 import torch
@@ -33,6 +34,10 @@ def problem(m, k, n):
     return x, w, bias, torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
 
 
+# slice widths main() times (WIDTHS=32 for the default alone)
+WIDTHS = [int(w) for w in os.environ.get("WIDTHS", "16,32,64,128").split(",")]
+
+
 def main():
     for m, k, n in [(4096, 4096, 4096), (8192, 4096, 14336), (16384, 4096, 4096), (8192, 14336, 4096)]:
         x, w, bias, out = problem(m, k, n)
@@ -40,7 +45,7 @@ def main():
         base = ms(lambda: og.gemm_into(x, w.t(), out, bias=bias, activation="silu"))
         row = []
         saved = og.EPI_NARROW_N
-        for width in (16, 32, 64, 128):
+        for width in WIDTHS:
             og.EPI_NARROW_N = width
             t = ms(lambda: og.gemm_into(x, w.t(), out, bias=bias, seed=seed, activation="silu", dropout_p=0.1))
             row.append(f"w{width}: {t:.4f} (+{(t / base - 1) * 100:.1f}%)")

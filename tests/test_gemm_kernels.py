@@ -3,10 +3,13 @@ interpreter), the epilogue slicing and loop flattening rules, and the warp-speci
 import pytest
 import torch
 import torch.nn.functional as F
+import triton
+import triton.language as tl
 
 import trifuse
 from gemm_cases import FLOOR, torch_gemm
 from helpers import assert_close_to_ref, poison
+from trifuse.kernels.activations import philox_wide
 from trifuse.ops.gemm import (
     ACTIVATIONS,
     EPI_NARROW_N,
@@ -17,7 +20,7 @@ from trifuse.ops.gemm import (
     ws_applies,
 )
 from trifuse.ops.gemm_configs import GemmConfig
-from trifuse.reference.dropout import keep_mask
+from trifuse.reference.dropout import _philox4x32, keep_mask
 
 
 def test_launcher_writes_every_element(device):
@@ -197,5 +200,36 @@ def test_ws_kernel_dropout_gpu(device, activation, p, seed):
         full = torch_gemm(a.double(), b.double(), bias.double(), activation)
         keep = keep_mask(seed, m, n, p, device)
         assert torch.equal(outs["ws"] != 0, keep & (full != 0))
+        assert torch.equal(outs["tma"] != 0, keep & (full != 0))  # the TMA epilogue's philox_wide too
         assert_close_to_ref(outs["ws"], torch.where(keep, full / (1 - p), 0.0), outs["tma"].double(),
                             floor=FLOOR[torch.bfloat16])
+
+
+@triton.jit
+def _philox_words(seed_ptr, out_wide_ptr, out_tl_ptr, R: tl.constexpr, C: tl.constexpr):
+    seed = tl.load(seed_ptr)
+    c0 = (tl.arange(0, C)[None, :] * 977 + tl.zeros([R, C], tl.int32)).to(tl.uint32)
+    c1 = (tl.arange(0, R)[:, None] * 2654435 + tl.zeros([R, C], tl.int32)).to(tl.uint32)
+    offs = tl.arange(0, R)[:, None] * C + tl.arange(0, C)[None, :]
+    wide = philox_wide(seed, c0, c1)
+    ref = tl.philox(seed, c0, c1, c0 * 0, c0 * 0)
+    for i in tl.static_range(4):
+        tl.store(out_wide_ptr + i * R * C + offs, wide[i].to(tl.int32, bitcast=True))
+        tl.store(out_tl_ptr + i * R * C + offs, ref[i].to(tl.int32, bitcast=True))
+
+
+@pytest.mark.parametrize("seed", [0, 1234, 2**40 + 7, 2**63 - 1])
+def test_philox_wide_matches_tl_philox(device, seed):
+    """philox_wide (one wide multiply a round, the TMA epilogue's dropout) gives tl.philox's words bit for bit,
+    and both the plain-torch Philox of reference.dropout, over counters spanning the 32-bit range."""
+    R, C = 16, 32
+    seed_t = torch.tensor([seed], device=device)
+    outs = [torch.full((4, R, C), -1, device=device, dtype=torch.int32) for _ in range(2)]
+    _philox_words[(1,)](seed_t, outs[0], outs[1], R, C)
+    assert torch.equal(outs[0], outs[1])
+    c0 = (torch.arange(C, dtype=torch.int64) * 977).expand(R, C)
+    c1 = (torch.arange(R, dtype=torch.int64)[:, None] * 2654435).expand(R, C)
+    zero = torch.zeros(R, C, dtype=torch.int64)
+    words = _philox4x32(c0, c1, zero, zero, seed & 0xFFFFFFFF, seed >> 32)
+    expect = torch.stack([w & 0xFFFFFFFF for w in words]).to(torch.uint32).view(torch.int32)
+    assert torch.equal(outs[0].cpu(), expect)
