@@ -156,7 +156,7 @@ def philox_wide(seed, c0, c1):
 
 
 @triton.jit
-def dropout_keep(seed_ptr, rows, cols, p, WIDE_MUL: tl.constexpr = False):
+def dropout_keep(seed_ptr, rows, cols, p):
     """Keep mask for global rows ([BM]) x cols ([BN]: consecutive, starting at a multiple of 8) of an output.
 
     A function of (seed, global row, global column) only, so the forward and backward may tile differently
@@ -165,11 +165,8 @@ def dropout_keep(seed_ptr, rows, cols, p, WIDE_MUL: tl.constexpr = False):
     One Philox call serves 8 columns (tl.rand would spend one call per element), the cost that made the
     dropout epilogue slow; p is resolved to 1/65536 (FlashAttention's dropout uses 1/256).
     `trifuse.reference.dropout.keep_mask` is the same function in plain torch ops.
-    WIDE_MUL: Philox through philox_wide, the same words in fewer instructions: the persistent TMA GEMM's
-    epilogue (128x256 tile, sm_90 build: 4408 -> 4136 SASS instructions with bias+SiLU+dropout; H100 bench
-    gemm, sixteenth session against the eleventh's, dropout's cost over bias+SiLU: 8192^3 5.5 -> 4.4%,
-    8192x4096x14336 8.5 -> 7.1%, 16384x4096x4096 10.7 -> 10.6%). The portable kernel keeps tl.philox: its
-    small, latency-bound problems ran 0.5-0.8 us slower with philox_wide (64x256x128 to 512^3).
+    The Philox is philox_wide: tl.philox's words in fewer instructions (128x256 TMA tile, sm_90 build:
+    4408 -> 4136 SASS instructions with bias+SiLU+dropout).
     """
     BN: tl.constexpr = cols.shape[0]
     tl.static_assert(BN % 8 == 0, "dropout tiles must be a multiple of 8 columns wide")
@@ -178,10 +175,7 @@ def dropout_keep(seed_ptr, rows, cols, p, WIDE_MUL: tl.constexpr = False):
     groups = (first_group + tl.arange(0, BN // 8)).to(tl.uint32)
     c0 = groups[None, :] + tl.zeros_like(rows)[:, None].to(tl.uint32)
     c1 = rows.to(tl.uint32)[:, None] + tl.zeros_like(groups)[None, :]
-    if WIDE_MUL:
-        w0, w1, w2, w3 = philox_wide(seed, c0, c1)
-    else:
-        w0, w1, w2, w3 = tl.philox(seed, c0, c1, c0 * 0, c0 * 0)
+    w0, w1, w2, w3 = philox_wide(seed, c0, c1)
     # [.., 2, 2] whose row-major order is w0, w1, w2, w3; then each word's low and high halves.
     words = tl.join(tl.join(w0, w2), tl.join(w1, w3))
     draws = tl.join(words & 0xFFFF, words >> 16)

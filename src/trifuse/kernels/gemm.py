@@ -62,11 +62,10 @@ def program_tile(a_ptr, b_ptr, M, N, K, stride_am, stride_ak, stride_bk, stride_
 def fwd_epilogue(acc, rows, cols, M, N, bias_ptr, res_ptr, stride_rm, stride_rn, pre_ptr, stride_pm,
                  seed_ptr, p,
                  ACT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr, DROPOUT: tl.constexpr,
-                 STORE_PRE: tl.constexpr, WIDE_MUL: tl.constexpr = False):
+                 STORE_PRE: tl.constexpr):
     """The epilogue on one fp32 tile at global (rows, cols); returns the fp32 result to store.
 
-    Stores the pre-activation a @ b + bias (for the backward) when STORE_PRE. WIDE_MUL: the dropout
-    mask's Philox as activations.dropout_keep's WIDE_MUL.
+    Stores the pre-activation a @ b + bias (for the backward) when STORE_PRE.
     """
     col_ok = cols < N
     mask = (rows[:, None] < M) & col_ok[None, :]
@@ -78,7 +77,7 @@ def fwd_epilogue(acc, rows, cols, M, N, bias_ptr, res_ptr, stride_rm, stride_rn,
                  mask=mask)
     y = activation(acc, ACT)
     if DROPOUT:
-        keep = dropout_keep(seed_ptr, rows64, cols, p, WIDE_MUL)
+        keep = dropout_keep(seed_ptr, rows64, cols, p)
         y = tl.where(keep, y * (1.0 / (1.0 - tl.full((), p, tl.float32))), 0.0)
     if HAS_RES:
         y += tl.load(res_ptr + rows64[:, None] * stride_rm + cols[None, :].to(tl.int64) * stride_rn,

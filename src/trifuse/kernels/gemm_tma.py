@@ -42,7 +42,7 @@ def _epilogue_store(acc, rows, cols, out_desc, out_ptr, om, on, M, N, bias_ptr, 
     """The epilogue on one column slice of a tile (global rows and cols, its corner at (om, on)), stored
     through out_desc."""
     y = fwd_epilogue(acc, rows, cols, M, N, bias_ptr, res_ptr, stride_rm, stride_rn, pre_ptr, stride_pm,
-                     seed_ptr, p, ACT, HAS_BIAS, HAS_RES, DROPOUT, STORE_PRE, WIDE_MUL=True)
+                     seed_ptr, p, ACT, HAS_BIAS, HAS_RES, DROPOUT, STORE_PRE)
     out_desc.store([om, on], y.to(out_ptr.dtype.element_ty))
 
 
