@@ -4,6 +4,7 @@ report registers, spill stack, shared memory and, with --sass, the SASS instruct
   python3 scripts/sm90_build.py gemm [--act silu] [--tile 128,256,64] [--warps 8] [--stages 3] [--split 1]
                                      [--dropout] [--sass]
   python3 scripts/sm90_build.py gemm-ws [--act gelu] [--dropout] [--b-rowmajor] [--sass]
+  python3 scripts/sm90_build.py gemm-coop [--act gelu] [--dropout] [--b-rowmajor] [--sass]
   python3 scripts/sm90_build.py attn-fwd [--head-dim 128] [--causal] [--fold] [--sass]
   python3 scripts/sm90_build.py attn-fwd-ws [--head-dim 128] [--causal] [--stages 2] [--schedule S] [--sass]
   python3 scripts/sm90_build.py attn-dkdv-ws [--head-dim 128] [--causal] [--stages 2] [--sass]
@@ -74,7 +75,7 @@ def gemm(args) -> None:
     sig.update({n: "i32" for n in ("M", "N", "K", "stride_a", "stride_b", "stride_om", "stride_rm", "stride_rn",
                                    "stride_pm")})
     sig["p"] = "fp32"
-    ce = {"ACT": args.act, "HAS_BIAS": True, "HAS_RES": False, "DROPOUT": args.dropout, "STORE_PRE": False, "PRECISION": "tf32",
+    ce = {"ACT": args.act, "HAS_BIAS": not getattr(args, "no_bias", False), "HAS_RES": False, "DROPOUT": args.dropout, "STORE_PRE": False, "PRECISION": "tf32",
               "A_T": False, "B_T": True, "BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8, "NUM_SMS": 132,
               "EPI_SPLIT": args.split, "FLATTEN": False}
     aligned = ("a_ptr", "b_ptr", "out_ptr", "bias_ptr", "stride_a", "stride_b", "stride_om")
@@ -89,21 +90,25 @@ def gemm_ws(args) -> None:
     from triton.runtime.jit import mangle_type
 
     import trifuse.ops.gemm as og
+    from trifuse.kernels import gemm_coop as kc
     from trifuse.kernels import gemm_ws as kw
     from trifuse.ops._gluon import descriptor
 
-    cfg, b_t = og.WS_CONFIG, not args.b_rowmajor
+    coop = args.kernel == "gemm-coop"
+    cfg, b_t = (og.COOP_CONFIG if coop else og.WS_CONFIG), not args.b_rowmajor
     bm, bn, bk = cfg.block_m, cfg.block_n, cfg.block_k
     a = torch.empty(256, 256, dtype=torch.bfloat16)  # descriptors only need the layout and dtype here
     descs = {"a_desc": descriptor(a, (bm, bk)), "b_desc": descriptor(a, (bn, bk) if b_t else (bk, bn)),
                  "c_desc": descriptor(a, (bm, bn))}
     sig = {n: mangle_type(d) for n, d in descs.items()}
     sig.update(bias_ptr="*bf16", seed_ptr="*i64", p="fp32", M="i32", N="i32", K="i32")
-    ce = {"ACT": args.act, "HAS_BIAS": True, "DROPOUT": args.dropout, "B_T": b_t, "STAGES": cfg.num_stages, "GROUP_M": cfg.group_m, "NUM_SMS": 132,
-              "CONSUMER_REGS": og.WS_REGS[0], "PRODUCER_REGS": og.WS_REGS[1]}
-    c = triton.compile(_source(kw.gemm_ws_kernel, sig, ce, ("bias_ptr",), GluonASTSource), target=TARGET,
-                       options={"num_warps": 4, "maxnreg": og.WS_MAXNREG})
-    report(c, f"gemm_ws {bm}x{bn}x{bk} s{cfg.num_stages} {args.act} dropout={args.dropout} b_t={b_t}", args.sass)
+    ce = {"ACT": args.act, "HAS_BIAS": not getattr(args, "no_bias", False), "DROPOUT": args.dropout, "B_T": b_t, "STAGES": cfg.num_stages, "GROUP_M": cfg.group_m, "NUM_SMS": 132,
+              "CONSUMER_REGS": (og.COOP_REGS if coop else og.WS_REGS)[0],
+              "PRODUCER_REGS": (og.COOP_REGS if coop else og.WS_REGS)[1]}
+    kernel = kc.gemm_coop_kernel if coop else kw.gemm_ws_kernel
+    c = triton.compile(_source(kernel, sig, ce, ("bias_ptr",), GluonASTSource), target=TARGET,
+                       options={"num_warps": 4, "maxnreg": og.COOP_MAXNREG if coop else og.WS_MAXNREG})
+    report(c, f"{kernel.__name__} {bm}x{bn}x{bk} s{cfg.num_stages} {args.act} dropout={args.dropout} b_t={b_t}", args.sass)
 
 
 def attn_fwd(args) -> None:
@@ -272,6 +277,11 @@ def main() -> None:
     g.add_argument("--stages", type=int, default=3)
     g.add_argument("--split", type=int, default=1)
     g.add_argument("--dropout", action="store_true")
+    wc = sub.add_parser("gemm-coop")
+    wc.add_argument("--act", default="silu")
+    wc.add_argument("--b-rowmajor", action="store_true", help="b stored (K, N) instead of (N, K)")
+    wc.add_argument("--dropout", action="store_true", help="the dropout epilogue")
+    wc.add_argument("--no-bias", action="store_true", help="no bias")
     w = sub.add_parser("gemm-ws")
     w.add_argument("--act", default="silu")
     w.add_argument("--b-rowmajor", action="store_true", help="b stored (K, N) instead of (N, K)")
@@ -306,10 +316,10 @@ def main() -> None:
     nf.add_argument("--dtype", default="bf16", choices=("bf16", "fp16", "fp32"))
     nf.add_argument("--no-stats", action="store_true", help="the inference build: mean and rstd not stored")
     nf.add_argument("--set", nargs="*", default=[], help="NAME=INT: set an ops/norm_configs.py constant")
-    for p in (g, w, f, fw, bw, bq, nb, nf):
+    for p in (g, w, wc, f, fw, bw, bq, nb, nf):
         p.add_argument("--sass", action="store_true", help="print the SASS instruction mix")
     args = ap.parse_args()
-    {"gemm": gemm, "gemm-ws": gemm_ws, "attn-fwd": attn_fwd, "attn-fwd-ws": attn_fwd_ws, "attn-dkdv-ws": attn_dkdv_ws, "attn-dq-ws": attn_dq_ws,
+    {"gemm": gemm, "gemm-ws": gemm_ws, "gemm-coop": gemm_ws, "attn-fwd": attn_fwd, "attn-fwd-ws": attn_fwd_ws, "attn-dkdv-ws": attn_dkdv_ws, "attn-dq-ws": attn_dq_ws,
      "norm-bwd": norm_bwd, "norm-fwd": norm_fwd}[args.kernel](args)
 
 

@@ -12,6 +12,7 @@ from helpers import assert_close_to_ref, poison
 from trifuse.kernels.activations import philox_wide
 from trifuse.ops.gemm import (
     ACTIVATIONS,
+    COOP_CONFIG,
     EPI_NARROW_N,
     WS_CONFIG,
     epi_split,
@@ -159,20 +160,22 @@ def test_ws_kernel_choice():
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("config", [WS_CONFIG, COOP_CONFIG], ids=["ws", "coop"])
 @pytest.mark.parametrize("b_transposed", [True, False])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("activation", ACTIVATIONS)
-def test_ws_kernel_gpu(device, activation, dtype, b_transposed):
+def test_ws_kernel_gpu(device, activation, dtype, b_transposed, config):
     if torch.cuda.get_device_capability()[0] != 9:
-        pytest.skip("the warp-specialized Gluon kernel is sm_90 only")
-    # One tile; ragged tiles; more tiles than programs (both consumer warpgroups, the ring wrapping).
-    for m, k, n in [(128, 64, 128), (1000, 328, 712), (2056, 1024, 2048)]:
+        pytest.skip("the warp-specialized Gluon kernels are sm_90 only")
+    # One tile; ragged tiles; more tiles than programs (both consumer warpgroups, the ring wrapping), several
+    # tiles a program over a short K (loads running ahead into the next tile).
+    for m, k, n in [(128, 64, 128), (1000, 328, 712), (2056, 1024, 2048), (3000, 200, 3000)]:
         a = torch.randn(m, k, device=device, dtype=dtype)
         w = (torch.randn(n, k, device=device) / k ** 0.5).to(dtype)
         b = w.t() if b_transposed else w.t().contiguous()
         bias = torch.randn(n, device=device, dtype=dtype) if m > 128 else None
         out = poison(torch.empty(m, n, device=device, dtype=dtype))
-        gemm_into(a, b, out, bias=bias, activation=activation, config=WS_CONFIG)
+        gemm_into(a, b, out, bias=bias, activation=activation, config=config)
         ref = torch_gemm(a.double(), b.double(), None if bias is None else bias.double(), activation)
         theirs = torch_gemm(a, b, bias, activation)
         assert_close_to_ref(out, ref, theirs, floor=FLOOR[dtype])
@@ -193,7 +196,7 @@ def test_ws_kernel_dropout_gpu(device, activation, p, seed):
         b = (torch.randn(n, k, device=device) / k ** 0.5).to(torch.bfloat16).t()
         bias = torch.randn(n, device=device, dtype=torch.bfloat16)
         outs = {}
-        for name, cfg in (("ws", WS_CONFIG), ("tma", GemmConfig("tma", 128, 256, 64, 8, 8, 3))):
+        for name, cfg in (("ws", WS_CONFIG), ("coop", COOP_CONFIG), ("tma", GemmConfig("tma", 128, 256, 64, 8, 8, 3))):
             outs[name] = poison(torch.empty(m, n, device=device, dtype=torch.bfloat16))
             gemm_into(a, b, outs[name], bias=bias, seed=seed_t, activation=activation, dropout_p=p,
                       config=cfg)
@@ -201,6 +204,9 @@ def test_ws_kernel_dropout_gpu(device, activation, p, seed):
         keep = keep_mask(seed, m, n, p, device)
         assert torch.equal(outs["ws"] != 0, keep & (full != 0))
         assert torch.equal(outs["tma"] != 0, keep & (full != 0))  # the Triton kernel's mask too
+        assert torch.equal(outs["coop"] != 0, keep & (full != 0))
+        assert_close_to_ref(outs["coop"], torch.where(keep, full / (1 - p), 0.0), outs["tma"].double(),
+                            floor=FLOOR[torch.bfloat16])
         assert_close_to_ref(outs["ws"], torch.where(keep, full / (1 - p), 0.0), outs["tma"].double(),
                             floor=FLOOR[torch.bfloat16])
 

@@ -34,15 +34,13 @@ DROP_ROWS = gl.constexpr(16)  # rows of the output tile the dropout pass holds i
 
 
 @gluon.jit
-def _dropout_rows(rows_smem, seed, threshold, r0, on):
-    """Zero the dropped elements of rows_smem, a slab of the output tile at global (r0, on), in place."""
-    R: gl.constexpr = rows_smem.shape[0]
-    BN: gl.constexpr = rows_smem.shape[1]
-    G: gl.constexpr = BN // 8
-    # Each thread holds 8 consecutive columns of a row: one Philox call serves all 8.
-    rows_layout: gl.constexpr = gl.BlockedLayout([1, 8], [32 // G, G], [gl.num_warps(), 1], [1, 0])
-    tile = gl.reshape(rows_smem.load(rows_layout), [R, G, 8])
-    layout3: gl.constexpr = tile.type.layout
+def keep_rows(tile3, seed, threshold, r0, on):
+    """The dropout keep mask of tile3 ([R, G, 8], each thread holding 8 consecutive columns of a row), output
+    rows r0.. and columns on.. (on a multiple of 8): kernels/activations.dropout_keep's, bit for bit. One
+    Philox call serves a thread's 8 columns."""
+    R: gl.constexpr = tile3.shape[0]
+    G: gl.constexpr = tile3.shape[1]
+    layout3: gl.constexpr = tile3.type.layout
     layout2: gl.constexpr = gl.SliceLayout(2, layout3)
     rows = r0 + gl.arange(0, R, layout=gl.SliceLayout(1, layout2))
     groups = on // 8 + gl.arange(0, G, layout=gl.SliceLayout(0, layout2))
@@ -56,7 +54,19 @@ def _dropout_rows(rows_smem, seed, threshold, r0, on):
     word = gl.where(k < 4, gl.where(k < 2, gl.expand_dims(w0, 2), gl.expand_dims(w1, 2)),
                     gl.where(k < 6, gl.expand_dims(w2, 2), gl.expand_dims(w3, 2)))
     draw = gl.where(k % 2 == 0, word & 0xFFFF, word >> 16)
-    tile = gl.where(draw >= threshold, tile, gl.zeros_like(tile))
+    return draw >= threshold
+
+
+@gluon.jit
+def _dropout_rows(rows_smem, seed, threshold, r0, on):
+    """Zero the dropped elements of rows_smem, a slab of the output tile at global (r0, on), in place."""
+    R: gl.constexpr = rows_smem.shape[0]
+    BN: gl.constexpr = rows_smem.shape[1]
+    G: gl.constexpr = BN // 8
+    rows_layout: gl.constexpr = gl.BlockedLayout([1, 8], [32 // G, G], [gl.num_warps(), 1], [1, 0])
+    tile = gl.reshape(rows_smem.load(rows_layout), [R, G, 8])
+    keep = keep_rows(tile, seed, threshold, r0, on)
+    tile = gl.where(keep, tile, gl.zeros_like(tile))
     rows_smem.store(gl.reshape(tile, [R, BN]))
 
 

@@ -183,20 +183,32 @@ def ws_applies(config: GemmConfig, M: int, N: int, K: int, activation: str, stor
     return activation in WS_ACTIVATIONS
 
 
+# The cooperative Gluon kernel (kernels/gemm_coop.py): one 128x256 tile shared by two consumer warpgroups, the
+# epilogue in a third, 3 stages (3 x 48 KB) beside the 64 KB staging tile. 12 warps x 32 x 168 registers
+# fit the register file; the consumers' 64x256 accumulators need 154.
+COOP_CONFIG = GemmConfig("coop", 128, 256, 64, group_m=8, num_warps=4, num_stages=3)
+COOP_REGS = (168, 0)  # consumer warpgroups (no producer partition)
+COOP_MAXNREG = 168
+
+
 def _launch_ws(a, b, out, bias, activation: str, b_t: bool, sms: int, config: GemmConfig, seed=None,
                dropout_p: float = 0.0) -> None:
+    """The Gluon kernels: config.kernel "ws" (ping-pong) or "coop" (cooperative, epilogue warpgroup)."""
+    from ..kernels import gemm_coop as kc
     from ..kernels import gemm_ws as kw
 
     M, K = a.shape
     N = b.shape[1]
     bm, bn, bk = config.block_m, config.block_n, config.block_k
     programs = min(sms, cdiv(M, bm) * cdiv(N, bn))
-    eager_launcher(kw.gemm_ws_kernel)[(programs,)](
+    kernel, regs, maxnreg = ((kc.gemm_coop_kernel, COOP_REGS, COOP_MAXNREG) if config.kernel == "coop"
+                             else (kw.gemm_ws_kernel, WS_REGS, WS_MAXNREG))
+    eager_launcher(kernel)[(programs,)](
         descriptor(a, (bm, bk)), descriptor(b.t() if b_t else b, (bn, bk) if b_t else (bk, bn)),
         descriptor(out, (bm, bn)), bias if bias is not None else out, seed if seed is not None else out,
         dropout_p, M, N, K, ACT=activation, HAS_BIAS=bias is not None, DROPOUT=dropout_p > 0.0, B_T=b_t,
-        STAGES=config.num_stages, GROUP_M=config.group_m, NUM_SMS=programs, CONSUMER_REGS=WS_REGS[0],
-        PRODUCER_REGS=WS_REGS[1], num_warps=4, maxnreg=WS_MAXNREG,
+        STAGES=config.num_stages, GROUP_M=config.group_m, NUM_SMS=programs, CONSUMER_REGS=regs[0],
+        PRODUCER_REGS=regs[1], num_warps=4, maxnreg=maxnreg,
     )
 
 
@@ -235,19 +247,20 @@ def gemm_into(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, *, bias=None,
             seed if seed is not None else dummy)
     res_strides = res.stride()
     pre_stride = pre.stride()[0] if pre is not None else 0
-    if config.kernel in ("tma", "ws"):
+    if config.kernel in ("tma", "ws", "coop"):
         ok, a_t, b_t = layout if layout is not None else tma_layout(a, b, out)
         if not ok:
             raise ValueError(f"gemm_into: the {config.kernel} config needs descriptor-compatible a, b and out")
         stored = pre is not None or residual is not None
         narrow = dropout or stored
         traced = torch.compiler.is_compiling() or type(a) not in (torch.Tensor, torch.nn.Parameter)
-        if config.kernel == "ws" or (explicit is None and ws_applies(config, M, N, K, activation, stored, a_t,
-                                                                     traced, dropout)):
+        if config.kernel in ("ws", "coop") or (explicit is None and ws_applies(config, M, N, K, activation,
+                                                                               stored, a_t, traced, dropout)):
             if stored or a_t:
-                raise ValueError("gemm_into: the ws kernel takes no residual or pre, and a K-contiguous a")
-            _launch_ws(a, b, out, bias, activation, b_t, sms, config if config.kernel == "ws" else WS_CONFIG,
-                       seed, dropout_p)
+                raise ValueError(f"gemm_into: the {config.kernel} kernel takes no residual or pre, and a "
+                                 "K-contiguous a")
+            _launch_ws(a, b, out, bias, activation, b_t, sms, config if config.kernel in ("ws", "coop")
+                       else WS_CONFIG, seed, dropout_p)
             return
         tiles = cdiv(int(M), config.block_m) * cdiv(int(N), config.block_n)
         split = epi_split(config, narrow, activation)

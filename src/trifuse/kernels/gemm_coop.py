@@ -1,0 +1,172 @@
+"""Hopper (sm_90) GEMM + bias + activation (+ dropout), warp specialized in Gluon, the epilogue in its own
+warpgroup ("cooperative" main loop).
+
+Three partitions: two consumer warpgroups share each 128 x 256 output tile (the first also issues the TMA
+loads into a ring of STAGES shared-memory stages) (rows 0-63 and 64-127, the same B stage), as the Triton
+kernel's 8 warps do, so the main loop keeps the 128 x 256 tile's operand reuse that the ping-pong kernel's
+128 x 128 tiles (gemm_ws.py) lose; their accumulators start at the bias, and after the last MMA they hand
+the tile over as 16-bit values in a staging buffer, then start the next tile's main loop at once. The default partition (the
+epilogue warpgroup) applies the activation (kernels/activations.py) and dropout (the mask of
+activations.dropout_keep, bit for bit) to the staged tile, stores it by TMA and frees the buffer. The
+epilogue of one tile thus runs beside the next tile's MMAs.
+
+The activation reads the 16-bit a @ b + bias, as eager `act(F.linear(x, w, b))` does. a (M, K) must be
+K-contiguous; b is (N, K) K-contiguous (B_T) or (K, N) N-contiguous. Gluon does not run in Triton's
+interpreter: this kernel is tested on the GPU only.
+"""
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import (
+    fence_async_shared,
+    mbarrier,
+    tma,
+    warpgroup_mma,
+    warpgroup_mma_wait,
+)
+
+from .activations import activation
+from .gemm import grouped_tile
+from .gemm_ws import keep_rows
+from .mbarriers import mbarriers
+
+EPI_ROWS = gl.constexpr(16)  # rows of the staged tile the epilogue warpgroup holds in registers at a time
+
+
+@gluon.jit
+def _load(a_desc, b_desc, a_bufs, b_bufs, ready, empty, j, total, M, N, k_tiles,
+          BM: gl.constexpr, BN: gl.constexpr, BK: gl.constexpr, STAGES: gl.constexpr, GROUP_M: gl.constexpr,
+          NUM_SMS: gl.constexpr, B_T: gl.constexpr):
+    """TMA loads of this program's k-step j (of `total`, over all its tiles) into ring stage j % STAGES,
+    once both consumers have freed the stage; nothing past the last k-step."""
+    if j < total:
+        s = j % STAGES
+        pid_m, pid_n = grouped_tile(gl.program_id(0) + (j // k_tiles) * NUM_SMS, M, N, BM, BN, GROUP_M)
+        kk = (j % k_tiles) * BK
+        mbarrier.wait(empty.index(s), ((j // STAGES) & 1) ^ 1)
+        mbarrier.expect(ready.index(s), a_desc.block_type.nbytes + b_desc.block_type.nbytes)
+        tma.async_copy_global_to_shared(a_desc, [pid_m * BM, kk], ready.index(s), a_bufs.index(s))
+        if B_T:
+            tma.async_copy_global_to_shared(b_desc, [pid_n * BN, kk], ready.index(s), b_bufs.index(s))
+        else:
+            tma.async_copy_global_to_shared(b_desc, [kk, pid_n * BN], ready.index(s), b_bufs.index(s))
+
+
+@gluon.jit
+def _consumer(a_desc, b_desc, a_bufs, b_bufs, stage, ready, empty, staged, free, bias_ptr, M, N, K,
+              BM: gl.constexpr, BN: gl.constexpr, BK: gl.constexpr, STAGES: gl.constexpr,
+              GROUP_M: gl.constexpr, NUM_SMS: gl.constexpr, HAS_BIAS: gl.constexpr, B_T: gl.constexpr,
+              WG: gl.constexpr):
+    """Warpgroup WG (0 or 1): rows WG * BM / 2 onwards of every tile's main loop; the fp32 accumulator plus
+    bias goes to the staging buffer as 16-bit values. Warpgroup 0 also issues the loads, STAGES - 1 k-steps
+    ahead (a producer warp of its own would take a fourth warpgroup's registers: 16 warps leave 128 a
+    thread, where the 64 x 256 accumulator's MMAs need 154)."""
+    HALF: gl.constexpr = BM // 2
+    layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                     instr_shape=[16, BN, 16])
+    num_tiles = gl.cdiv(M, BM) * gl.cdiv(N, BN)
+    k_tiles = gl.cdiv(K, BK)
+    rows_out = stage.slice(WG * HALF, HALF, dim=0)
+    acc = gl.zeros([HALF, BN], gl.float32, layout)
+    total = gl.cdiv(num_tiles - gl.program_id(0), NUM_SMS) * k_tiles  # this program's k-steps
+    if WG == 0:
+        for j in range(STAGES - 1):
+            _load(a_desc, b_desc, a_bufs, b_bufs, ready, empty, j, total, M, N, k_tiles, BM, BN, BK, STAGES,
+                  GROUP_M, NUM_SMS, B_T)
+    it = 0
+    local = 0
+    for tile in range(gl.program_id(0), num_tiles, NUM_SMS):
+        _, pid_n = grouped_tile(tile, M, N, BM, BN, GROUP_M)
+        on = pid_n * BN
+        if HAS_BIAS:  # the accumulator starts at the bias: no 64 bias registers a thread beside it at the end
+            cols = on + gl.arange(0, BN, layout=gl.SliceLayout(0, layout))
+            bias = gl.load(bias_ptr + cols, mask=cols < N, other=0.0).to(gl.float32)
+            acc = gl.zeros([HALF, BN], gl.float32, layout) + gl.expand_dims(bias, 0)
+        for ki in range(k_tiles):
+            s = it % STAGES
+            mbarrier.wait(ready.index(s), (it // STAGES) & 1)
+            if B_T:
+                b = b_bufs.index(s).permute((1, 0))
+            else:
+                b = b_bufs.index(s)
+            acc = warpgroup_mma(a_bufs.index(s).slice(WG * HALF, HALF, dim=0), b, acc,
+                                use_acc=HAS_BIAS or ki > 0, is_async=True)
+            # The previous k-step's MMA is done once at most this one is in flight: free its stage (the
+            # stage is refilled after both warpgroups have freed it).
+            acc = warpgroup_mma_wait(1, deps=(acc, ))
+            mbarrier.arrive(empty.index((it + STAGES - 1) % STAGES), count=1, pred=ki > 0)
+            if WG == 0:  # into the stage freed just now (or, at a tile's first k-step, the one freed after
+                # the previous tile's last MMA)
+                _load(a_desc, b_desc, a_bufs, b_bufs, ready, empty, it + STAGES - 1, total, M, N, k_tiles, BM,
+                      BN, BK, STAGES, GROUP_M, NUM_SMS, B_T)
+            it += 1
+        acc = warpgroup_mma_wait(0, deps=(acc, ))
+        mbarrier.arrive(empty.index((it + STAGES - 1) % STAGES), count=1)
+        mbarrier.wait(free, (local & 1) ^ 1)  # the epilogue has stored the previous tile
+        rows_out.store(acc.to(stage.dtype))
+        mbarrier.arrive(staged, count=1)
+        local += 1  # noqa: SIM113 -- no enumerate in jit code
+
+
+@gluon.jit
+def _epilogue(stage, staged, free, c_desc, seed_ptr, p, M, N,
+              BM: gl.constexpr, BN: gl.constexpr, GROUP_M: gl.constexpr, NUM_SMS: gl.constexpr,
+              ACT: gl.constexpr, DROPOUT: gl.constexpr):
+    """The default partition: activation and dropout on each staged tile, EPI_ROWS rows at a time in place,
+    then its TMA store."""
+    G: gl.constexpr = BN // 8
+    # Each thread holds 8 consecutive columns of a row: one Philox call serves all 8 (keep_rows).
+    rows_layout: gl.constexpr = gl.BlockedLayout([1, 8], [32 // G, G], [gl.num_warps(), 1], [1, 0])
+    num_tiles = gl.cdiv(M, BM) * gl.cdiv(N, BN)
+    seed = 0
+    if DROPOUT:
+        seed = gl.load(seed_ptr)
+    threshold = (p * 65536.0 + 0.5).to(gl.uint32)
+    scale = 1.0 / (1.0 - p)
+    local = 0
+    for tile in range(gl.program_id(0), num_tiles, NUM_SMS):
+        pid_m, pid_n = grouped_tile(tile, M, N, BM, BN, GROUP_M)
+        om, on = pid_m * BM, pid_n * BN
+        mbarrier.wait(staged, local & 1)
+        for r in gl.static_range(0, BM, EPI_ROWS):
+            rows_smem = stage.slice(r, EPI_ROWS, dim=0)
+            tile3 = gl.reshape(rows_smem.load(rows_layout), [EPI_ROWS, G, 8]).to(gl.float32)
+            y = activation(tile3, ACT)
+            if DROPOUT:
+                keep = keep_rows(tile3, seed, threshold, om + r, on)
+                y = gl.where(keep, y * scale, gl.zeros_like(y))
+            rows_smem.store(gl.reshape(y.to(stage.dtype), [EPI_ROWS, BN]))
+        fence_async_shared()
+        tma.async_copy_shared_to_global(c_desc, [om, on], stage)
+        tma.store_wait(0)
+        mbarrier.arrive(free, count=1)
+        local += 1  # noqa: SIM113 -- no enumerate in jit code
+
+
+@gluon.jit
+def gemm_coop_kernel(a_desc, b_desc, c_desc, bias_ptr, seed_ptr, p, M, N, K,
+                     ACT: gl.constexpr, HAS_BIAS: gl.constexpr, DROPOUT: gl.constexpr, B_T: gl.constexpr,
+                     STAGES: gl.constexpr, GROUP_M: gl.constexpr, NUM_SMS: gl.constexpr,
+                     CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr):
+    """a_desc [BM, BK] tiles of a; b_desc [BN, BK] (B_T) or [BK, BN] tiles of b; c_desc [BM, BN] tiles of
+    the output (BM = 128, the two consumers' halves). PRODUCER_REGS: unused (no producer partition; the
+    launcher passes every Gluon GEMM the same arguments). Launch with num_warps=4 (the epilogue warpgroup) and a
+    grid of min(SMs, tiles) = NUM_SMS."""
+    dtype: gl.constexpr = a_desc.dtype
+    BM: gl.constexpr = c_desc.block_type.shape[0]
+    BN: gl.constexpr = c_desc.block_type.shape[1]
+    BK: gl.constexpr = a_desc.block_type.shape[1]
+    a_bufs = gl.allocate_shared_memory(dtype, [STAGES] + a_desc.block_type.shape, a_desc.layout)
+    b_bufs = gl.allocate_shared_memory(dtype, [STAGES] + b_desc.block_type.shape, b_desc.layout)
+    stage = gl.allocate_shared_memory(dtype, [BM, BN], c_desc.layout)
+    ready = mbarriers(STAGES, 1)
+    empty = mbarriers(STAGES, 2)  # both consumers free each stage
+    staged = mbarriers(1, 2).index(0)  # both consumers' halves are in `stage`
+    free = mbarriers(1, 1).index(0)  # the epilogue has stored `stage`
+    # Argument tuples written out in place: a constexpr kept in a tuple variable arrives as a tensor.
+    gl.warp_specialize([
+        (_epilogue, (stage, staged, free, c_desc, seed_ptr, p, M, N, BM, BN, GROUP_M, NUM_SMS, ACT, DROPOUT)),
+        (_consumer, (a_desc, b_desc, a_bufs, b_bufs, stage, ready, empty, staged, free, bias_ptr, M, N, K, BM,
+                     BN, BK, STAGES, GROUP_M, NUM_SMS, HAS_BIAS, B_T, 0)),
+        (_consumer, (a_desc, b_desc, a_bufs, b_bufs, stage, ready, empty, staged, free, bias_ptr, M, N, K, BM,
+                     BN, BK, STAGES, GROUP_M, NUM_SMS, HAS_BIAS, B_T, 1)),
+    ], [4, 4], [CONSUMER_REGS, CONSUMER_REGS])
