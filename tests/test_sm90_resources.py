@@ -1,5 +1,5 @@
 """Launch configs fit an H100's per-program shared memory: the norm backward's (whose choice depends on
-dtype and width), the attention forwards' (at D = 128 each takes 224 of the 227 KB); the warp-specialized
+dtype and width), the attention forwards' (at D = 128 each takes 224 of the 227 KB) and the Gluon GEMMs'; the warp-specialized
 attention forward also builds without spilling.
 
 scripts/sm90_build.py compiles the kernel and constants the launcher picks (`ops.norm_bwd_configs.bwd_launch`,
@@ -75,6 +75,17 @@ def test_gluon_attention_dkdv_builds(head_dim, causal):
 @pytest.mark.parametrize("head_dim, causal", [(128, True), (64, False)])
 def test_experimental_attention_dq_builds_without_spills(head_dim, causal):
     report = _build("attn-dq-ws", "--head-dim", str(head_dim), *(["--causal"] if causal else []))
+    assert int(re.search(r"shared memory (\d+) B", report).group(1)) <= SM90_MAX_SHARED
+    assert re.search(r"spill stack (\d+) B", report).group(1) == "0", report
+
+
+@pytest.mark.parametrize("kernel, flags", [("gemm-ws", ["--dropout"]), ("gemm-coop", []),
+                                           ("gemm-coop", ["--act", "gelu", "--dropout"]),
+                                           ("gemm-coop", ["--b-rowmajor"])])
+def test_gluon_gemm_builds_without_spills(kernel, flags):
+    # The Gluon GEMMs' rings and staging tiles fit shared memory and their partitions their registers (the
+    # cooperative kernel's 64x256 accumulators need 154 of its 168; a bias added at the end spilled 312 B).
+    report = _build(kernel, *flags)
     assert int(re.search(r"shared memory (\d+) B", report).group(1)) <= SM90_MAX_SHARED
     assert re.search(r"spill stack (\d+) B", report).group(1) == "0", report
 
