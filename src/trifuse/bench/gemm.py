@@ -31,6 +31,7 @@ EPILOGUES = {
     "none": (False, "none", 0.0),
     "bias+silu": (True, "silu", 0.0),
     "bias+gelu": (True, "gelu", 0.0),
+    "bias+gelu_tanh": (True, "gelu_tanh", 0.0),
     "bias+silu+dropout": (True, "silu", 0.1),
 }
 
@@ -104,7 +105,7 @@ def providers(case: Case) -> dict:
     def addmm_act():
         if case.direction != "fwd":
             raise Unavailable("forward only here")
-        if act not in ("gelu", "none") or p > 0:
+        if act not in ("gelu", "gelu_tanh", "none") or p > 0:
             raise Unavailable("cuBLASLt's fused epilogue has relu/gelu only, no dropout")
         if act == "none":
             raise Unavailable("no epilogue to fuse")
