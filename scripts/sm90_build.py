@@ -75,7 +75,7 @@ def gemm(args) -> None:
     sig.update({n: "i32" for n in ("M", "N", "K", "stride_a", "stride_b", "stride_om", "stride_rm", "stride_rn",
                                    "stride_pm")})
     sig["p"] = "fp32"
-    ce = {"ACT": args.act, "HAS_BIAS": not getattr(args, "no_bias", False), "HAS_RES": False, "DROPOUT": args.dropout, "STORE_PRE": False, "PRECISION": "tf32",
+    ce = {"ACT": args.act, "HAS_BIAS": not args.no_bias, "HAS_RES": False, "DROPOUT": args.dropout, "STORE_PRE": False, "PRECISION": "tf32",
               "A_T": False, "B_T": True, "BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8, "NUM_SMS": 132,
               "EPI_SPLIT": args.split, "FLATTEN": False}
     aligned = ("a_ptr", "b_ptr", "out_ptr", "bias_ptr", "stride_a", "stride_b", "stride_om")
@@ -102,9 +102,9 @@ def gemm_ws(args) -> None:
                  "c_desc": descriptor(a, (bm, bn))}
     sig = {n: mangle_type(d) for n, d in descs.items()}
     sig.update(bias_ptr="*bf16", seed_ptr="*i64", p="fp32", M="i32", N="i32", K="i32")
-    ce = {"ACT": args.act, "HAS_BIAS": not getattr(args, "no_bias", False), "DROPOUT": args.dropout, "B_T": b_t, "STAGES": cfg.num_stages, "GROUP_M": cfg.group_m, "NUM_SMS": 132,
-              "CONSUMER_REGS": (og.COOP_REGS if coop else og.WS_REGS)[0],
-              "PRODUCER_REGS": (og.COOP_REGS if coop else og.WS_REGS)[1]}
+    ce = {"ACT": args.act, "HAS_BIAS": not args.no_bias, "DROPOUT": args.dropout, "B_T": b_t, "STAGES": cfg.num_stages, "GROUP_M": cfg.group_m, "NUM_SMS": 132,
+              **({"CONSUMER_REGS": og.COOP_CONSUMER_REGS} if coop else
+                 {"CONSUMER_REGS": og.WS_REGS[0], "PRODUCER_REGS": og.WS_REGS[1]})}
     kernel = kc.gemm_coop_kernel if coop else kw.gemm_ws_kernel
     c = triton.compile(_source(kernel, sig, ce, ("bias_ptr",), GluonASTSource), target=TARGET,
                        options={"num_warps": 4, "maxnreg": og.COOP_MAXNREG if coop else og.WS_MAXNREG})
@@ -286,6 +286,7 @@ def main() -> None:
     w.add_argument("--act", default="silu")
     w.add_argument("--b-rowmajor", action="store_true", help="b stored (K, N) instead of (N, K)")
     w.add_argument("--dropout", action="store_true", help="the dropout epilogue")
+    w.add_argument("--no-bias", action="store_true", help="no bias")
     f = sub.add_parser("attn-fwd")
     f.add_argument("--head-dim", type=int, default=128)
     f.add_argument("--causal", action="store_true")

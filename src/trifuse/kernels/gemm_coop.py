@@ -1,14 +1,14 @@
 """Hopper (sm_90) GEMM + bias + activation (+ dropout), warp specialized in Gluon, the epilogue in its own
 warpgroup ("cooperative" main loop).
 
-Three partitions: two consumer warpgroups share each 128 x 256 output tile (the first also issues the TMA
-loads into a ring of STAGES shared-memory stages) (rows 0-63 and 64-127, the same B stage), as the Triton
-kernel's 8 warps do, so the main loop keeps the 128 x 256 tile's operand reuse that the ping-pong kernel's
-128 x 128 tiles (gemm_ws.py) lose; their accumulators start at the bias, and after the last MMA they hand
-the tile over as 16-bit values in a staging buffer, then start the next tile's main loop at once. The default partition (the
-epilogue warpgroup) applies the activation (kernels/activations.py) and dropout (the mask of
-activations.dropout_keep, bit for bit) to the staged tile, stores it by TMA and frees the buffer. The
-epilogue of one tile thus runs beside the next tile's MMAs.
+Three partitions. Two consumer warpgroups share each 128 x 256 output tile (rows 0-63 and 64-127 of the same
+ring stage), as the Triton kernel's 8 warps do, so the main loop keeps the 128 x 256 tile's operand reuse
+that the ping-pong kernel's 128 x 128 tiles (gemm_ws.py) lose; the first also issues the TMA loads into the
+ring of STAGES shared-memory stages. Their accumulators start at the bias; after the last MMA they hand the
+tile over as 16-bit values in a staging buffer and start the next tile's main loop at once. The default
+partition (the epilogue warpgroup) applies the activation (kernels/activations.py) and dropout (the mask of
+activations.dropout_keep, bit for bit) to the staged tile, stores it by TMA and frees the buffer, so the
+epilogue of one tile runs beside the next tile's MMAs.
 
 The activation reads the 16-bit a @ b + bias, as eager `act(F.linear(x, w, b))` does. a (M, K) must be
 K-contiguous; b is (N, K) K-contiguous (B_T) or (K, N) N-contiguous. Gluon does not run in Triton's
@@ -20,13 +20,12 @@ from triton.experimental.gluon.language.nvidia.hopper import (
     fence_async_shared,
     mbarrier,
     tma,
-    warpgroup_mma,
     warpgroup_mma_wait,
 )
 
 from .activations import activation
 from .gemm import grouped_tile
-from .gemm_ws import keep_rows
+from .gemm_ws import keep_rows, load_stage, mma_step
 from .mbarriers import mbarriers
 
 EPI_ROWS = gl.constexpr(16)  # rows of the staged tile the epilogue warpgroup holds in registers at a time
@@ -39,16 +38,9 @@ def _load(a_desc, b_desc, a_bufs, b_bufs, ready, empty, j, total, M, N, k_tiles,
     """TMA loads of this program's k-step j (of `total`, over all its tiles) into ring stage j % STAGES,
     once both consumers have freed the stage; nothing past the last k-step."""
     if j < total:
-        s = j % STAGES
         pid_m, pid_n = grouped_tile(gl.program_id(0) + (j // k_tiles) * NUM_SMS, M, N, BM, BN, GROUP_M)
-        kk = (j % k_tiles) * BK
-        mbarrier.wait(empty.index(s), ((j // STAGES) & 1) ^ 1)
-        mbarrier.expect(ready.index(s), a_desc.block_type.nbytes + b_desc.block_type.nbytes)
-        tma.async_copy_global_to_shared(a_desc, [pid_m * BM, kk], ready.index(s), a_bufs.index(s))
-        if B_T:
-            tma.async_copy_global_to_shared(b_desc, [pid_n * BN, kk], ready.index(s), b_bufs.index(s))
-        else:
-            tma.async_copy_global_to_shared(b_desc, [kk, pid_n * BN], ready.index(s), b_bufs.index(s))
+        load_stage(a_desc, b_desc, a_bufs, b_bufs, ready, empty, j, pid_m * BM, pid_n * BN, (j % k_tiles) * BK,
+                   STAGES, B_T)
 
 
 @gluon.jit
@@ -82,18 +74,10 @@ def _consumer(a_desc, b_desc, a_bufs, b_bufs, stage, ready, empty, staged, free,
             bias = gl.load(bias_ptr + cols, mask=cols < N, other=0.0).to(gl.float32)
             acc = gl.zeros([HALF, BN], gl.float32, layout) + gl.expand_dims(bias, 0)
         for ki in range(k_tiles):
+            # This warpgroup's rows of the a tile; a stage is refilled once both warpgroups have freed it.
             s = it % STAGES
-            mbarrier.wait(ready.index(s), (it // STAGES) & 1)
-            if B_T:
-                b = b_bufs.index(s).permute((1, 0))
-            else:
-                b = b_bufs.index(s)
-            acc = warpgroup_mma(a_bufs.index(s).slice(WG * HALF, HALF, dim=0), b, acc,
-                                use_acc=HAS_BIAS or ki > 0, is_async=True)
-            # The previous k-step's MMA is done once at most this one is in flight: free its stage (the
-            # stage is refilled after both warpgroups have freed it).
-            acc = warpgroup_mma_wait(1, deps=(acc, ))
-            mbarrier.arrive(empty.index((it + STAGES - 1) % STAGES), count=1, pred=ki > 0)
+            acc = mma_step(a_bufs.index(s).slice(WG * HALF, HALF, dim=0), b_bufs, ready, empty, s, it, acc,
+                           HAS_BIAS or ki > 0, ki > 0, STAGES, B_T)
             if WG == 0:  # into the stage freed just now (or, at a tile's first k-step, the one freed after
                 # the previous tile's last MMA)
                 _load(a_desc, b_desc, a_bufs, b_bufs, ready, empty, it + STAGES - 1, total, M, N, k_tiles, BM,
@@ -146,11 +130,10 @@ def _epilogue(stage, staged, free, c_desc, seed_ptr, p, M, N,
 def gemm_coop_kernel(a_desc, b_desc, c_desc, bias_ptr, seed_ptr, p, M, N, K,
                      ACT: gl.constexpr, HAS_BIAS: gl.constexpr, DROPOUT: gl.constexpr, B_T: gl.constexpr,
                      STAGES: gl.constexpr, GROUP_M: gl.constexpr, NUM_SMS: gl.constexpr,
-                     CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr):
+                     CONSUMER_REGS: gl.constexpr):
     """a_desc [BM, BK] tiles of a; b_desc [BN, BK] (B_T) or [BK, BN] tiles of b; c_desc [BM, BN] tiles of
-    the output (BM = 128, the two consumers' halves). PRODUCER_REGS: unused (no producer partition; the
-    launcher passes every Gluon GEMM the same arguments). Launch with num_warps=4 (the epilogue warpgroup) and a
-    grid of min(SMs, tiles) = NUM_SMS."""
+    the output (BM = 128, the two consumers' halves). Launch with num_warps=4 (the epilogue warpgroup) and
+    a grid of min(SMs, tiles) = NUM_SMS."""
     dtype: gl.constexpr = a_desc.dtype
     BM: gl.constexpr = c_desc.block_type.shape[0]
     BN: gl.constexpr = c_desc.block_type.shape[1]

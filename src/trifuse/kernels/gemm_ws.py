@@ -88,6 +88,38 @@ def _dropout_in_smem(c_smem, seed_ptr, p, om, on):
 
 
 @gluon.jit
+def load_stage(a_desc, b_desc, a_bufs, b_bufs, ready, empty, it, om, on, kk, STAGES: gl.constexpr,
+               B_T: gl.constexpr):
+    """k-step `it` of the ring into stage it % STAGES once its consumers have freed it: the a tile at (om, kk)
+    and the b tile at (on, kk) (B_T) or (kk, on), completing that stage's ready barrier."""
+    s = it % STAGES
+    mbarrier.wait(empty.index(s), ((it // STAGES) & 1) ^ 1)
+    mbarrier.expect(ready.index(s), a_desc.block_type.nbytes + b_desc.block_type.nbytes)
+    tma.async_copy_global_to_shared(a_desc, [om, kk], ready.index(s), a_bufs.index(s))
+    if B_T:
+        tma.async_copy_global_to_shared(b_desc, [on, kk], ready.index(s), b_bufs.index(s))
+    else:
+        tma.async_copy_global_to_shared(b_desc, [kk, on], ready.index(s), b_bufs.index(s))
+
+
+@gluon.jit
+def mma_step(a_smem, b_bufs, ready, empty, s, it, acc, use_acc, free_prev, STAGES: gl.constexpr,
+             B_T: gl.constexpr):
+    """acc += a_smem @ (the b tile of ring k-step `it`, in stage s = it % STAGES), issued once the stage is
+    loaded; returns acc with at most this MMA in flight, so the previous k-step's stage is free: its empty
+    barrier is arrived on when free_prev."""
+    mbarrier.wait(ready.index(s), (it // STAGES) & 1)
+    if B_T:
+        b = b_bufs.index(s).permute((1, 0))
+    else:
+        b = b_bufs.index(s)
+    acc = warpgroup_mma(a_smem, b, acc, use_acc=use_acc, is_async=True)
+    acc = warpgroup_mma_wait(1, deps=(acc, ))
+    mbarrier.arrive(empty.index((it + STAGES - 1) % STAGES), count=1, pred=free_prev)
+    return acc
+
+
+@gluon.jit
 def _producer(a_desc, b_desc, a_bufs, b_bufs, ready, empty, M, N, K,
               BM: gl.constexpr, BN: gl.constexpr, BK: gl.constexpr, STAGES: gl.constexpr,
               GROUP_M: gl.constexpr, NUM_SMS: gl.constexpr, B_T: gl.constexpr):
@@ -99,14 +131,7 @@ def _producer(a_desc, b_desc, a_bufs, b_bufs, ready, empty, M, N, K,
         pid_m, pid_n = grouped_tile(tile, M, N, BM, BN, GROUP_M)
         om, on = pid_m * BM, pid_n * BN
         for ki in range(k_tiles):
-            s = it % STAGES
-            mbarrier.wait(empty.index(s), ((it // STAGES) & 1) ^ 1)
-            mbarrier.expect(ready.index(s), a_desc.block_type.nbytes + b_desc.block_type.nbytes)
-            tma.async_copy_global_to_shared(a_desc, [om, ki * BK], ready.index(s), a_bufs.index(s))
-            if B_T:
-                tma.async_copy_global_to_shared(b_desc, [on, ki * BK], ready.index(s), b_bufs.index(s))
-            else:
-                tma.async_copy_global_to_shared(b_desc, [ki * BK, on], ready.index(s), b_bufs.index(s))
+            load_stage(a_desc, b_desc, a_bufs, b_bufs, ready, empty, it, om, on, ki * BK, STAGES, B_T)
             it += 1
 
 
@@ -134,15 +159,7 @@ def _consumer(a_bufs, b_bufs, c_bufs, ready, empty, turn, c_desc, bias_ptr, seed
             mbarrier.wait(turn.index(WG), ((local // 2) & 1) ^ (1 - WG))
             for ki in range(k_tiles):
                 s = it % STAGES
-                mbarrier.wait(ready.index(s), (it // STAGES) & 1)
-                if B_T:
-                    b = b_bufs.index(s).permute((1, 0))
-                else:
-                    b = b_bufs.index(s)
-                acc = warpgroup_mma(a_bufs.index(s), b, acc, use_acc=ki > 0, is_async=True)
-                # The previous k-step's MMA is done once at most this one is in flight: free its stage.
-                acc = warpgroup_mma_wait(1, deps=(acc, ))
-                mbarrier.arrive(empty.index((it + STAGES - 1) % STAGES), count=1, pred=ki > 0)
+                acc = mma_step(a_bufs.index(s), b_bufs, ready, empty, s, it, acc, ki > 0, ki > 0, STAGES, B_T)
                 it += 1
             mbarrier.arrive(turn.index(1 - WG), count=1)
             acc = warpgroup_mma_wait(0, deps=(acc, ))

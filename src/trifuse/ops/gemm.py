@@ -187,28 +187,31 @@ def ws_applies(config: GemmConfig, M: int, N: int, K: int, activation: str, stor
 # epilogue in a third, 3 stages (3 x 48 KB) beside the 64 KB staging tile. 12 warps x 32 x 168 registers
 # fit the register file; the consumers' 64x256 accumulators need 154.
 COOP_CONFIG = GemmConfig("coop", 128, 256, 64, group_m=8, num_warps=4, num_stages=3)
-COOP_REGS = (168, 0)  # consumer warpgroups (no producer partition)
+COOP_CONSUMER_REGS = 168
 COOP_MAXNREG = 168
 
 
 def _launch_ws(a, b, out, bias, activation: str, b_t: bool, sms: int, config: GemmConfig, seed=None,
                dropout_p: float = 0.0) -> None:
     """The Gluon kernels: config.kernel "ws" (ping-pong) or "coop" (cooperative, epilogue warpgroup)."""
-    from ..kernels import gemm_coop as kc
-    from ..kernels import gemm_ws as kw
+    if config.kernel == "coop":
+        from ..kernels.gemm_coop import gemm_coop_kernel as kernel
 
+        regs, maxnreg = {"CONSUMER_REGS": COOP_CONSUMER_REGS}, COOP_MAXNREG
+    else:
+        from ..kernels.gemm_ws import gemm_ws_kernel as kernel
+
+        regs, maxnreg = {"CONSUMER_REGS": WS_REGS[0], "PRODUCER_REGS": WS_REGS[1]}, WS_MAXNREG
     M, K = a.shape
     N = b.shape[1]
     bm, bn, bk = config.block_m, config.block_n, config.block_k
     programs = min(sms, cdiv(M, bm) * cdiv(N, bn))
-    kernel, regs, maxnreg = ((kc.gemm_coop_kernel, COOP_REGS, COOP_MAXNREG) if config.kernel == "coop"
-                             else (kw.gemm_ws_kernel, WS_REGS, WS_MAXNREG))
     eager_launcher(kernel)[(programs,)](
         descriptor(a, (bm, bk)), descriptor(b.t() if b_t else b, (bn, bk) if b_t else (bk, bn)),
         descriptor(out, (bm, bn)), bias if bias is not None else out, seed if seed is not None else out,
         dropout_p, M, N, K, ACT=activation, HAS_BIAS=bias is not None, DROPOUT=dropout_p > 0.0, B_T=b_t,
-        STAGES=config.num_stages, GROUP_M=config.group_m, NUM_SMS=programs, CONSUMER_REGS=regs[0],
-        PRODUCER_REGS=regs[1], num_warps=4, maxnreg=maxnreg,
+        STAGES=config.num_stages, GROUP_M=config.group_m, NUM_SMS=programs, **regs, num_warps=4,
+        maxnreg=maxnreg,
     )
 
 
