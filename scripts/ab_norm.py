@@ -18,6 +18,7 @@ each of three rounds, best per variant; every variant's dx and dweight are check
   python3 scripts/ab_norm.py fwd-miss     # the forwards a peer won: looped kernel with per-lane sums, no statistics
   python3 scripts/ab_norm.py narrow-res   # rows of 257-512 with a residual: one-warp tiles
   python3 scripts/ab_norm.py ib-fp32-warps  # bias-LN 8192-wide one-row tiles at 4 / 8 warps, late reads
+  python3 scripts/ab_norm.py ib-fp32-regs   # bias-LN 8192-wide fp32: a register cap (four programs an SM), 32 warps
 
 PEERS=1 also times torch.compile and Liger-Kernel (when installed; LN, bias-LN, rms, add_rms) in the same rounds.
 """
@@ -60,6 +61,22 @@ def _one_row_fwd_config(warps: int, early: bool):
             return cfg
         return dataclasses.replace(cfg, num_warps=warps, early_params=early)
     return fwd_config
+
+
+_FWD_LAUNCH = on.fwd_launch
+
+
+def _one_row_launch(warps: int, maxnreg: int = 0, block_m: int = 1):
+    """ops.norm_configs.fwd_launch with the one-pass kernel's one-row tiles made block_m rows at `warps` warps,
+    under a register cap (maxnreg, 0: none)."""
+    def fwd_launch(m, *args, **kwargs):
+        launch = _FWD_LAUNCH(m, *args, **kwargs)
+        if launch.meta.get("BLOCK_M") != 1:
+            return launch
+        meta = {**launch.meta, "BLOCK_M": block_m, "EVEN_M": launch.meta["EVEN_M"] and m % block_m == 0,
+                "num_warps": warps, **({"maxnreg": maxnreg} if maxnreg else {})}
+        return launch._replace(meta=meta, grid=(-(-m // block_m),))
+    return fwd_launch
 
 
 def _narrow_fwd_config(block_m: int, warps: int, early: bool = False):
@@ -142,6 +159,12 @@ VARIANTS = {
     # four programs an SM either way, against three at 16 warps' 40)
     "ib-fp32-warps": {"default": _NOSTATS, **{f"w{w}l": {**_NOSTATS, "fwd_config": _one_row_fwd_config(w, False)}
                                               for w in (4, 8)}},
+    # bias-LN fp32 8192-wide: 16 warps capped at 32 registers (24 B spill in the sm_90 build; four programs an
+    # SM against three at 40), 32 warps (32 registers, two an SM), two rows a program at 32 warps
+    "ib-fp32-regs": {"default": _NOSTATS, "w16r32": {**_NOSTATS, "fwd_launch": _one_row_launch(16, 32)},
+                     "w32": {**_NOSTATS, "fwd_launch": _one_row_launch(32)},
+                     "m2w32": {**_NOSTATS, "fwd_launch": _one_row_launch(32, 0, 2)},
+                     "unroll2k_hints": {**_UNROLL2K, **_NOSTATS}},
     # rows of 257-512 with a residual: 8192-element tiles against one or two rows a program on one warp
     "narrow-res": {"default": _NOSTATS, "res_m1w1": {**_NOSTATS, "FWD_ONE_WARP_RES_TILE_ELEMS": 512},
                    "res_m2w1": {**_NOSTATS, "FWD_ONE_WARP_RES_TILE_ELEMS": 1024}},
@@ -217,6 +240,7 @@ NARROW_RES_CASES = [(k, m, 512, dt) for k in ("add_rms",) for m in (8192, 4096, 
                     for dt in (torch.float16, BF16)] + [("add_rms", 8192, 512, torch.float32), ("add_rms", 8192, 300, BF16)]
 IB_FP32_WARPS_CASES = [("biasLN", m, 8192, torch.float32) for m in (512, 1024, 2048, 4096, 8192)]
 IB_FP32_WARPS_CASES += [("biasLN", 1024, 6000, torch.float32), ("biasLN", 512, 8192, BF16), ("biasLN", 8192, 8192, BF16)]
+IB_FP32_REGS_CASES = [("biasLN", m, 8192, torch.float32) for m in (512, 1024, 2048)] + [("LN", 512, 8192, torch.float32)]
 BWD4K_CASES = [(k, 4096, 4096, torch.bfloat16) for k in ("LN", "biasLN", "rms", "add_rms")]
 
 
@@ -246,10 +270,10 @@ def main(which: str) -> None:
              "bf16-rows": BF16_ROWS_CASES, "bwd-bias4k": BWD_BIAS4K_CASES, "fwd-8k": FWD_8K_CASES,
              "narrow-fwd": NARROW_FWD_CASES, "narrow-bwd": NARROW_BWD_CASES, "acc-rows": ACC_ROWS_CASES, "narrow-fwd2": NARROW_FWD2_CASES,
              "fwd-miss": FWD_MISS_CASES, "narrow-res": NARROW_RES_CASES,
-             "ib-fp32-warps": IB_FP32_WARPS_CASES,
+             "ib-fp32-warps": IB_FP32_WARPS_CASES, "ib-fp32-regs": IB_FP32_REGS_CASES,
              "wide-fwd": [(*c, torch.bfloat16) for c in WIDE_CASES],
              "wide": [(*c, torch.bfloat16) for c in WIDE_CASES]}.get(which, [(*c, torch.bfloat16) for c in CASES])
-    fwd = which in ("ib-fp32-warps", "narrow-res", "fwd-miss", "narrow-fwd2", "fwd", "wide-fwd", "small-fwd", "fp32-fwd", "fp32-rows", "bf16-rows", "fwd-8k", "narrow-fwd")
+    fwd = which in ("ib-fp32-regs", "ib-fp32-warps", "narrow-res", "fwd-miss", "narrow-fwd2", "fwd", "wide-fwd", "small-fwd", "fp32-fwd", "fp32-rows", "bf16-rows", "fwd-8k", "narrow-fwd")
     for kind, m, n, dtype in cases:
         x = torch.randn(m, n, device="cuda", dtype=dtype)
         dy, dho = torch.randn_like(x), torch.randn_like(x)

@@ -277,6 +277,7 @@ def main() -> None:
     g.add_argument("--stages", type=int, default=3)
     g.add_argument("--split", type=int, default=1)
     g.add_argument("--dropout", action="store_true")
+    g.add_argument("--no-bias", action="store_true", help="no bias")
     wc = sub.add_parser("gemm-coop")
     wc.add_argument("--act", default="silu")
     wc.add_argument("--b-rowmajor", action="store_true", help="b stored (K, N) instead of (N, K)")

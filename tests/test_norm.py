@@ -50,6 +50,17 @@ def test_fp32_rows_to_8192_read_parameters_early(device, kind, weight, bias):
         check(kind, make_inputs(kind, (3, 5003), device, torch.float16, weight=weight, bias=bias, input_bias=False))
 
 
+def test_fp32_input_bias_rows_to_8192_take_32_warps_on_small_inputs(device):
+    """fp32 LayerNorm rows of 4097-8192 with an input bias take 32 warps up to 2^22 elements
+    (ops.norm_configs.FWD_IB_FP32_WARPS); larger inputs, 16-bit data and RMSNorm keep 16. Results match."""
+    assert on.fwd_config(512, 8192, False, False, 4, has_input_bias=True).num_warps == 32
+    assert on.fwd_config(3, 5003, False, False, 4, has_input_bias=True).num_warps == 32
+    assert on.fwd_config(1024, 8192, False, False, 4, has_input_bias=True).num_warps == 16
+    assert on.fwd_config(512, 8192, False, False, 2, has_input_bias=True).num_warps == 16
+    assert on.fwd_config(512, 8192, True, False, 4, has_input_bias=True).num_warps == 16
+    check("layer_norm", make_inputs("layer_norm", (3, 5003), device, torch.float32))
+
+
 @pytest.mark.parametrize("n", [1, 300, 512, 4097, 9000])
 @pytest.mark.parametrize("kind", KINDS)
 def test_inference_forward_writes_no_statistics(device, kind, n):

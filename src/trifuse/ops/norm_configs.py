@@ -110,6 +110,14 @@ FWD_FP32_EARLY_WARPS = 8
 # (torch.compile 86.7 / 42.7, Liger 87.8 / 43.6). LayerNorm at 4 warps: fp32 15.0 / 22.9 against 14.4 /
 # 22.7 at 8; bf16 8192^2 89.3 against 89.9 (level, not taken).
 FWD_RMS_EARLY_WARPS = 4
+# fp32 LayerNorm rows of (4096, FWD_FP32_EARLY_N] with an input bias on small inputs: 32 warps (8 values a
+# thread, 32 registers: two programs an SM, 64 warps) against 16 (40 registers: three programs, 48 warps).
+# H100, device time, best of 5 alternating rounds (scripts/ab_norm.py ib-fp32-regs), 16 -> 32 warps:
+# bias-LN 512x8192 15.3 -> 14.8 us (torch.compile 14.8), but 1024x8192 23.5 -> 23.9 and 2048x8192 44.9 ->
+# 45.2 (compile 25.1 / 47.4), so only up to 2^22 elements; 16 warps capped at 32 registers (four programs
+# an SM, 24 B spilled) 15.9, two rows a program at 32 warps 15.8.
+FWD_IB_FP32_WARPS = 32
+FWD_IB_FP32_MAX_ELEMS = 1 << 22
 # One-pass forward: build without the row / column masks where M is a multiple of the tile's rows and N
 # its width (kernels/norm.py EVEN_M, EVEN_N), as torch.compile's static-shape kernels are.
 FWD_EVEN_MASKS = True
@@ -152,6 +160,9 @@ def fwd_config(m: int, n: int, is_rms: bool, has_residual: bool, elem_size: int 
     if not has_input_bias and FWD_EARLY_PARAMS_MAX_N < block_n <= FWD_FP32_EARLY_N and (is_rms or elem_size == 4):
         warps = FWD_RMS_EARLY_WARPS if is_rms else FWD_FP32_EARLY_WARPS
         return _with_early_params(rows_config(n, TILE_ELEMS_FWD, block_n // (32 * warps)))
+    if (has_input_bias and not is_rms and elem_size == 4 and FWD_EARLY_PARAMS_MAX_N < block_n <= FWD_FP32_EARLY_N
+            and int(m) * int(n) <= FWD_IB_FP32_MAX_ELEMS):
+        return rows_config(n, TILE_ELEMS_FWD, block_n // (32 * FWD_IB_FP32_WARPS))
     full = not is_rms and int(m) * int(n) >= FWD_LN_FULL_THREADS_MIN_ELEMS
     cfg = rows_config(n, TILE_ELEMS_FWD, ELEMS_PER_THREAD_FWD_LN if full else None)
     if FWD_EARLY_PARAMS and not is_rms and cfg.block_m == 1 and cfg.block_n <= FWD_EARLY_PARAMS_MAX_N:
