@@ -141,16 +141,15 @@ def attn_fwd_ws(args) -> None:
     d = args.head_dim
     t = torch.empty(2, 4, 256, d, dtype=torch.bfloat16)  # descriptors only need the layout and dtype here
     descs = {"q_desc": oa.ws_desc(t, oa.WS_Q_ROWS), "k_desc": oa.ws_desc(t, oa.WS_BLOCK_N),
-             "v_desc": oa.ws_desc(t, oa.WS_BLOCK_N)}
+             "v_desc": oa.ws_desc(t, oa.WS_BLOCK_N), "o_desc": oa.ws_desc(t, oa.WS_Q_ROWS)}
     sig = {n: mangle_type(dsc) for n, dsc in descs.items()}
     schedule = args.schedule or oa.WS_SCHEDULE
-    sig.update(o_ptr="*bf16", lse_ptr="*fp32", counter="*i32" if schedule == "dynamic" else "*fp32",
-               stride_ob="i32", stride_oh="i32", stride_om="i32", Hq="i32", Hkv="i32", Sq="i32", Skv="i32",
+    sig.update(lse_ptr="*fp32", counter="*i32" if schedule == "dynamic" else "*fp32", Hq="i32", Hkv="i32", Sq="i32", Skv="i32",
                sm_scale="fp32", chunk="i32", tiles="i32")
     stages = args.stages or oa.ws_stages(d)
     ce = {"CAUSAL": args.causal, "STAGES": stages, "SCHEDULE": oa._SCHEDULES[schedule], "CONSUMER_REGS": oa.WS_REGS[0],
           "PRODUCER_REGS": oa.WS_REGS[1]}
-    c = triton.compile(_source(kw.attention_fwd_ws, sig, ce, ("o_ptr", "lse_ptr", "stride_ob", "stride_oh", "stride_om"),
+    c = triton.compile(_source(kw.attention_fwd_ws, sig, ce, ("lse_ptr",),
                                  GluonASTSource), target=TARGET,
                        options={"num_warps": 4, "maxnreg": oa.WS_MAXNREG})
     report(c, f"attention_fwd_ws D={d} causal={args.causal} stages={stages} {schedule}", args.sass)

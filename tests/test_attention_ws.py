@@ -105,6 +105,14 @@ def test_warp_specialized_forward_falls_back_where_it_cannot_run(device):
         attention_fwd_into(q, k, v, out, lse, True, scale)
         ref = attention_ref(q.double(), k.double(), v.double(), causal=True, scale=scale)
         assert_close_to_ref(out, ref, sdpa(q, k, v, True, scale, math=True), floor=FLOOR[q.dtype])
+    # An output TMA cannot write (the kernel stores O with TMA): q, k, v qualify, out's rows are 132 apart.
+    q, k, v = make_qkv(2, 8, 8, 4096, 4096, 128, torch.bfloat16, device)
+    out = poison(torch.empty(2, 8, 4096, 132, dtype=q.dtype, device=device))[..., :128]
+    lse = poison(torch.empty(q.shape[:3], device=device))
+    assert ws_applies(q, k, v, torch.empty_like(q), 0.1, True) and not ws_applies(q, k, v, out, 0.1, True)
+    attention_fwd_into(q, k, v, out, lse, True, 0.1)
+    ref = attention_ref(q.double(), k.double(), v.double(), causal=True, scale=0.1)
+    assert_close_to_ref(out, ref, sdpa(q, k, v, True, 0.1), floor=FLOOR[q.dtype])
 
 
 @pytest.mark.parametrize("dtype, shape, causal, scale, takes", [

@@ -6,10 +6,11 @@ an atomic counter as it finishes each (SCHEDULE). Three partitions:
 - a producer warp takes the tiles, hands their indices to the consumers (shared memory, before the Q
   barrier), loads each tile's Q and streams its K and V blocks through a STAGES-deep ring of shared
   memory with TMA (separate K and V barriers, so QK^T starts before V has landed). The ring runs across
-  tiles, and a warpgroup releases its Q buffer after its tile's last QK^T: the next tile's loads overlap
-  this tile's last blocks and its output stores, which a program-per-tile grid leaves exposed;
-- two consumer warpgroups take 64 rows each and run the same key loop, then store their rows of O (from
-  registers) and the LSE.
+  tiles: the next tile's K and V loads overlap this tile's last blocks and its output stores, which a
+  program-per-tile grid leaves exposed; a warpgroup's Q buffer carries its O tile out and then goes back
+  to the producer for the next tile's Q;
+- two consumer warpgroups take 64 rows each and run the same key loop, then store their rows of O (through
+  their Q buffer and a TMA store) and the LSE.
 
 Two overlaps make the softmax (exp2, row max, row sums: about half the tensor cores' time per block) run
 beside the MMAs instead of between them:
@@ -20,13 +21,14 @@ beside the MMAs instead of between them:
 
 Causal alignment (top-left), the log2-domain scores with the scale folded into exp2's argument (so the
 scale must be > 0) and the natural-log LSE are as in attention_fwd.py, whose grid order this kernel
-shares. q, k, v are read through 4-D tensor descriptors [B, H, S, D] (any strides with a unit last one,
-16-byte aligned): rows past S read as zeros. Gluon does not run in Triton's
+shares. q, k, v are read and o written through 4-D tensor descriptors [B, H, S, D] (any strides with a unit
+last one, 16-byte aligned): rows past S read as zeros and are not written. Gluon does not run in Triton's
 interpreter: this kernel is tested on the GPU only.
 """
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (
+    fence_async_shared,
     mbarrier,
     tma,
     warpgroup_mma,
@@ -167,8 +169,8 @@ def _kv_tile(bufs, s, BN: gl.constexpr, HEAD_D: gl.constexpr):
 
 
 @gluon.jit
-def _consumer(q_bufs, k_bufs, v_bufs, tile_ids, q_ready, q_empty, k_ready, v_ready, empty, turn, o_ptr, lse_ptr,
-              stride_ob, stride_oh, stride_om, Hq, Hkv, Sq, Skv, chunk, tiles, qk_scale,
+def _consumer(q_bufs, k_bufs, v_bufs, tile_ids, q_ready, q_empty, k_ready, v_ready, empty, turn, o_desc, lse_ptr,
+              Hq, Hkv, Sq, Skv, chunk, tiles, qk_scale,
               CAUSAL: gl.constexpr, BN: gl.constexpr, HEAD_D: gl.constexpr, STAGES: gl.constexpr,
               WG: gl.constexpr):
     """Warpgroup WG: rows 64 WG ... 64 WG + 63 of each tile the producer hands it, over every key block."""
@@ -224,8 +226,6 @@ def _consumer(q_bufs, k_bufs, v_bufs, tile_ids, q_ready, q_empty, k_ready, v_rea
             acc = acc * gl.expand_dims(gl.convert_layout(alpha, gl.SliceLayout(1, o_layout)), 1)
             p = gl.convert_layout(p.to(dtype), p_layout)
 
-        # Every QK^T of the tile is done: the producer may load the next tile's Q half.
-        mbarrier.arrive(q_empty.index(WG), count=1)
         mbarrier.wait(v_ready.index(st), ((it + n_blocks - 1) // STAGES) & 1)
         wait_turn(turn, k + n_blocks, WG)
         acc = warpgroup_mma(p, _kv_tile(v_bufs, st, BN, HEAD_D), acc, is_async=True)
@@ -236,26 +236,29 @@ def _consumer(q_bufs, k_bufs, v_bufs, tile_ids, q_ready, q_empty, k_ready, v_rea
         k += n_blocks + 1
         n += 1
 
-        # Every row sees key 0 (top-left alignment, Skv >= 1), so l_i > 0.
-        out = acc / gl.expand_dims(gl.convert_layout(l_i, gl.SliceLayout(1, o_layout)), 1)
-        o_rows = gl.convert_layout(rows, gl.SliceLayout(1, o_layout))
-        cols = gl.arange(0, HEAD_D, layout=gl.SliceLayout(0, o_layout))
-        o_base = o_ptr + b.to(gl.int64) * stride_ob + h.to(gl.int64) * stride_oh
-        offs = gl.expand_dims(o_rows.to(gl.int64) * stride_om, 1) + gl.expand_dims(cols, 0)
-        gl.store(o_base + offs, out.to(dtype), mask=gl.expand_dims(o_rows < Sq, 1))
+        # Every row sees key 0 (top-left alignment, Skv >= 1), so l_i > 0. O leaves through this warpgroup's
+        # Q buffer (its last QK^T is done) and a TMA store, which clips rows past Sq: 16-byte stmatrix writes
+        # and one bulk copy instead of 4-byte stores from the MMA layout, 8 rows a warp instruction. The
+        # buffer goes back to the producer for the next tile's Q once the copy has read it.
+        inv_l = gl.convert_layout(1.0 / l_i, gl.SliceLayout(1, o_layout))
+        q.store((acc * gl.expand_dims(inv_l, 1)).to(dtype))
+        fence_async_shared()
+        tma.async_copy_shared_to_global(o_desc, [b, h, start_m + WG * WG_ROWS, 0], q_bufs.index(WG))
         lse = (m_i + gl.log2(l_i)) * LN2
         gl.store(lse_ptr + (b.to(gl.int64) * Hq + h) * Sq + rows, lse, mask=rows < Sq)
+        tma.store_wait(0)
+        mbarrier.arrive(q_empty.index(WG), count=1)
         mbarrier.wait(q_ready.index(WG), n & 1)
         tile = read_tile(tile_ids, WG)
 
 
 @gluon.jit
-def attention_fwd_ws(q_desc, k_desc, v_desc, o_ptr, lse_ptr, counter, stride_ob, stride_oh, stride_om,
+def attention_fwd_ws(q_desc, k_desc, v_desc, o_desc, lse_ptr, counter,
                      Hq, Hkv, Sq, Skv, sm_scale, chunk, tiles,
                      CAUSAL: gl.constexpr, STAGES: gl.constexpr, SCHEDULE: gl.constexpr,
                      CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr):
-    """q_desc: [1, 1, 64, D] tiles of q (B, Hq, Sq, D); k_desc / v_desc: [1, 1, BN, D] tiles of k, v
-    (B, Hkv, Skv, D); o (B, Hq, Sq, D) with a unit last stride; lse (B, Hq, Sq) fp32 contiguous. chunk as in
+    """q_desc / o_desc: [1, 1, 64, D] tiles of q and o (B, Hq, Sq, D); k_desc / v_desc: [1, 1, BN, D] tiles of
+    k, v (B, Hkv, Skv, D); lse (B, Hq, Sq) fp32 contiguous. chunk as in
     attention_fwd; tiles = cdiv(Sq, 128) x B x Hq. Launch with num_warps=4 (the first consumer) and
     `tiles` programs (SCHEDULE GRID), or at most `tiles` (ROUND_ROBIN, DYNAMIC: counter, an int32 zero)."""
     dtype: gl.constexpr = q_desc.dtype
@@ -275,11 +278,11 @@ def attention_fwd_ws(q_desc, k_desc, v_desc, o_ptr, lse_ptr, counter, stride_ob,
     turn = mbarriers(2, 1)
     # Argument tuples written out in place: a constexpr kept in a tuple variable arrives as a tensor.
     gl.warp_specialize([
-        (_consumer, (q_bufs, k_bufs, v_bufs, tile_ids, q_ready, q_empty, k_ready, v_ready, empty, turn, o_ptr,
-                     lse_ptr, stride_ob, stride_oh, stride_om, Hq, Hkv, Sq, Skv, chunk, tiles, qk_scale, CAUSAL, BN,
+        (_consumer, (q_bufs, k_bufs, v_bufs, tile_ids, q_ready, q_empty, k_ready, v_ready, empty, turn, o_desc,
+                     lse_ptr, Hq, Hkv, Sq, Skv, chunk, tiles, qk_scale, CAUSAL, BN,
                      HEAD_D, STAGES, 0)),
-        (_consumer, (q_bufs, k_bufs, v_bufs, tile_ids, q_ready, q_empty, k_ready, v_ready, empty, turn, o_ptr,
-                     lse_ptr, stride_ob, stride_oh, stride_om, Hq, Hkv, Sq, Skv, chunk, tiles, qk_scale, CAUSAL, BN,
+        (_consumer, (q_bufs, k_bufs, v_bufs, tile_ids, q_ready, q_empty, k_ready, v_ready, empty, turn, o_desc,
+                     lse_ptr, Hq, Hkv, Sq, Skv, chunk, tiles, qk_scale, CAUSAL, BN,
                      HEAD_D, STAGES, 1)),
         (_producer, (q_desc, k_desc, v_desc, q_bufs, k_bufs, v_bufs, tile_ids, q_ready, q_empty, k_ready, v_ready,
                      empty, counter, Hq, Hkv, Sq, Skv, chunk, tiles, BN, STAGES, CAUSAL, SCHEDULE)),

@@ -31,6 +31,11 @@ from .attention_plan import attention_flops, dims, head_split, lpt_chunk
 # - D=64 (4 stages), persistent non-causal / one program a tile causal: 8x32x2048 410 vs the Triton
 #   kernel's 402, causal 301 vs 352; 2x32x8192 449 vs 426, causal 427 vs 403: causal D=64 takes the kernel
 #   from WS_MIN_SKV_D64 keys on.
+# - O stored through each warpgroup's Q buffer and a TMA store, against 4-byte stores from the MMA layout
+#   (seventeenth session, scripts/ab_attention.py epilogue, TFLOP/s): non-causal / causal 32x16x512 412 -> 449
+#   / 240 -> 274, 16x16x1024 516 -> 547 / 357 -> 396, 8x16x2048 596 -> 617 / 484 -> 515, 4x16x4096 636 -> 650
+#   / 577 -> 603, 1x16x16384 666 -> 672 / 670 -> 678, 8:1 GQA 2048 605 -> 626 / 497 -> 527, D=64 8x32x2048
+#   424 -> 424 / 347 -> 354; skipping the stores altogether (a probe) gave 498 / 257 ... 637 / 526 at 2048.
 WS_Q_ROWS = 64
 WS_BLOCK_N = 128
 WS_REGS = (240, 32)  # consumer warpgroup, producer warp (setmaxnreg): 8 x 240 + 4 x 32 warps' registers = 64K
@@ -74,11 +79,11 @@ def ws_applies(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Ten
                causal: bool) -> bool:
     """Whether the forward goes to the warp-specialized Gluon kernel: a problem it takes (ws_fits) on an
     sm_90 GPU (not the interpreter) with triton >= 3.6, real tensors (not traced: torch.compile's wrap_triton
-    takes Triton kernels, not Gluon ones), q, k, v that TMA can address (tma_addressable) and an out with a
-    unit last stride."""
+    takes Triton kernels, not Gluon ones), and q, k, v and out that TMA can address (tma_addressable: out is
+    written by TMA stores)."""
     if not ws_fits(q.dtype, *dims(q, k), causal, scale) or not _gluon_runs(q):
         return False
-    return out.stride(3) == 1 and all(tma_addressable(t) for t in (q, k, v))
+    return all(tma_addressable(t) for t in (q, k, v, out))
 
 
 def _gluon_runs(q: torch.Tensor) -> bool:
@@ -143,8 +148,8 @@ def launch_fwd(q, k, v, out, lse, causal: bool, scale: float, schedule: str | No
     schedule = schedule or WS_SCHEDULE
     programs, counter = _tile_grid(tiles, schedule, q.device, lse)
     eager_launcher(kw.attention_fwd_ws)[(programs,)](
-        ws_desc(q, WS_Q_ROWS), ws_desc(k, WS_BLOCK_N), ws_desc(v, WS_BLOCK_N), out, lse, counter,
-        *out.stride()[:3], Hq, Hkv, Sq, Skv, scale, lpt_chunk(causal, 2 * Skv * D * k.element_size(), unit_programs),
+        ws_desc(q, WS_Q_ROWS), ws_desc(k, WS_BLOCK_N), ws_desc(v, WS_BLOCK_N), ws_desc(out, WS_Q_ROWS), lse, counter,
+        Hq, Hkv, Sq, Skv, scale, lpt_chunk(causal, 2 * Skv * D * k.element_size(), unit_programs),
         tiles, CAUSAL=causal, STAGES=ws_stages(D), SCHEDULE=_SCHEDULES[schedule], CONSUMER_REGS=WS_REGS[0],
         PRODUCER_REGS=WS_REGS[1], num_warps=4, maxnreg=WS_MAXNREG,
     )
