@@ -187,9 +187,17 @@ def test_empty_inputs(device, kind, shape):
             assert torch.count_nonzero(g) == 0 if shape[-1] else g.numel() == 0
 
 
-def test_rms_norm_eps_none_uses_finfo(device):
-    x = torch.randn(4, 16, device=device) * 1e-4
-    torch.testing.assert_close(trifuse.rms_norm(x, eps=None), torch.nn.functional.rms_norm(x, (16,), eps=None))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_rms_norm_eps_none_uses_the_compute_types_epsilon(device, dtype):
+    """eps=None is the machine epsilon of the type torch computes in: fp32 for 16-bit x (fp16's own, ~1e-3,
+    would move rows of mean square ~1e-6 by a factor of ~2). The functional op, add_rms_norm and the nn
+    drop-in all resolve it so."""
+    x = (torch.randn(4, 64, device=device) * 1e-3).to(dtype)
+    ref = torch.nn.functional.rms_norm(x, (64,), eps=None)
+    torch.testing.assert_close(trifuse.rms_norm(x, eps=None), ref)
+    torch.testing.assert_close(trifuse.nn.RMSNorm(64, device=device, dtype=dtype)(x), ref)
+    y, _ = trifuse.add_rms_norm(x, torch.zeros_like(x), None, eps=None)
+    torch.testing.assert_close(y, ref)
 
 
 @pytest.mark.parametrize("elementwise_affine,bias", [(True, True), (True, False), (False, False)])

@@ -45,7 +45,8 @@ class LayerNorm(nn.LayerNorm):
 
 
 class RMSNorm(nn.RMSNorm):
-    """Drop-in for torch.nn.RMSNorm; eps=None uses torch.finfo(x.dtype).eps, as torch does."""
+    """Drop-in for torch.nn.RMSNorm; eps=None uses the machine epsilon of the compute type (fp32, also for
+    16-bit inputs), as torch does."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = tuple(self.normalized_shape)

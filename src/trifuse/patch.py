@@ -7,7 +7,7 @@ transformers is never imported: modules are recognised by class name and structu
 What is patched
 - RMSNorm (`rms_norm=True`): a module whose class name ends in "RMSNorm" (HF LlamaRMSNorm,
   MistralRMSNorm, Qwen2RMSNorm, ..., and torch.nn.RMSNorm), with a 1-D `weight` Parameter and a float
-  epsilon in `variance_epsilon` (HF) or `eps` (torch; None = finfo(dtype).eps). It is replaced on its
+  epsilon in `variance_epsilon` (HF) or `eps` (torch; None = the compute type's machine epsilon). It is replaced on its
   parent by a `PatchedRMSNorm` (a `trifuse.nn.RMSNorm`) that holds the *same* weight Parameter object,
   so optimizers, tied references and state_dict keys are unchanged. Zero-centred norms that scale by
   `1 + weight` in fp32 (HF GemmaRMSNorm, Gemma2/3, Qwen3-Next's) are patched too (`weight_offset` 1.0):
@@ -155,7 +155,8 @@ def _close(out, ref: torch.Tensor, dtype: torch.dtype) -> bool:
 
 
 def _eps_of(m: nn.Module):
-    """(found, eps): HF's `variance_epsilon`, else torch's `eps` (None allowed: finfo(dtype).eps)."""
+    """(found, eps): HF's `variance_epsilon`, else torch's `eps` (None allowed: the compute type's machine
+    epsilon, as trifuse.rms_norm resolves it)."""
     for attr in ("variance_epsilon", "eps"):
         if hasattr(m, attr):
             eps = getattr(m, attr)

@@ -12,9 +12,9 @@ from ..runtime import check_kernel_device, kernel_devices_ok
 from ._rows import as_rows, from_rows
 
 
-def _check_eps(name: str, eps, dtype: torch.dtype) -> float:
-    if eps is None:  # torch.nn.RMSNorm's default: the input dtype's machine epsilon
-        return float(torch.finfo(dtype).eps)
+def _check_eps(name: str, eps) -> float:
+    if eps is None:  # torch's RMSNorm default: the machine epsilon of the type it computes in, fp32 for every
+        return float(torch.finfo(torch.float32).eps)  # dtype trifuse takes (fp16's own would be ~1e-3)
     if isinstance(eps, bool) or not isinstance(eps, numbers.Real):  # numpy scalars too, as torch takes
         raise TypeError(f"trifuse.{name}: eps must be a float, got {type(eps).__name__}")
     eps = float(eps)
@@ -37,7 +37,7 @@ def _check(name, x, residual, weight, bias, input_bias, eps) -> float:
     if residual is not None:
         check_float(name, "residual", residual)
         check_shape(name, "residual", residual, tuple(x.shape))
-    eps = _check_eps(name, eps, x.dtype)
+    eps = _check_eps(name, eps)
     check_kernel_device(name, x, weight, bias, input_bias, residual)
     return eps
 
@@ -82,7 +82,7 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor | None = None, bias: torch.
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor | None = None, eps: float | None = 1e-6, *,
              input_bias: torch.Tensor | None = None) -> torch.Tensor:
-    """RMSNorm(x + input_bias) * weight over the last dim; eps=None uses finfo(x.dtype).eps like torch."""
+    """RMSNorm(x + input_bias) * weight over the last dim; eps=None uses the epsilon of the compute type (fp32 for 16-bit x) like torch."""
     return _norm("rms_norm", x, None, weight, None, input_bias, eps, is_rms=True)[0]
 
 
