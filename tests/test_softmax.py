@@ -145,8 +145,19 @@ def test_nn_modules(device):
     x = torch.randn(4, 6, 10, device=device)
     torch.testing.assert_close(trifuse.nn.Softmax(dim=1)(x), torch.nn.Softmax(dim=1)(x))
     torch.testing.assert_close(trifuse.nn.LogSoftmax(dim=-1)(x), torch.nn.LogSoftmax(dim=-1)(x))
-    torch.testing.assert_close(trifuse.nn.Softmax()(x), torch.softmax(x, -1))
     assert isinstance(trifuse.nn.Softmax(1), torch.nn.Softmax)
+
+
+@pytest.mark.parametrize("shape", [(), (7,), (3, 5), (2, 3, 4), (2, 3, 4, 5)], ids=str)
+@pytest.mark.parametrize("cls", ["Softmax", "LogSoftmax"])
+def test_nn_modules_without_dim_pick_torchs_dim(device, cls, shape):
+    """dim=None: torch's legacy choice (dim 0 for 0-, 1- and 3-D inputs, else 1) and its deprecation warning."""
+    x = torch.randn(shape, device=device)
+    with pytest.warns(UserWarning, match="Implicit dimension"):
+        got = getattr(trifuse.nn, cls)()(x)
+    with pytest.warns(UserWarning, match="Implicit dimension"):
+        ref = getattr(torch.nn, cls)()(x)
+    torch.testing.assert_close(got, ref)
 
 
 @pytest.mark.parametrize("fn", ["softmax", "log_softmax"])

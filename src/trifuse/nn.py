@@ -1,6 +1,8 @@
 """Thin nn.Module drop-ins over the functional API."""
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 
@@ -8,18 +10,26 @@ from .functional import norm as _norm
 from .functional.softmax import log_softmax, softmax
 
 
+def _implicit_dim(name: str, x: torch.Tensor) -> int:
+    """torch's legacy choice for dim=None (torch.nn.functional._get_softmax_dim), with its deprecation
+    warning: dim 0 for 0-, 1- and 3-D inputs, else dim 1."""
+    warnings.warn(f"Implicit dimension choice for {name} has been deprecated. Change the call to include "
+                  "dim=X as an argument.", stacklevel=3)
+    return 0 if x.dim() in (0, 1, 3) else 1
+
+
 class Softmax(nn.Softmax):
-    """Drop-in for torch.nn.Softmax (dim=None picks the last dim)."""
+    """Drop-in for torch.nn.Softmax, dim=None included (torch's legacy choice of dim, with its warning)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return softmax(x, -1 if self.dim is None else self.dim)
+        return softmax(x, _implicit_dim("softmax", x) if self.dim is None else self.dim)
 
 
 class LogSoftmax(nn.LogSoftmax):
-    """Drop-in for torch.nn.LogSoftmax (dim=None picks the last dim)."""
+    """Drop-in for torch.nn.LogSoftmax, dim=None included (as Softmax)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return log_softmax(x, -1 if self.dim is None else self.dim)
+        return log_softmax(x, _implicit_dim("log_softmax", x) if self.dim is None else self.dim)
 
 
 def _flat_last(x: torch.Tensor, shape: tuple[int, ...], cls: str) -> torch.Tensor:
