@@ -130,6 +130,28 @@ def test_dropout_reproducible_and_scaled(device):
     torch.testing.assert_close(out, y1)
 
 
+@pytest.mark.parametrize("shape", [(64, 32, 200), pytest.param((1024, 512, 1024), marks=pytest.mark.gpu)], ids=str)
+def test_dropout_keeps_nan_and_inf_as_torch_does(device, shape):
+    """Dropped elements are y * 0, as torch's y * mask / (1 - p): a nan or inf there gives nan, forward and
+    backward, not 0 (the larger shape takes the Hopper kernels on an H100)."""
+    m, k, n = shape
+    a = torch.randn(m, k, device=device, requires_grad=True)
+    b = torch.randn(k, n, device=device)
+    with torch.no_grad():
+        a[0, 0] = float("nan")  # row 0 of a @ b: all nan
+        a[1, 0] = float("inf")  # row 1: +-inf (b's first row has both signs)
+    y = trifuse.gemm(a, b, dropout_p=0.5, seed=7)
+    assert y[0].isnan().all()
+    assert (y[1].isinf() | y[1].isnan()).all() and y[1].isnan().any()  # kept: +-inf, dropped: inf * 0
+    clean = trifuse.gemm(a.detach()[2:], b, activation="none", dropout_p=0.5, seed=7)  # rows 2.. finite
+    dropped = (clean == 0).nonzero()[0] + torch.tensor([2, 0], device=device)  # a dropped element, row >= 2
+    dy = torch.ones_like(y)
+    dy[dropped[0], dropped[1]] = float("nan")
+    trifuse.gemm(a, b, activation="none", dropout_p=0.5, seed=7).backward(dy)
+    assert a.grad[dropped[0]].isnan().all()  # the nan gradient of a dropped element reaches a's row
+    assert not a.grad[3 if dropped[0] == 2 else 2].isnan().any()
+
+
 @pytest.mark.parametrize("m,n,p,seed", [(1, 1, 0.5, 3), (37, 83, 0.3, 1234), (64, 200, 0.9, 2**40 + 7),
                                         (130, 17, 0.05, 0)])
 def test_dropout_mask_matches_oracle(device, m, n, p, seed):

@@ -78,7 +78,8 @@ def fwd_epilogue(acc, rows, cols, M, N, bias_ptr, res_ptr, stride_rm, stride_rn,
     y = activation(acc, ACT)
     if DROPOUT:
         keep = dropout_keep(seed_ptr, rows64, cols, p)
-        y = tl.where(keep, y * (1.0 / (1.0 - tl.full((), p, tl.float32))), 0.0)
+        # a multiply, not a select, so a dropped inf or nan stays nan, as torch's y * mask / (1 - p)
+        y = y * tl.where(keep, 1.0 / (1.0 - tl.full((), p, tl.float32)), 0.0)
     if HAS_RES:
         y += tl.load(res_ptr + rows64[:, None] * stride_rm + cols[None, :].to(tl.int64) * stride_rn,
                      mask=mask, other=0.0).to(tl.float32)

@@ -26,7 +26,7 @@ def _dpre_tile(pre, rows, cols, M, N, dy_ptr, stride_dym, stride_dyn, dpre_ptr, 
     g = dy * activation_grad(pre, ACT)
     if DROPOUT:
         keep = dropout_keep(seed_ptr, rows64, cols, p)
-        g = tl.where(keep, g * (1.0 / (1.0 - tl.full((), p, tl.float32))), 0.0)
+        g = g * tl.where(keep, 1.0 / (1.0 - tl.full((), p, tl.float32)), 0.0)  # nan stays nan, as in torch
     g = tl.where(mask, g, 0.0)
     tl.store(dpre_ptr + rows64[:, None] * stride_dpm + cols[None, :], g.to(dpre_ptr.dtype.element_ty),
              mask=mask)

@@ -117,7 +117,7 @@ def _epilogue(stage, staged, free, c_desc, seed_ptr, p, M, N,
             y = activation(tile3, ACT)
             if DROPOUT:
                 keep = keep_rows(tile3, seed, threshold, om + r, on)
-                y = gl.where(keep, y * scale, gl.zeros_like(y))
+                y = y * (keep.to(gl.float32) * scale)  # a dropped inf or nan gives nan, as in torch
             rows_smem.store(gl.reshape(y.to(stage.dtype), [EPI_ROWS, BN]))
         fence_async_shared()
         tma.async_copy_shared_to_global(c_desc, [om, on], stage)

@@ -59,14 +59,14 @@ def keep_rows(tile3, seed, threshold, r0, on):
 
 @gluon.jit
 def _dropout_rows(rows_smem, seed, threshold, r0, on):
-    """Zero the dropped elements of rows_smem, a slab of the output tile at global (r0, on), in place."""
+    """Multiply the dropped elements of rows_smem, a slab of the output tile at global (r0, on), by 0 in place."""
     R: gl.constexpr = rows_smem.shape[0]
     BN: gl.constexpr = rows_smem.shape[1]
     G: gl.constexpr = BN // 8
     rows_layout: gl.constexpr = gl.BlockedLayout([1, 8], [32 // G, G], [gl.num_warps(), 1], [1, 0])
     tile = gl.reshape(rows_smem.load(rows_layout), [R, G, 8])
     keep = keep_rows(tile, seed, threshold, r0, on)
-    tile = gl.where(keep, tile, gl.zeros_like(tile))
+    tile = tile * keep.to(tile.dtype)  # x * 0, not 0: a dropped inf or nan gives nan, as in torch
     rows_smem.store(gl.reshape(tile, [R, BN]))
 
 
