@@ -152,6 +152,17 @@ def test_dropout_keeps_nan_and_inf_as_torch_does(device, shape):
     assert not a.grad[3 if dropped[0] == 2 else 2].isnan().any()
 
 
+@pytest.mark.parametrize("seed", [-1, -5, 2**63 - 1, 2**63 + 3, 2**64 + 9, -(2**63)])
+def test_int_and_tensor_seeds_agree(device, seed):
+    """An int seed is its 64-bit two's complement, as an int64 tensor holds it: one mask either way, and the
+    plain-torch oracle's."""
+    a, b = torch.randn(16, 8, device=device), torch.randn(8, 40, device=device)
+    y = trifuse.gemm(a, b, dropout_p=0.5, seed=seed)
+    wrapped = (seed + 2**63) % 2**64 - 2**63
+    assert torch.equal(y, trifuse.gemm(a, b, dropout_p=0.5, seed=torch.tensor(wrapped, device=device)))
+    assert torch.equal(y != 0, keep_mask(seed, 16, 40, 0.5, device))
+
+
 @pytest.mark.parametrize("m,n,p,seed", [(1, 1, 0.5, 3), (37, 83, 0.3, 1234), (64, 200, 0.9, 2**40 + 7),
                                         (130, 17, 0.05, 0)])
 def test_dropout_mask_matches_oracle(device, m, n, p, seed):

@@ -22,7 +22,8 @@ def _philox4x32(c0, c1, c2, c3, k0: int, k1: int, rounds: int = 10):
 def keep_mask(seed: int, M: int, N: int, p: float, device="cpu") -> torch.Tensor:
     """(M, N) bool: which elements trifuse's dropout keeps for this seed and p.
 
-    seed: the int64 value the kernel reads (trifuse.gemm passes an int seed as seed % 2**63).
+    seed: the kernel's int64 seed, or any int (its low 64 bits: trifuse.gemm passes an int seed so, and an
+    integer tensor's value as int64).
 
     Element (r, c) takes uint16 draw c % 8 of Philox(counter = (c // 8, r, 0, 0), key = the seed's low and
     high 32 bits), its 128-bit output read as eight little-endian uint16; kept where draw >= round(p * 65536).
