@@ -57,6 +57,16 @@ def test_any_rank_any_dim(device, shape, dim, log):
     check_fwd(torch.randn(shape, device=device) * 3, dim, log)
 
 
+def test_numpy_integer_dim(device):
+    np = pytest.importorskip("numpy")
+    x = torch.randn(3, 5, 7, device=device)
+    for dim in (np.int64(1), np.int32(-1)):
+        torch.testing.assert_close(trifuse.softmax(x, dim), torch.softmax(x, int(dim)))
+        torch.testing.assert_close(trifuse.log_softmax(x, dim), torch.log_softmax(x, int(dim)))
+    with pytest.raises(TypeError, match="dim must be an int"):
+        trifuse.softmax(x, np.float64(1.0))
+
+
 def test_zero_dim_tensor(device):
     x = torch.tensor(2.5, device=device)
     assert trifuse.softmax(x, 0).item() == 1.0

@@ -1,6 +1,7 @@
 """Typed input validation shared by every op: errors name what was expected and what came."""
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterable
 
 import torch
@@ -59,8 +60,9 @@ class DimError(ValueError, IndexError):
 
 
 def normalize_dim(name: str, dim: int, ndim: int) -> int:
-    if isinstance(dim, bool) or not isinstance(dim, int):
+    if isinstance(dim, bool) or not isinstance(dim, numbers.Integral):  # numpy integers too, as torch takes
         raise TypeError(f"trifuse.{name}: dim must be an int, got {type(dim).__name__}")
+    dim = int(dim)
     rank = max(ndim, 1)
     if not -rank <= dim < rank:
         raise DimError(f"trifuse.{name}: dim {dim} out of range for a tensor of rank {ndim} "

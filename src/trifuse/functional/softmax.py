@@ -31,7 +31,7 @@ def _softmax(name: str, x: torch.Tensor, dim: int, log: bool) -> torch.Tensor:
     ndim = x.dim()
     if ndim == 0:
         return softmax_rows(x.reshape(1, 1), log).reshape(())
-    dim %= ndim
+    dim = int(dim) % ndim  # int(): a numpy integer dim passes the checks, as torch takes it
     last = dim == ndim - 1
     moved = x if last else x.movedim(dim, -1)
     y = from_rows(softmax_rows(as_rows(moved, moved.shape[-1]), log), moved.shape)
