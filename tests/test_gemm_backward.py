@@ -93,6 +93,24 @@ def test_recompute_matches_saved_pre(device, activation):
         torch.testing.assert_close(a, b)
 
 
+@pytest.mark.parametrize("recompute", [False, True])
+@pytest.mark.parametrize("activation", ["silu", "gelu", "gelu_tanh"])
+def test_fp16_operands_fp32_out_keep_a_wide_pre(device, activation, recompute):
+    """fp16 operands with out_dtype=fp32: pre = a @ b past fp16's range (8e4) is kept (or recomputed) in fp32,
+    so its gradient (300, within fp16's range, where act'(pre) = 1) is finite and right, as out is, on both
+    backward paths."""
+    a = torch.full((2, 4), 200.0, dtype=torch.float16, device=device, requires_grad=True)
+    b = torch.full((4, 3), 100.0, dtype=torch.float16, device=device, requires_grad=True)
+    y = trifuse.gemm(a, b, activation=activation, out_dtype=torch.float32, recompute=recompute)
+    assert y.dtype == torch.float32 and y.isfinite().all()
+    y.sum().backward()
+    a64, b64 = a.detach().double().requires_grad_(), b.detach().double().requires_grad_()
+    ACT_FNS[activation](a64 @ b64).sum().backward()
+    assert a.grad.isfinite().all() and b.grad.isfinite().all()
+    torch.testing.assert_close(a.grad.double(), a64.grad, rtol=2e-3, atol=0)
+    torch.testing.assert_close(b.grad.double(), b64.grad, rtol=2e-3, atol=0)
+
+
 def test_residual_batched_non_contiguous(device):
     x = torch.randn(3, 11, 2, 20, device=device).transpose(1, 2)  # (3, 2, 11, 20), a copy to flatten
     w = torch.randn(20, 17, device=device).t()  # (17, 20) non-contiguous weight

@@ -60,7 +60,7 @@ def gemm_dact_kernel(
     a_ptr, b_ptr, bias_ptr, dy_ptr, dpre_ptr, part_ptr, seed_ptr,
     M, N, K, stride_am, stride_ak, stride_bk, stride_bn, stride_dym, stride_dyn, stride_dpm, p,
     ACT: tl.constexpr, HAS_BIAS: tl.constexpr, DROPOUT: tl.constexpr, DBIAS: tl.constexpr,
-    PRECISION: tl.constexpr,
+    PRECISION: tl.constexpr, ROUND_PRE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
     """Recompute pre = a @ b + bias tile by tile; the epilogue reads dY and writes dpre (and partials)."""
@@ -68,7 +68,10 @@ def gemm_dact_kernel(
                                           PRECISION, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M)
     if HAS_BIAS:
         acc += tl.load(bias_ptr + cols, mask=cols < N, other=0.0).to(tl.float32)[None, :]
-    # Round pre to the operand dtype as the saved-pre path does, so both paths give the same dpre.
-    pre = acc.to(a_ptr.dtype.element_ty).to(tl.float32)
+    # Round pre as the saved-pre path stores it (the wider of the operands' and dy's dtypes), so both paths
+    # give the same dpre.
+    if ROUND_PRE:
+        acc = acc.to(a_ptr.dtype.element_ty).to(tl.float32)
+    pre = acc
     _dpre_tile(pre, rows, cols, M, N, dy_ptr, stride_dym, stride_dyn, dpre_ptr, stride_dpm, part_ptr,
                pid_m, seed_ptr, p, ACT, DROPOUT, DBIAS)

@@ -17,12 +17,14 @@ from .eager import register
 def _gemm_fwd(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None, residual: torch.Tensor | None,
              seed: torch.Tensor | None, activation: str, dropout_p: float, out_dtype: torch.dtype | None,
              save_pre: bool, tf32: bool, recompute: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Returns (out, pre): pre = a @ b + bias in a's dtype when save_pre, else an empty tensor.
-    `recompute` only tells the backward how to get pre back."""
+    """Returns (out, pre): pre = a @ b + bias when save_pre, else an empty tensor, in the wider of a's and
+    out's dtypes (fp16 operands with an fp32 out: a pre past fp16's range stays finite, as out does, and so
+    does its gradient). `recompute` only tells the backward how to get pre back."""
     M, N = a.shape[0], b.shape[1]
     # Sizes as separate arguments: torch.empty((M, N), ...) parses ~2 us slower a call.
     out = torch.empty(M, N, dtype=out_dtype if out_dtype is not None else a.dtype, device=a.device)
-    pre = torch.empty(*((M, N) if save_pre else (0,)), dtype=a.dtype, device=a.device)
+    pre = torch.empty(*((M, N) if save_pre else (0,)), dtype=torch.promote_types(a.dtype, out.dtype),
+                      device=a.device)
     gemm_into(a, b, out, bias=bias, residual=residual, pre=pre if save_pre else None, seed=seed,
               activation=activation, dropout_p=dropout_p, tf32=tf32)
     return out, pre

@@ -325,7 +325,8 @@ def dact_into(dy: torch.Tensor, pre: torch.Tensor | None, dpre: torch.Tensor, db
 def gemm_dact_into(a: torch.Tensor, b: torch.Tensor, bias, dy: torch.Tensor, dpre: torch.Tensor,
                    dbias: torch.Tensor | None, seed, activation: str, dropout_p: float, tf32: bool = False,
                    config: GemmConfig | None = None) -> None:
-    """recompute=True: pre = a @ b + bias in a GEMM whose epilogue reads dy and writes dpre (+ dbias)."""
+    """recompute=True: pre = a @ b + bias in a GEMM whose epilogue reads dy and writes dpre (+ dbias); pre is
+    rounded to the wider of a's and dy's dtypes, as the forward saves it."""
     M, K = a.shape
     N = b.shape[1]
     if dbias is not None and (M == 0 or N == 0):
@@ -343,9 +344,9 @@ def gemm_dact_into(a: torch.Tensor, b: torch.Tensor, bias, dy: torch.Tensor, dpr
         M, N, K, a.stride(0), a.stride(1), b.stride(0), b.stride(1), dy.stride(0), dy.stride(1),
         dpre.stride(0), dropout_p,
         ACT=activation, HAS_BIAS=bias is not None, DROPOUT=dropout_p > 0.0, DBIAS=dbias is not None,
-        PRECISION=_precision(a, tf32), BLOCK_M=config.block_m, BLOCK_N=config.block_n,
-        BLOCK_K=config.block_k, GROUP_M=config.group_m, num_warps=config.num_warps,
-        num_stages=config.num_stages,
+        PRECISION=_precision(a, tf32), ROUND_PRE=torch.promote_types(a.dtype, dy.dtype) == a.dtype,
+        BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k, GROUP_M=config.group_m,
+        num_warps=config.num_warps, num_stages=config.num_stages,
     )
     if dbias is not None:
         dbias.copy_(part.sum(0))
