@@ -2,8 +2,6 @@
 
   python3 scripts/ab_attention.py check   # outputs and LSE vs an fp32 SDPA reference, odd shapes, poisoned
   python3 scripts/ab_attention.py time [STAGES...]  # device time, alternating rounds, best of three
-  python3 scripts/ab_attention.py half-diag   # causal forward with / without warpgroup 0's half diagonal block
-                                              # (checked against the fp32 reference first)
   python3 scripts/ab_attention.py bwd-check   # the Gluon backward kernels vs the Triton ones
   python3 scripts/ab_attention.py bwd-time [SPLITS...]  # the backward with either dK/dV kernel (the Gluon one
                                                         # also at each head split given), and cuDNN's
@@ -217,54 +215,10 @@ def time(stages: list[int]) -> None:
             print(f"{b}x{h}x{s}x{d} hkv={hkv} causal={causal}: {row} TFLOP/s", flush=True)
 
 
-def half_diag() -> None:
-    """ops.attention_ws.WS_HALF_DIAGONAL off / on, causal only: checked against the fp32 reference on the check
-    shapes (both must pass), then timed alternating, best of three."""
-    torch.manual_seed(0)
-    bad = 0
-    for dtype, d, (b, hq, hkv, sq, skv), causal in check_cases():
-        if not causal:
-            continue
-        q = torch.randn(b, hq, sq, d, device="cuda", dtype=dtype)
-        k = torch.randn(b, hkv, skv, d, device="cuda", dtype=dtype)
-        v = torch.randn(b, hkv, skv, d, device="cuda", dtype=dtype)
-        ref_o, ref_l = reference(q, k, v, causal)
-        errs = {}
-        for on in (False, True):
-            ows.WS_HALF_DIAGONAL = on
-            o, lse = run_fwd(q, k, v, causal, "ws")
-            errs[on] = ((o.float() - ref_o).abs().max().item(), (lse - ref_l).abs().max().item(), bool(o.isnan().any()))
-        ows.WS_HALF_DIAGONAL = True
-        ok = errs[True][0] <= max(2 * errs[False][0], 1e-2) and errs[True][1] < 1e-3 and not errs[True][2]
-        bad += not ok
-        if not ok:
-            print(f"BAD {dtype} D={d} {b}x{hq}/{hkv}x{sq}x{skv}: {errs}", flush=True)
-    print(f"half-diag check: {bad} bad", flush=True)
-    shapes = [(32, 16, 512, 128, 16), (16, 16, 1024, 128, 16), (8, 16, 2048, 128, 16), (4, 16, 4096, 128, 16),
-              (2, 16, 8192, 128, 16), (8, 16, 2048, 128, 2), (8, 32, 2048, 64, 32), (2, 32, 8192, 64, 32)]
-    for b, h, s, d, hkv in shapes:
-        q = torch.randn(b, h, s, d, device="cuda", dtype=torch.bfloat16)
-        k = torch.randn(b, hkv, s, d, device="cuda", dtype=torch.bfloat16)
-        v = torch.randn_like(k)
-        out, lse = torch.empty_like(q), torch.empty(b, h, s, device="cuda")
-        best = {}
-        for _ in range(3):
-            for on in (False, True):
-                def run():
-                    ows.WS_HALF_DIAGONAL = on
-                    run_fwd(q, k, v, True, "ws", out=out, lse=lse)
-                best[on] = min(best.get(on, 1e9), time_ms(run, hide_host=True))
-        ows.WS_HALF_DIAGONAL = True
-        print(f"{b}x{h}x{s}x{d} hkv={hkv} causal: whole {tflops(b, h, s, d, True, best[False]):.0f}  "
-              f"half {tflops(b, h, s, d, True, best[True]):.0f} TFLOP/s", flush=True)
-
-
 if __name__ == "__main__":
     what = sys.argv[1] if len(sys.argv) > 1 else "check"
     if what == "check":
         check()
-    elif what == "half-diag":
-        half_diag()
     elif what == "bwd-check":
         bwd_check()
     elif what == "bwd-time":

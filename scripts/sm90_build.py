@@ -148,7 +148,7 @@ def attn_fwd_ws(args) -> None:
                sm_scale="fp32", chunk="i32", tiles="i32")
     stages = args.stages or oa.ws_stages(d)
     ce = {"CAUSAL": args.causal, "STAGES": stages, "SCHEDULE": oa._SCHEDULES[schedule], "CONSUMER_REGS": oa.WS_REGS[0],
-          "PRODUCER_REGS": oa.WS_REGS[1], "HALF_DIAGONAL": oa.WS_HALF_DIAGONAL}
+          "PRODUCER_REGS": oa.WS_REGS[1]}
     c = triton.compile(_source(kw.attention_fwd_ws, sig, ce, ("lse_ptr",),
                                  GluonASTSource), target=TARGET,
                        options={"num_warps": 4, "maxnreg": oa.WS_MAXNREG})

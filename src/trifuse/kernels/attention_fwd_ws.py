@@ -169,58 +169,11 @@ def _kv_tile(bufs, s, BN: gl.constexpr, HEAD_D: gl.constexpr):
 
 
 @gluon.jit
-def _half_diagonal(q, p, acc, m_i, l_i, k_bufs, v_bufs, k_ready, v_ready, empty, turn, it, k, n_blocks, start_m, Skv,
-                   qk_scale, BN: gl.constexpr, HEAD_D: gl.constexpr, STAGES: gl.constexpr):
-    """Warpgroup 0's last key block when it is the causal diagonal: its rows (start_m ... + 63) see only the
-    block's first BN / 2 keys, so QK^T, softmax and PV run on that half (the MMAs and exp2 of a quarter of
-    the tile's diagonal work skipped). Block n_blocks - 2's PV is issued with the QK^T, as in the key loop.
-    Returns acc after the tile's last PV, and the rows' running max and sum."""
-    HALF: gl.constexpr = BN // 2
-    h_layout: gl.constexpr = wgmma_layout(HALF)
-    o_layout: gl.constexpr = acc.type.layout
-    row_layout: gl.constexpr = m_i.type.layout
-    j = n_blocks - 1
-    prev = (it + j - 1) % STAGES
-    st = (it + j) % STAGES
-    mbarrier.wait(k_ready.index(st), ((it + j) // STAGES) & 1)
-    mbarrier.wait(v_ready.index(prev), ((it + j - 1) // STAGES) & 1)
-    wait_turn(turn, k + j, 0)
-    k_half = _kv_tile(k_bufs, st, BN, HEAD_D).slice(0, HALF, dim=0)
-    s = warpgroup_mma(q, k_half.permute((1, 0)), gl.zeros([WG_ROWS, HALF], gl.float32, h_layout), use_acc=False,
-                      is_async=True)
-    acc = warpgroup_mma(p, _kv_tile(v_bufs, prev, BN, HEAD_D), acc, is_async=True)
-    mbarrier.arrive(turn.index(1), count=1)
-    s = warpgroup_mma_wait(1, deps=(s, ))
-    rows = start_m + gl.arange(0, WG_ROWS, layout=gl.SliceLayout(1, h_layout))
-    cols = j * BN + gl.arange(0, HALF, layout=gl.SliceLayout(0, h_layout))
-    valid = (gl.expand_dims(cols, 0) <= gl.expand_dims(rows, 1)) & gl.expand_dims(cols < Skv, 0)
-    s = gl.where(valid, s, -float("inf"))
-    m_old = gl.convert_layout(m_i, gl.SliceLayout(1, h_layout))
-    m_new = gl.maximum(m_old, gl.max(s, 1) * qk_scale)
-    p_half = gl.exp2(s * qk_scale - gl.expand_dims(m_new, 1))
-    alpha = gl.exp2(m_old - m_new)
-    l_new = gl.convert_layout(l_i, gl.SliceLayout(1, h_layout)) * alpha + gl.sum(p_half, 1)
-    acc = warpgroup_mma_wait(0, deps=(acc, ))
-    mbarrier.arrive(empty.index(prev), count=1)
-    acc = acc * gl.expand_dims(gl.convert_layout(alpha, gl.SliceLayout(1, o_layout)), 1)
-    p_half = gl.convert_layout(p_half.to(q.dtype), p.type.layout)
-
-    mbarrier.wait(v_ready.index(st), ((it + j) // STAGES) & 1)
-    wait_turn(turn, k + n_blocks, 0)
-    acc = warpgroup_mma(p_half, _kv_tile(v_bufs, st, BN, HEAD_D).slice(0, HALF, dim=0), acc, is_async=True)
-    mbarrier.arrive(turn.index(1), count=1)
-    acc = warpgroup_mma_wait(0, deps=(acc, ))
-    mbarrier.arrive(empty.index(st), count=1)
-    return acc, gl.convert_layout(m_new, row_layout), gl.convert_layout(l_new, row_layout)
-
-
-@gluon.jit
 def _consumer(q_bufs, k_bufs, v_bufs, tile_ids, q_ready, q_empty, k_ready, v_ready, empty, turn, o_desc, lse_ptr,
               Hq, Hkv, Sq, Skv, chunk, tiles, qk_scale,
               CAUSAL: gl.constexpr, BN: gl.constexpr, HEAD_D: gl.constexpr, STAGES: gl.constexpr,
-              HALF_DIAGONAL: gl.constexpr, WG: gl.constexpr):
-    """Warpgroup WG: rows 64 WG ... 64 WG + 63 of each tile the producer hands it, over every key block.
-    HALF_DIAGONAL: warpgroup 0 runs a causal tile's diagonal block on the half it sees (_half_diagonal)."""
+              WG: gl.constexpr):
+    """Warpgroup WG: rows 64 WG ... 64 WG + 63 of each tile the producer hands it, over every key block."""
     s_layout: gl.constexpr = wgmma_layout(BN)
     o_layout: gl.constexpr = wgmma_layout(HEAD_D)
     p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
@@ -251,10 +204,7 @@ def _consumer(q_bufs, k_bufs, v_bufs, tile_ids, q_ready, q_empty, k_ready, v_rea
         p = gl.convert_layout(p.to(dtype), p_layout)
         acc = gl.zeros([WG_ROWS, HEAD_D], gl.float32, o_layout)
 
-        half = False
-        if CAUSAL and HALF_DIAGONAL and WG == 0:  # constexpr; whether the last block is the diagonal is not
-            half = (n_blocks > 1) & ((n_blocks - 1) * BN == start_m)  # the last block is the diagonal
-        for j in range(1, n_blocks - 1 if half else n_blocks):
+        for j in range(1, n_blocks):
             prev = st
             st = (it + j) % STAGES
             mbarrier.wait(k_ready.index(st), ((it + j) // STAGES) & 1)
@@ -276,16 +226,12 @@ def _consumer(q_bufs, k_bufs, v_bufs, tile_ids, q_ready, q_empty, k_ready, v_rea
             acc = acc * gl.expand_dims(gl.convert_layout(alpha, gl.SliceLayout(1, o_layout)), 1)
             p = gl.convert_layout(p.to(dtype), p_layout)
 
-        if half:
-            acc, m_i, l_i = _half_diagonal(q, p, acc, m_i, l_i, k_bufs, v_bufs, k_ready, v_ready, empty, turn, it, k,
-                                           n_blocks, start_m, Skv, qk_scale, BN, HEAD_D, STAGES)
-        else:
-            mbarrier.wait(v_ready.index(st), ((it + n_blocks - 1) // STAGES) & 1)
-            wait_turn(turn, k + n_blocks, WG)
-            acc = warpgroup_mma(p, _kv_tile(v_bufs, st, BN, HEAD_D), acc, is_async=True)
-            mbarrier.arrive(turn.index(1 - WG), count=1)
-            acc = warpgroup_mma_wait(0, deps=(acc, ))
-            mbarrier.arrive(empty.index(st), count=1)
+        mbarrier.wait(v_ready.index(st), ((it + n_blocks - 1) // STAGES) & 1)
+        wait_turn(turn, k + n_blocks, WG)
+        acc = warpgroup_mma(p, _kv_tile(v_bufs, st, BN, HEAD_D), acc, is_async=True)
+        mbarrier.arrive(turn.index(1 - WG), count=1)
+        acc = warpgroup_mma_wait(0, deps=(acc, ))
+        mbarrier.arrive(empty.index(st), count=1)
         it += n_blocks
         k += n_blocks + 1
         n += 1
@@ -310,7 +256,7 @@ def _consumer(q_bufs, k_bufs, v_bufs, tile_ids, q_ready, q_empty, k_ready, v_rea
 def attention_fwd_ws(q_desc, k_desc, v_desc, o_desc, lse_ptr, counter,
                      Hq, Hkv, Sq, Skv, sm_scale, chunk, tiles,
                      CAUSAL: gl.constexpr, STAGES: gl.constexpr, SCHEDULE: gl.constexpr,
-                     CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr, HALF_DIAGONAL: gl.constexpr):
+                     CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr):
     """q_desc / o_desc: [1, 1, 64, D] tiles of q and o (B, Hq, Sq, D); k_desc / v_desc: [1, 1, BN, D] tiles of
     k, v (B, Hkv, Skv, D); lse (B, Hq, Sq) fp32 contiguous. chunk as in
     attention_fwd; tiles = cdiv(Sq, 128) x B x Hq. Launch with num_warps=4 (the first consumer) and
@@ -334,10 +280,10 @@ def attention_fwd_ws(q_desc, k_desc, v_desc, o_desc, lse_ptr, counter,
     gl.warp_specialize([
         (_consumer, (q_bufs, k_bufs, v_bufs, tile_ids, q_ready, q_empty, k_ready, v_ready, empty, turn, o_desc,
                      lse_ptr, Hq, Hkv, Sq, Skv, chunk, tiles, qk_scale, CAUSAL, BN,
-                     HEAD_D, STAGES, HALF_DIAGONAL, 0)),
+                     HEAD_D, STAGES, 0)),
         (_consumer, (q_bufs, k_bufs, v_bufs, tile_ids, q_ready, q_empty, k_ready, v_ready, empty, turn, o_desc,
                      lse_ptr, Hq, Hkv, Sq, Skv, chunk, tiles, qk_scale, CAUSAL, BN,
-                     HEAD_D, STAGES, HALF_DIAGONAL, 1)),
+                     HEAD_D, STAGES, 1)),
         (_producer, (q_desc, k_desc, v_desc, q_bufs, k_bufs, v_bufs, tile_ids, q_ready, q_empty, k_ready, v_ready,
                      empty, counter, Hq, Hkv, Sq, Skv, chunk, tiles, BN, STAGES, CAUSAL, SCHEDULE)),
     ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])

@@ -38,9 +38,6 @@ from .attention_plan import attention_flops, dims, head_split, lpt_chunk
 #   424 -> 424 / 347 -> 354; skipping the stores altogether (a probe) gave 498 / 257 ... 637 / 526 at 2048.
 WS_Q_ROWS = 64
 WS_BLOCK_N = 128
-# Causal tiles: warpgroup 0 runs the diagonal block on the 64 keys its rows see (kernels/attention_fwd_ws.py
-# _half_diagonal) instead of the whole block masked.
-WS_HALF_DIAGONAL = True
 WS_REGS = (240, 32)  # consumer warpgroup, producer warp (setmaxnreg): 8 x 240 + 4 x 32 warps' registers = 64K
 WS_MAXNREG = 168  # at launch: 12 warps (4 + 4 + the producer's warpgroup) x 32 x 168 fits the register file
 WS_HEAD_DIMS = (64, 128)
@@ -154,7 +151,7 @@ def launch_fwd(q, k, v, out, lse, causal: bool, scale: float, schedule: str | No
         ws_desc(q, WS_Q_ROWS), ws_desc(k, WS_BLOCK_N), ws_desc(v, WS_BLOCK_N), ws_desc(out, WS_Q_ROWS), lse, counter,
         Hq, Hkv, Sq, Skv, scale, lpt_chunk(causal, 2 * Skv * D * k.element_size(), unit_programs),
         tiles, CAUSAL=causal, STAGES=ws_stages(D), SCHEDULE=_SCHEDULES[schedule], CONSUMER_REGS=WS_REGS[0],
-        PRODUCER_REGS=WS_REGS[1], HALF_DIAGONAL=WS_HALF_DIAGONAL, num_warps=4, maxnreg=WS_MAXNREG,
+        PRODUCER_REGS=WS_REGS[1], num_warps=4, maxnreg=WS_MAXNREG,
     )
 
 
