@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+import trifuse
 import trifuse.ops.attention_ws as ows
 from helpers import ATTENTION_FLOOR as FLOOR
 from helpers import assert_close_to_ref, make_qkv, poison, sdpa
@@ -12,6 +13,33 @@ from trifuse.ops.attention import attention_bwd_into, attention_fwd_into
 from trifuse.ops.attention_plan import attention_flops
 from trifuse.ops.attention_ws import WS_MIN_FLOPS, WS_MIN_SQ, launch_fwd, tma_addressable, ws_applies, ws_fits
 from trifuse.reference.attention import attention_lse_ref, attention_ref
+
+
+def test_tma_addressable_rejects_zero_strides():
+    """A dim longer than 1 with a zero stride (an expanded tensor, as autograd hands `out.sum()`'s gradient)
+    takes the Triton kernels: a descriptor with zero strides faulted in the dK/dV kernel."""
+    t = torch.randn(2, 4, 64, 128, dtype=torch.bfloat16)
+    assert tma_addressable(t)
+    assert not tma_addressable(torch.ones(1, 1, 1, 128, dtype=torch.bfloat16).expand(2, 4, 64, 128))
+    assert not tma_addressable(t[:1].expand(2, 4, 64, 128))
+    assert tma_addressable(t[:1])  # a dim of one: its stride never moves the address
+
+
+@pytest.mark.gpu
+def test_backward_with_an_expanded_output_gradient_gpu(device):
+    # out.sum().backward() and its like: dO is ones expanded (all strides 0 but the last); a shape the Gluon
+    # forward and dK/dV kernels take otherwise.
+    q, k, v = (t.requires_grad_() for t in make_qkv(2, 16, 16, 2048, 2048, 128, torch.bfloat16, device))
+    trifuse.attention(q, k, v, causal=True).sum().backward()
+    grads = [t.grad for t in (q, k, v)]
+    for t in (q, k, v):
+        t.grad = None
+    qd, kd, vd = (t.detach().double().requires_grad_() for t in (q, k, v))
+    attention_ref(qd, kd, vd, causal=True, scale=1 / math.sqrt(128)).sum().backward()
+    q.grad = k.grad = v.grad = None
+    torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True).sum().backward()
+    for got, ref, theirs in zip(grads, (qd.grad, kd.grad, vd.grad), (q.grad, k.grad, v.grad)):
+        assert_close_to_ref(got, ref, theirs, floor=FLOOR[torch.bfloat16])
 
 
 @pytest.mark.parametrize("dtype, shape, causal, scale, takes", [

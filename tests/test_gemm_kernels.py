@@ -182,6 +182,26 @@ def test_ws_kernel_gpu(device, activation, dtype, b_transposed, config):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("out_dtype", [torch.float32, torch.float16])
+def test_ws_sized_call_with_another_out_dtype_gpu(device, out_dtype):
+    """A call the Gluon kernel would take (bf16 bias+SiLU at 4096^3) with an out of another dtype: that kernel
+    stages the output in the operands' dtype, so the call takes the Triton kernel (it failed to compile
+    before); an explicit Gluon config with such an out is a clear error."""
+    if torch.cuda.get_device_capability()[0] != 9:
+        pytest.skip("the warp-specialized Gluon kernels are sm_90 only")
+    a = torch.randn(4096, 4096, device=device, dtype=torch.bfloat16)
+    w = (torch.randn(4096, 4096, device=device) / 64).to(torch.bfloat16)
+    bias = torch.randn(4096, device=device, dtype=torch.bfloat16)
+    y = trifuse.gemm(a, w.t(), bias, activation="silu", out_dtype=out_dtype)
+    assert y.dtype == out_dtype
+    ref = torch_gemm(a.double(), w.t().double(), bias.double(), "silu")
+    assert_close_to_ref(y, ref, torch_gemm(a, w.t(), bias, "silu").to(out_dtype), floor=FLOOR[torch.bfloat16])
+    with pytest.raises(ValueError, match="out of a's dtype"):
+        gemm_into(a, w.t(), torch.empty(4096, 4096, device=device, dtype=out_dtype), bias=bias, activation="silu",
+                  config=WS_CONFIG)
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("activation", ["none", "silu", "gelu"])
 @pytest.mark.parametrize("p,seed", [(0.1, 3), (0.5, 2**40 + 7)])
 def test_ws_kernel_dropout_gpu(device, activation, p, seed):

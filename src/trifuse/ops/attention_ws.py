@@ -118,9 +118,11 @@ def _pays_launch(B: int, Hq: int, Sq: int, D: int, Skv: int, causal: bool) -> bo
 
 def tma_addressable(t: torch.Tensor) -> bool:
     """A (B, H, S, D) tensor a 4-D TMA descriptor can read: unit last stride, 16-byte aligned base and other
-    strides (16-bit data)."""
+    strides (16-bit data), none of them 0 over a dim longer than 1 (an expanded gradient, say: a descriptor
+    with zero strides faulted in the dK/dV kernel)."""
     st = t.stride()
-    return st[3] == 1 and t.data_ptr() % 16 == 0 and all(x % 8 == 0 for x in st[:3])
+    return st[3] == 1 and t.data_ptr() % 16 == 0 and all(
+        x % 8 == 0 and (x > 0 or n == 1) for x, n in zip(st[:3], t.shape[:3]))
 
 
 # The forward's tile schedule (kernels/attention_fwd_ws.py): "grid" (one program a tile), "round_robin" or

@@ -257,11 +257,13 @@ def gemm_into(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, *, bias=None,
         stored = pre is not None or residual is not None
         narrow = dropout or stored
         traced = torch.compiler.is_compiling() or type(a) not in (torch.Tensor, torch.nn.Parameter)
-        if config.kernel in ("ws", "coop") or (explicit is None and ws_applies(config, M, N, K, activation,
-                                                                               stored, a_t, traced, dropout)):
-            if stored or a_t:
-                raise ValueError(f"gemm_into: the {config.kernel} kernel takes no residual or pre, and a "
-                                 "K-contiguous a")
+        # The Gluon kernels stage the output tile in the operands' dtype: another out dtype stays here.
+        same_dtype = out.dtype == a.dtype
+        if config.kernel in ("ws", "coop") or (explicit is None and same_dtype and ws_applies(
+                config, M, N, K, activation, stored, a_t, traced, dropout)):
+            if stored or a_t or not same_dtype:
+                raise ValueError(f"gemm_into: the {config.kernel} kernel takes no residual or pre, a "
+                                 f"K-contiguous a and an out of a's dtype ({a.dtype}), got out {out.dtype}")
             _launch_ws(a, b, out, bias, activation, b_t, sms, config if config.kernel in ("ws", "coop")
                        else WS_CONFIG, seed, dropout_p)
             return
