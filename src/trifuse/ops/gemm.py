@@ -268,7 +268,10 @@ def gemm_into(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, *, bias=None,
                        else WS_CONFIG, seed, dropout_p)
             return
         tiles = cdiv(int(M), config.block_m) * cdiv(int(N), config.block_n)
+        # An out wider than the operands (bf16 -> fp32) stages its slices in more shared memory: more slices,
+        # so the staging takes what a 16-bit out's does (128x256 fp32 in one slice needed 272 KB, over 227).
         split = epi_split(config, narrow, activation)
+        split = max(split, min(config.block_n // EPI_NARROW_N, split * (out.element_size() // a.element_size())))
         triton.set_allocator(_alloc)  # descriptor workspace; a ContextVar, so set it in this thread
         a_s, b_s = a.stride(), b.stride()
         launcher(kt.gemm_tma_kernel)[(min(sms, tiles),)](
