@@ -401,7 +401,7 @@ def run_all():
             msg = f"{type(e).__name__}: {str(e).strip()[:600]}"
             tb = traceback.extract_tb(e.__traceback__)
             where = [f"{os.path.basename(f.filename)}:{f.lineno}" for f in tb if "trifuse" in f.filename
-                     or "scratch_gpu_audit" in f.filename][-3:]
+                     or "gpu_audit" in f.filename][-3:]
             if where:
                 msg += f" @ {' <- '.join(reversed(where))}"
             if DEV.type == "cuda":
@@ -752,6 +752,12 @@ def c_attn(notes, B, Hq, Hkv, Sq, Skv, D, dtype, causal, *, layout="bhsd", bwd=T
 # ----------------------------------------------------------------------------------------------------------
 # norms
 # ----------------------------------------------------------------------------------------------------------
+
+def _in_order(tensors, present):
+    """tensors (the present ones, in order) back in their slots, None where absent."""
+    it = iter(tensors)
+    return [next(it) if p else None for p in present]
+
 def c_norm(notes, kind, M, N, dtype, *, w=True, b=True, ib=False, res=False, wdtype=None, layout="contig",
            x_off=0, w_off=0, res_layout="contig", eps="default", bwd=True, determinism=False):
     """kind: layer_norm | rms_norm | add_layer_norm | add_rms_norm."""
@@ -785,13 +791,9 @@ def c_norm(notes, kind, M, N, dtype, *, w=True, b=True, ib=False, res=False, wdt
     sync()
     ins = [t for t in (x, wt, bt, ibt, rt) if t is not None]
     names = [n for n, t in zip(("dx", "dw", "db", "dib", "dres"), (x, wt, bt, ibt, rt)) if t is not None]
+    present = [t is not None for t in (x, wt, bt, ibt, rt)]
     l64 = [leaf64(t) for t in ins]
-    it = iter(l64)
-    x64 = next(it)
-    w64 = next(it) if wt is not None else None
-    b64 = next(it) if bt is not None else None
-    ib64 = next(it) if ibt is not None else None
-    r64 = next(it) if rt is not None else None
+    x64, w64, b64, ib64, r64 = _in_order(l64, present)
 
     def compose(xx, ww, bb, ii, rr, low):
         hh = xx
@@ -818,12 +820,7 @@ def c_norm(notes, kind, M, N, dtype, *, w=True, b=True, ib=False, res=False, wdt
 
     ref_y, ref_h = compose(x64, w64, b64, ib64, r64, False)
     lt = [t.detach().clone().requires_grad_() for t in ins]
-    it = iter(lt)
-    xt = next(it)
-    wtt = next(it) if wt is not None else None
-    btt = next(it) if bt is not None else None
-    ibtt = next(it) if ibt is not None else None
-    rtt = next(it) if rt is not None else None
+    xt, wtt, btt, ibtt, rtt = _in_order(lt, present)
     base_y, base_h = compose(xt, wtt, btt, ibtt, rtt, True)
     fl = FLOOR[dtype]
     if y.dtype != dtype:
