@@ -357,3 +357,75 @@ def test_hf_llama_bf16(device):
     (out * dlogits).sum().backward()
     assert_close_to_ref(out.detach(), logits[2], logits[1], floor=floor, what="compiled logits")
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in patched.parameters())
+
+
+def test_zero_centred_fallback_runs_the_original_module(device):
+    # A Gemma norm whose fallback needs its own class's helper (HF's `_norm`): autocast with a 16-bit input
+    # and fp64 both take the original module, which shares the weight.
+    model = nn.Sequential(randomize(GemmaRMSNorm(HIDDEN)).to(device))
+    ref = copy.deepcopy(model)
+    assert patch_model(model)["rms_norm"] == 1
+    x = torch.randn(3, HIDDEN, device=device)
+    with torch.autocast(device.type, dtype=torch.bfloat16):
+        assert torch.equal(model(x.half()), ref(x.half()))
+    model.double()
+    ref.double()
+    assert torch.equal(model(x.double()), ref(x.double()))
+
+
+def test_norms_with_other_math_or_parameters_are_skipped(device):
+    class BiasRMSNorm(LlamaRMSNorm):  # a bias the kernel would drop, even one that starts at zero
+        def __init__(self, n):
+            super().__init__(n)
+            self.bias = nn.Parameter(torch.zeros(n))
+
+        def forward(self, x):
+            return super().forward(x) + self.bias
+
+    class EpsOutsideRMSNorm(LlamaRMSNorm):  # x / (rms(x) + eps): equal to rms_norm only where eps is small
+        def forward(self, x):
+            return self.weight * x / (x.pow(2).mean(-1, keepdim=True).sqrt() + self.variance_epsilon)
+
+    class ScaledRMSNorm(LlamaRMSNorm):  # 4% off: inside a bf16 probe's tolerance, not an fp32 one's
+        def forward(self, x):
+            return super().forward(x) * 1.04
+
+    model = nn.ModuleDict({"bias": BiasRMSNorm(HIDDEN), "eps_out": EpsOutsideRMSNorm(HIDDEN),
+                           "scaled": ScaledRMSNorm(HIDDEN).to(torch.bfloat16), "llama": LlamaRMSNorm(HIDDEN)})
+    model.to(device)
+    counts = patch_model(model)
+    assert (counts["rms_norm"], counts["rms_norm_skipped"]) == (1, 3)
+    assert "bias" in dict(model["bias"].named_parameters())
+
+
+def test_mlp_with_other_children_is_skipped_and_probes_leave_the_rng_alone(device):
+    class DropMLP(LlamaMLP):
+        def __init__(self, *a):
+            super().__init__(*a)
+            self.dropout = nn.Dropout(0.5)
+
+        def forward(self, x):
+            return self.down_proj(self.dropout(self.act_fn(self.gate_proj(x)) * self.up_proj(x)))
+
+    model = nn.ModuleDict({"drop": DropMLP(HIDDEN, INTER), "mlp": LlamaMLP(HIDDEN, INTER)}).to(device)
+    state = torch.get_rng_state()
+    counts = patch_model(model.train())
+    assert (counts["mlp"], counts["mlp_skipped"]) == (1, 1)
+    assert "forward" not in vars(model["drop"])
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_meta_device_knows_qwen3_next_norms(device):
+    class Qwen3NextRMSNorm(ZeroCenteredRMSNorm):
+        pass
+
+    with torch.device("meta"):
+        model = nn.Sequential(Qwen3NextRMSNorm(HIDDEN))
+    patch_model(model)
+    assert model[0].weight_offset == 1.0
+    model.to_empty(device=device)
+    src = nn.Sequential(randomize(Qwen3NextRMSNorm(HIDDEN))).to(device)
+    model.load_state_dict(src.state_dict())
+    x = torch.randn(3, HIDDEN, device=device)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), src(x))

@@ -22,16 +22,18 @@ What is patched
   i.e. the gate GEMM, its bias and the SiLU run in one kernel.
 
 What is skipped (counted in `*_skipped`, reason logged on the "trifuse.patch" logger at INFO)
-- RMSNorm-named modules that have no 1-D weight Parameter or no float epsilon, or whose forward, run
-  once on a small probe input, computes neither rms_norm(x) * weight nor rms_norm(x) * (1 + weight).
+- RMSNorm-named modules that have no 1-D weight Parameter, parameters or buffers besides it, or no float
+  epsilon, or whose forward (on an fp32 copy, at a scale where eps is negligible and one where it is not)
+  computes neither rms_norm(x) * weight nor rms_norm(x) * (1 + weight).
 - Subclasses of nn.LayerNorm (they may override forward; trifuse's own modules are not counted).
-- Modules with gate_proj/up_proj/down_proj Linear children whose `act_fn` is missing or not SiLU, whose
+- Modules with gate_proj/up_proj/down_proj Linear children whose `act_fn` is missing or not SiLU, that
+  have other child modules (dropout, adapters: the patched forward would skip them), whose
   gate_proj is a subclass of nn.Linear (quantized or LoRA layers: their weight is not the plain
   weight), or whose forward, run on a probe input, is not down(silu(gate(x)) * up(x)).
 - The root module itself when it is a norm (there is no parent to replace it on).
 Probes run eager PyTorch (no trifuse kernel) under no_grad on a 2-row input from a private generator
 (the global RNG is untouched); on the meta device they are skipped and the name/structure rules decide
-(there a `1 + weight` norm is recognised only by "Gemma" in its class name).
+(there a `1 + weight` norm is recognised only by "Gemma" or "Qwen3Next" in its class name).
 
 Numerics and fallbacks. The patched modules run a kernel only when it computes what the original
 module would; otherwise they call the original forward (the same Parameters, so the same result):
@@ -51,6 +53,7 @@ no-op: already patched modules are recognised and not counted.
 """
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import numbers
@@ -70,6 +73,8 @@ __all__ = ["PatchedLayerNorm", "PatchedRMSNorm", "patch_model"]
 _log = logging.getLogger("trifuse.patch")
 
 _SILU_CLASS_NAMES = {"SiLU", "SiLUActivation", "SiLUActivationFunction"}
+# Zero-centred RMSNorms (rms_norm(x) * (1 + weight)) known by name, for meta-device models (no probe).
+_ZERO_CENTRED_NAMES = ("Gemma", "Qwen3Next")
 _PROBE_ROWS = 2
 
 
@@ -88,8 +93,9 @@ def _norm_kernel_ok(x, weight) -> bool:
 
 
 class PatchedRMSNorm(_tnn.RMSNorm):
-    """trifuse.nn.RMSNorm standing in for an RMSNorm-like module; falls back to the original forward
-    (kept as `_orig_forward`, run on this module) whenever the kernel would change its numerics.
+    """trifuse.nn.RMSNorm standing in for an RMSNorm-like module; falls back to the original module (kept,
+    unregistered, as `_orig_module`: it shares the weight Parameter, and its own methods, HF Gemma's `_norm`
+    say, stay reachable) whenever the kernel would change its numerics.
 
     weight_offset 1.0: a zero-centred norm, y = rms_norm(x) * (1 + weight) computed in fp32 and rounded
     once (HF Gemma's formula), so any input dtype the kernels take keeps its numerics."""
@@ -103,7 +109,10 @@ class PatchedRMSNorm(_tnn.RMSNorm):
                 return _fnorm.rms_norm(x, w.float() + self.weight_offset, self.eps)
             if w is None or w.dtype == x.dtype:
                 return super().forward(x)
-        return self._orig_forward(self, x)
+        orig = self._orig_module
+        if orig.weight is not w:  # .to() with parameters overwritten on conversion: hand it the current one
+            orig.weight = w
+        return orig(x)
 
 
 class PatchedLayerNorm(_tnn.LayerNorm):
@@ -177,24 +186,41 @@ def _rms_norm_reason(m: nn.Module) -> tuple[str | None, float | None, float]:
         return "no 1-D weight Parameter", None, 0.0
     if w.dtype not in FLOAT_DTYPES:
         return f"weight dtype {w.dtype} is not supported", None, 0.0
+    extra = [n for n, _ in m.named_parameters() if n != "weight"] + [n for n, _ in m.named_buffers()]
+    if extra:
+        return f"parameters or buffers besides weight ({', '.join(extra)}): the kernel would drop them", None, 0.0
     found, eps = _eps_of(m)
     if not found:
         return "no float epsilon in variance_epsilon or eps", None, 0.0
     if w.device.type == "meta":
-        return None, eps, 1.0 if "Gemma" in type(m).__name__ else 0.0
-    x = _probe_input(w.shape[0], w, 2.0, 0.5)
+        return None, eps, 1.0 if any(n in type(m).__name__ for n in _ZERO_CENTRED_NAMES) else 0.0
+    # Probed in fp32 on a copy (a 16-bit probe's tolerance would pass a 4% difference), at two scales: one
+    # where eps is negligible and one where it is not (eps inside or outside the square root).
     try:
-        with torch.no_grad():
-            out = m.forward(x)
-    except Exception as e:  # noqa: BLE001 - e.g. a forward that takes more arguments: not a plain RMSNorm
-        return f"forward(x) raised {type(e).__name__} on a probe input", None, 0.0
-    for offset in (0.0, 1.0):
-        with torch.no_grad():
-            ref = F.rms_norm(x.float(), (w.shape[0],), w.float() + offset, eps)
-        if _close(out, ref, w.dtype):
-            return None, eps, offset
-    return "forward computes neither rms_norm(x) * weight nor rms_norm(x) * (1 + weight) on a probe input", \
-        None, 0.0
+        probe, dtype = copy.deepcopy(m).float(), torch.float32
+    except Exception:  # noqa: BLE001 - a module that does not copy: probe it as it is
+        probe, dtype = m, w.dtype
+    wp = probe.weight
+    offset = None
+    for scale in (2.0, math.sqrt(eps if eps else torch.finfo(torch.float32).eps)):
+        x = _probe_input(w.shape[0], wp, scale, 0.25 * scale)
+        try:
+            with torch.no_grad(), torch.random.fork_rng(devices=[]):
+                out = probe.forward(x)
+        except Exception as e:  # noqa: BLE001 - e.g. a forward that takes more arguments: not a plain RMSNorm
+            return f"forward(x) raised {type(e).__name__} on a probe input", None, 0.0
+        fits = []
+        for off in (0.0, 1.0):
+            with torch.no_grad():
+                ref = F.rms_norm(x.float(), (w.shape[0],), wp.float() + off, eps)
+            if _close(out, ref, dtype):
+                fits.append(off)
+        offset = [o for o in fits if offset is None or o == offset]
+        if not offset:
+            return ("forward computes neither rms_norm(x) * weight nor rms_norm(x) * (1 + weight) on a probe "
+                    "input"), None, 0.0
+        offset = offset[0]
+    return None, eps, offset
 
 
 def _is_silu(act) -> bool:
@@ -216,6 +242,9 @@ def _mlp_reason(m: nn.Module) -> str | None:
     act = getattr(m, "act_fn", None)
     if act is None:
         return "no act_fn"
+    other = [n for n in m._modules if n not in ("gate_proj", "up_proj", "down_proj", "act_fn")]
+    if other:  # dropout, adapters, norms: the patched forward would skip them
+        return f"child modules besides the projections and act_fn ({', '.join(other)})"
     if type(gate) is not nn.Linear:
         return f"gate_proj is a {type(gate).__name__}, not a plain nn.Linear"
     w = gate.weight
@@ -231,7 +260,7 @@ def _mlp_reason(m: nn.Module) -> str | None:
         return f"act_fn {type(act).__name__} is not SiLU"
     x = _probe_input(gate.in_features, w)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
             out = m.forward(x)
     except Exception as e:  # noqa: BLE001 - e.g. a forward that takes more arguments (routing, adapters)
         return f"forward(x) raised {type(e).__name__} on a probe input"
@@ -250,11 +279,9 @@ def _make_rms_norm(m: nn.Module, eps, weight_offset: float) -> PatchedRMSNorm:
     new.weight = w  # the same Parameter object: no copy
     if weight_offset:
         new.weight_offset = weight_offset
-    new._orig_forward = type(m).forward
-    # the original forward runs on `new` in the fallback: give it the attributes it may read
-    for k, v in vars(m).items():
-        if not k.startswith("_") and k != "forward" and not hasattr(new, k):
-            setattr(new, k, v)
+    # Not a registered submodule (state_dict keys stay as they were); it shares the weight Parameter, which
+    # .to() / .half() convert in place.
+    object.__setattr__(new, "_orig_module", m)
     new.train(m.training)
     return new
 
