@@ -3,6 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 import trifuse
 from helpers import assert_close_to_ref
@@ -326,3 +327,22 @@ def test_bench_reports_graph_memory():
     assert mine[0]["graph_mb"] * 2**20 == 4 * (8 * 16 + 24 * 16 + 24 + 8 * 24)
     assert mine[0]["graph_mb_eager"] * 2**20 == 4 * (8 * 16 + 24 * 16 + 8 * 24)
     assert "graph MB (eager)" in report.markdown(result)
+
+
+def test_fused_linear_under_autocast_as_nn_linear(device):
+    """Under autocast FusedLinear runs in autocast's dtype as nn.Linear does, behind an nn.Linear or on an
+    fp32 input, and its fp32 parameters get fp32 gradients."""
+    torch.manual_seed(0)
+    lin = nn.Linear(8, 8).to(device)
+    fused = trifuse.nn.FusedLinear(8, 6, activation="silu").to(device)
+    ref = nn.Linear(8, 6).to(device)
+    ref.load_state_dict(fused.state_dict())
+    x = torch.randn(4, 8, device=device)
+    with torch.autocast(device.type, dtype=torch.float16):
+        y = fused(lin(x))
+        y_ref = F.silu(ref(lin(x)))
+        assert y.dtype == y_ref.dtype == torch.float16
+        assert fused(x).dtype == torch.float16
+    torch.testing.assert_close(y.float(), y_ref.float(), atol=2e-3, rtol=2e-3)
+    y.float().sum().backward()
+    assert fused.weight.grad.dtype == torch.float32 and fused.weight.grad.isfinite().all()

@@ -85,8 +85,15 @@ class FusedLinear(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         from .functional.gemm import linear
 
-        return linear(x, self.weight, self.bias, activation=self.activation, dropout_p=self.dropout,
-                      training=self.training, recompute=self.recompute)
+        w, b = self.weight, self.bias
+        if isinstance(x, torch.Tensor) and torch.is_autocast_enabled(x.device.type):
+            # As nn.Linear under autocast: input, weight and bias cast to autocast's 16-bit dtype (the casts
+            # are differentiable, so gradients reach the fp32 parameters in their dtype).
+            dtype = torch.get_autocast_dtype(x.device.type)
+            x, w = x.to(dtype), w.to(dtype)
+            b = b.to(dtype) if b is not None else None
+        return linear(x, w, b, activation=self.activation, dropout_p=self.dropout, training=self.training,
+                      recompute=self.recompute)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, activation={self.activation!r}, dropout={self.dropout}"
