@@ -98,6 +98,40 @@ def test_bad_arguments_are_clear_errors(tmp_path):
     assert out.returncode == 2 and "--rounds: expected a positive integer, got 0" in out.stderr
 
 
+@pytest.mark.parametrize("args, message", [
+    (["bench", "softmax", "--shapes", "8x300", "--direction", "sideways"], "--direction: expected some of"),
+    (["bench", "softmax", "--shapes", "8x300", "--direction", "fwd,"], "--direction: expected some of"),
+    (["bench", "attention", "--shapes", "8x300"], "attention takes BxHxSxD items, got 8x300"),
+    (["bench", "gemm", "--shapes", "8x300"], "gemm takes MxNxK items"),
+    (["bench", "norm", "--shapes", "8x30x4"], "norm takes MxN items"),
+    (["bench", "softmax", "--shapes=-4x8"], "every size must be in [1, 2^31)"),
+    (["bench", "softmax", "--shapes", "0x5"], "every size must be in [1, 2^31)"),
+    (["bench", "softmax", "--shapes", "99999999999x8"], "every size must be in [1, 2^31)"),
+    (["bench", "softmax", "--shapes="], "expected items like 4096x4096, got ''"),
+    (["bench", "softmax", "--shapes", "8x300", "--json", "/nonexistent-dir/x.json"], "--json: no directory"),
+    (["report", "/nonexistent-dir/x.json"], "cannot read '/nonexistent-dir/x.json' as JSON"),
+], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
+def test_more_bad_arguments_fail_before_any_run(args, message, capsys):
+    """Caught before a benchmark runs: exit 2 with a message naming the argument, no traceback."""
+    from trifuse.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_report_rejects_json_that_is_not_a_bench_result(tmp_path, capsys):
+    from trifuse.cli import main
+
+    for i, text in enumerate(("{}", '{"provenance": {}, "rows": []}', "not json")):
+        path = tmp_path / f"r{i}.json"
+        path.write_text(text)
+        with pytest.raises(SystemExit):
+            main(["report", str(path)])
+        assert str(path) in capsys.readouterr().err
+
+
 @pytest.mark.skipif(not INTERPRET, reason="the CPU-mode bench; the GPU bench runs in make gpu-check")
 def test_bench_providers_filter(tmp_path):
     json_path = tmp_path / "s.json"

@@ -6,6 +6,7 @@ says so: timings printed there are CPU timings of the interpreter, not GPU timin
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 
@@ -58,16 +59,44 @@ def cmd_info(args) -> int:
     return 0
 
 
+# Dims of a --shapes item per op (what each suite's cases unpack).
+SHAPE_DIMS = {"softmax": ("M", "N"), "norm": ("M", "N"), "gemm": ("M", "N", "K"), "attention": ("B", "H", "S", "D")}
+DIRECTIONS = ("fwd", "bwd", "fwd+bwd")
+
+
+def _checked_shapes(name: str, text: str | None) -> list[tuple[int, ...]] | None:
+    """--shapes parsed, each item with the op's number of dims, every dim positive and int32-sized."""
+    from .bench.suite import parse_shapes
+
+    shapes = parse_shapes(text)
+    dims = SHAPE_DIMS.get(name)
+    for shape in shapes or ():
+        if dims and len(shape) != len(dims):
+            raise ValueError(f"--shapes: {name} takes {'x'.join(dims)} items, got {'x'.join(map(str, shape))}")
+        if not all(0 < d < 2**31 for d in shape):
+            raise ValueError(f"--shapes: every size must be in [1, 2^31), got {'x'.join(map(str, shape))}")
+    return shapes
+
+
+def _checked_directions(text: str | None) -> list[str] | None:
+    if not text:
+        return None
+    directions = text.split(",")
+    bad = [d for d in directions if d not in DIRECTIONS]
+    if bad:
+        raise ValueError(f"--direction: expected some of {', '.join(DIRECTIONS)} (comma-separated), got {bad}")
+    return directions
+
+
 def _bench_one(name: str, scale: str, args) -> dict:
     import torch
 
     from .bench import harness, suites
-    from .bench.suite import parse_shapes
 
     suite = suites.load(name)
     dtype = getattr(torch, DTYPES[args.dtype]) if getattr(args, "dtype", None) else None
-    directions = args.direction.split(",") if getattr(args, "direction", None) else None
-    cases = suite.cases(scale=scale, shapes=parse_shapes(getattr(args, "shapes", None)), dtype=dtype,
+    directions = _checked_directions(getattr(args, "direction", None))
+    cases = suite.cases(scale=scale, shapes=_checked_shapes(name, getattr(args, "shapes", None)), dtype=dtype,
                         directions=directions)
     only = getattr(args, "providers", None)
     only = frozenset(only.split(",")) if only else None
@@ -90,6 +119,15 @@ def cmd_bench(args) -> int:
     from .bench import report
     from .runtime import INTERPRET
 
+    # Everything that can fail after the run is checked before it: the op's arguments, the output paths and
+    # matplotlib for --plot.
+    _checked_shapes(args.op, args.shapes)
+    _checked_directions(args.direction)
+    for flag, path in (("--csv", args.csv), ("--json", args.json), ("--plot", args.plot)):
+        if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            raise ValueError(f"{flag}: no directory {os.path.dirname(os.path.abspath(path))!r} to write {path!r} in")
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        raise ValueError("--plot needs matplotlib (pip install 'trifuse[plot]' or matplotlib)")
     _banner()
     scale = "cpu" if INTERPRET else ("quick" if args.quick else "full")
     result = _bench_one(args.op, scale, args)
@@ -122,8 +160,14 @@ def cmd_report(args) -> int:
     from .bench import report
 
     for path in args.files:
-        with open(path) as f:
-            result = json.load(f)
+        try:
+            with open(path) as f:
+                result = json.load(f)
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"report: cannot read {path!r} as JSON: {e}") from None
+        if not (isinstance(result, dict) and isinstance(result.get("provenance"), dict)
+                and isinstance(result.get("rows"), list) and result["rows"]):
+            raise ValueError(f"report: {path!r} is not a `trifuse bench --json` result with rows")
         if args.markdown:
             print(report.markdown(result, compact=args.compact))
         else:
@@ -139,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     b = sub.add_parser("bench", help="benchmark one op against torch eager, torch.compile and peers")
     b.add_argument("op", help="softmax, norm, gemm or attention")
     b.add_argument("--dtype", choices=sorted(DTYPES), help="default: bf16 on a GPU, fp32 in the interpreter")
-    b.add_argument("--shapes", help="comma-separated, e.g. 4096x4096,8192x512")
+    b.add_argument("--shapes", help="comma-separated, e.g. 4096x4096,8192x512: MxN for softmax and norm, MxNxK for "
+                                    "gemm, BxHxSxD for attention")
     b.add_argument("--direction", help="fwd, bwd or fwd+bwd (comma-separated)")
     b.add_argument("--quick", action="store_true", help="a few representative shapes")
     b.add_argument("--hide-host", action="store_true",

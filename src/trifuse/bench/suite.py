@@ -67,7 +67,7 @@ class Suite:
 
 def parse_shapes(text: str | None) -> list[tuple[int, ...]] | None:
     """'4096x4096,8192x512' -> [(4096, 4096), (8192, 512)]."""
-    if not text:
+    if text is None:
         return None
     shapes = []
     for item in text.split(","):
