@@ -201,7 +201,7 @@ def _rms_norm_reason(m: nn.Module) -> tuple[str | None, float | None, float]:
     except Exception:  # noqa: BLE001 - a module that does not copy: probe it as it is
         probe, dtype = m, w.dtype
     wp = probe.weight
-    offset = None
+    offsets = (0.0, 1.0)  # the weight offsets every probe so far agrees with
     for scale in (2.0, math.sqrt(eps if eps else torch.finfo(torch.float32).eps)):
         x = _probe_input(w.shape[0], wp, scale, 0.25 * scale)
         try:
@@ -209,18 +209,13 @@ def _rms_norm_reason(m: nn.Module) -> tuple[str | None, float | None, float]:
                 out = probe.forward(x)
         except Exception as e:  # noqa: BLE001 - e.g. a forward that takes more arguments: not a plain RMSNorm
             return f"forward(x) raised {type(e).__name__} on a probe input", None, 0.0
-        fits = []
-        for off in (0.0, 1.0):
-            with torch.no_grad():
-                ref = F.rms_norm(x.float(), (w.shape[0],), wp.float() + off, eps)
-            if _close(out, ref, dtype):
-                fits.append(off)
-        offset = [o for o in fits if offset is None or o == offset]
-        if not offset:
+        with torch.no_grad():
+            offsets = tuple(off for off in offsets
+                            if _close(out, F.rms_norm(x.float(), (w.shape[0],), wp.float() + off, eps), dtype))
+        if not offsets:
             return ("forward computes neither rms_norm(x) * weight nor rms_norm(x) * (1 + weight) on a probe "
                     "input"), None, 0.0
-        offset = offset[0]
-    return None, eps, offset
+    return None, eps, offsets[0]
 
 
 def _is_silu(act) -> bool:
