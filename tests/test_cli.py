@@ -102,7 +102,7 @@ def test_bad_arguments_are_clear_errors(tmp_path):
     (["bench", "softmax", "--shapes", "8x300", "--direction", "sideways"], "--direction: expected some of"),
     (["bench", "softmax", "--shapes", "8x300", "--direction", "fwd,"], "--direction: expected some of"),
     (["bench", "attention", "--shapes", "8x300"], "attention takes BxHxSxD items, got 8x300"),
-    (["bench", "gemm", "--shapes", "8x300"], "gemm takes MxNxK items"),
+    (["bench", "gemm", "--shapes", "8x300"], "gemm takes MxKxN items"),
     (["bench", "norm", "--shapes", "8x30x4"], "norm takes MxN items"),
     (["bench", "softmax", "--shapes=-4x8"], "every size must be in [1, 2^31)"),
     (["bench", "softmax", "--shapes", "0x5"], "every size must be in [1, 2^31)"),

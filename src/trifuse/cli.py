@@ -59,20 +59,18 @@ def cmd_info(args) -> int:
     return 0
 
 
-# Dims of a --shapes item per op (what each suite's cases unpack).
-SHAPE_DIMS = {"softmax": ("M", "N"), "norm": ("M", "N"), "gemm": ("M", "N", "K"), "attention": ("B", "H", "S", "D")}
 DIRECTIONS = ("fwd", "bwd", "fwd+bwd")
 
 
-def _checked_shapes(name: str, text: str | None) -> list[tuple[int, ...]] | None:
-    """--shapes parsed, each item with the op's number of dims, every dim positive and int32-sized."""
+def _checked_shapes(suite, text: str | None) -> list[tuple[int, ...]] | None:
+    """--shapes parsed, each item with the suite's dims (Suite.shape_dims), every dim positive and int32-sized."""
     from .bench.suite import parse_shapes
 
     shapes = parse_shapes(text)
-    dims = SHAPE_DIMS.get(name)
+    dims = suite.shape_dims
     for shape in shapes or ():
         if dims and len(shape) != len(dims):
-            raise ValueError(f"--shapes: {name} takes {'x'.join(dims)} items, got {'x'.join(map(str, shape))}")
+            raise ValueError(f"--shapes: {suite.name} takes {'x'.join(dims)} items, got {'x'.join(map(str, shape))}")
         if not all(0 < d < 2**31 for d in shape):
             raise ValueError(f"--shapes: every size must be in [1, 2^31), got {'x'.join(map(str, shape))}")
     return shapes
@@ -96,7 +94,7 @@ def _bench_one(name: str, scale: str, args) -> dict:
     suite = suites.load(name)
     dtype = getattr(torch, DTYPES[args.dtype]) if getattr(args, "dtype", None) else None
     directions = _checked_directions(getattr(args, "direction", None))
-    cases = suite.cases(scale=scale, shapes=_checked_shapes(name, getattr(args, "shapes", None)), dtype=dtype,
+    cases = suite.cases(scale=scale, shapes=_checked_shapes(suite, getattr(args, "shapes", None)), dtype=dtype,
                         directions=directions)
     only = getattr(args, "providers", None)
     only = frozenset(only.split(",")) if only else None
@@ -119,10 +117,8 @@ def cmd_bench(args) -> int:
     from .bench import report
     from .runtime import INTERPRET
 
-    # Everything that can fail after the run is checked before it: the op's arguments, the output paths and
-    # matplotlib for --plot.
-    _checked_shapes(args.op, args.shapes)
-    _checked_directions(args.direction)
+    # What would fail after the run is checked before it (_bench_one checks the op's own arguments): the
+    # output paths and matplotlib for --plot.
     for flag, path in (("--csv", args.csv), ("--json", args.json), ("--plot", args.plot)):
         if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
             raise ValueError(f"{flag}: no directory {os.path.dirname(os.path.abspath(path))!r} to write {path!r} in")
@@ -183,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     b = sub.add_parser("bench", help="benchmark one op against torch eager, torch.compile and peers")
     b.add_argument("op", help="softmax, norm, gemm or attention")
     b.add_argument("--dtype", choices=sorted(DTYPES), help="default: bf16 on a GPU, fp32 in the interpreter")
-    b.add_argument("--shapes", help="comma-separated, e.g. 4096x4096,8192x512: MxN for softmax and norm, MxNxK for "
+    b.add_argument("--shapes", help="comma-separated, e.g. 4096x4096,8192x512: MxN for softmax and norm, MxKxN for "
                                     "gemm, BxHxSxD for attention")
     b.add_argument("--direction", help="fwd, bwd or fwd+bwd (comma-separated)")
     b.add_argument("--quick", action="store_true", help="a few representative shapes")

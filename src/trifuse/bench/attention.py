@@ -146,7 +146,7 @@ def work(case: Case) -> Work:
 
 SUITE = Suite(
     name="attention", bound="compute", cases=cases, inputs=inputs, providers=providers,
-    reference=reference, work=work,
+    reference=reference, work=work, shape_dims=("B", "H", "S", "D"),
     notes=[
         "shape is B x Hq x S x D with Sq = Skv = S; hkv = KV heads (hkv < Hq: GQA).",
         "FLOPs: fwd 4*B*Hq*S*S*D (halved when causal), bwd 2.5x fwd; bwd rows time the backward alone.",

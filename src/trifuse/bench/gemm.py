@@ -171,7 +171,7 @@ def extras(case: Case) -> dict:
 
 SUITE = Suite(
     name="gemm", bound="compute", cases=cases, inputs=inputs, providers=providers, reference=reference,
-    work=work, extras=extras, measured=measured,
+    work=work, extras=extras, measured=measured, shape_dims=("M", "K", "N"),
     notes=[("Shapes are M x K x N: x (M, K) @ w (N, K).T + b (N). TFLOP/s counts 2*M*N*K per GEMM "
             "(fwd 1, bwd 2, fwd+bwd 3 GEMMs); cublas_bare is x @ w.T with no epilogue (the time to beat)."),
            ("Dropout cases: the reference applies trifuse's mask (reference.dropout.keep_mask, a fixed "

@@ -174,7 +174,7 @@ def naive_bytes(case: Case) -> float:
 
 SUITE = Suite(
     name="norm", bound="memory", cases=cases, inputs=inputs, providers=providers,
-    reference=reference, work=work, naive_bytes=naive_bytes,
+    reference=reference, work=work, naive_bytes=naive_bytes, shape_dims=("M", "N"),
     notes=[("GB/s counts one read of each input and one write of each output: fwd x (+ residual), y "
            "(+ h); bwd x or h, dy (+ dh), dx; plus the N-element weight/bias vectors."),
            "bias_layer_norm is LN(x + b): eager and Liger run the add as a separate kernel."],

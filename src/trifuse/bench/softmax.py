@@ -94,6 +94,6 @@ def naive_bytes(case: Case) -> float:
 
 SUITE = Suite(
     name="softmax", bound="memory", cases=cases, inputs=inputs, providers=providers,
-    reference=reference, work=work, naive_bytes=naive_bytes,
+    reference=reference, work=work, naive_bytes=naive_bytes, shape_dims=("M", "N"),
     notes=["GB/s counts one read of the inputs and one write of the outputs (fwd: x, y; bwd: y, dy, dx)."],
 )

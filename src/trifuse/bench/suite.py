@@ -62,6 +62,7 @@ class Suite:
     naive_bytes: Callable[[Case], float] | None = None  # traffic of the unfused composition
     extras: Callable[[Case], dict] | None = None  # more per-case columns (e.g. intermediate bytes saved)
     measured: Callable[[Case, dict], dict] | None = None  # per-case columns measured once on the inputs, untimed
+    shape_dims: tuple[str, ...] = ()  # the dims of a case's shape, in order (the CLI's --shapes items)
     notes: list[str] = field(default_factory=list)
 
 
