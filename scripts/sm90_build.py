@@ -144,8 +144,8 @@ def attn_fwd_ws(args) -> None:
              "v_desc": oa.ws_desc(t, oa.WS_BLOCK_N), "o_desc": oa.ws_desc(t, oa.WS_Q_ROWS)}
     sig = {n: mangle_type(dsc) for n, dsc in descs.items()}
     schedule = args.schedule or oa.WS_SCHEDULE
-    sig.update(lse_ptr="*fp32", counter="*i32" if schedule == "dynamic" else "*fp32", Hq="i32", Hkv="i32", Sq="i32", Skv="i32",
-               sm_scale="fp32", chunk="i32", tiles="i32")
+    sig.update(lse_ptr="*fp32", counter="*i32" if schedule == "dynamic" else "*fp32", Hq="i32", Hkv="i32",
+               Sq="i32", Skv="i32", sm_scale="fp32", chunk="i32", tiles="i32")
     stages = args.stages or oa.ws_stages(d)
     ce = {"CAUSAL": args.causal, "STAGES": stages, "SCHEDULE": oa._SCHEDULES[schedule], "CONSUMER_REGS": oa.WS_REGS[0],
           "PRODUCER_REGS": oa.WS_REGS[1]}

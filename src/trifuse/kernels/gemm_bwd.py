@@ -70,8 +70,6 @@ def gemm_dact_kernel(
         acc += tl.load(bias_ptr + cols, mask=cols < N, other=0.0).to(tl.float32)[None, :]
     # Round pre as the saved-pre path stores it (the wider of the operands' and dy's dtypes), so both paths
     # give the same dpre.
-    if ROUND_PRE:
-        acc = acc.to(a_ptr.dtype.element_ty).to(tl.float32)
-    pre = acc
+    pre = acc.to(a_ptr.dtype.element_ty).to(tl.float32) if ROUND_PRE else acc
     _dpre_tile(pre, rows, cols, M, N, dy_ptr, stride_dym, stride_dyn, dpre_ptr, stride_dpm, part_ptr,
                pid_m, seed_ptr, p, ACT, DROPOUT, DBIAS)

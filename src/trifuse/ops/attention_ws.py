@@ -32,10 +32,10 @@ from .attention_plan import attention_flops, dims, head_split, lpt_chunk
 #   kernel's 402, causal 301 vs 352; 2x32x8192 449 vs 426, causal 427 vs 403: causal D=64 takes the kernel
 #   from WS_MIN_SKV_D64 keys on.
 # - O stored through each warpgroup's Q buffer and a TMA store, against 4-byte stores from the MMA layout
-#   (seventeenth session, scripts/ab_attention.py epilogue, TFLOP/s): non-causal / causal 32x16x512 412 -> 449
-#   / 240 -> 274, 16x16x1024 516 -> 547 / 357 -> 396, 8x16x2048 596 -> 617 / 484 -> 515, 4x16x4096 636 -> 650
-#   / 577 -> 603, 1x16x16384 666 -> 672 / 670 -> 678, 8:1 GQA 2048 605 -> 626 / 497 -> 527, D=64 8x32x2048
-#   424 -> 424 / 347 -> 354; skipping the stores altogether (a probe) gave 498 / 257 ... 637 / 526 at 2048.
+#   (seventeenth session, an A/B timed as scripts/ab_attention.py times, its probe mode not kept; TFLOP/s):
+#   non-causal / causal 32x16x512 412 -> 449 / 240 -> 274, 16x16x1024 516 -> 547 / 357 -> 396, 8x16x2048
+#   596 -> 617 / 484 -> 515, 4x16x4096 636 -> 650 / 577 -> 603, 1x16x16384 666 -> 672 / 670 -> 678, 8:1 GQA
+#   2048 605 -> 626 / 497 -> 527, D=64 8x32x2048 424 -> 424 / 347 -> 354; skipping the stores altogether (a probe) gave 498 / 257 ... 637 / 526 at 2048.
 WS_Q_ROWS = 64
 WS_BLOCK_N = 128
 WS_REGS = (240, 32)  # consumer warpgroup, producer warp (setmaxnreg): 8 x 240 + 4 x 32 warps' registers = 64K
