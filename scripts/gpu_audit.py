@@ -1073,7 +1073,12 @@ add("linear_portable_dropout_bf16_relu_p0.5", c_gemm_dropout, 300, 500, 200, BF1
     extra=True)
 
 # --- Triton TMA GEMM (large, layouts, activations) ---
-add("gemm_tma_bf16_none_nobias_4096^3", c_gemm_fwd, K4, K4, K4, BF16, "none", bias=False, expect=TMA)
+# --- the cooperative Gluon kernel with a producer warp (ops.gemm.coop_applies; traced as gemm:ws) ---
+add("gemm_coop_bf16_none_nobias_4096^3", c_gemm_fwd, K4, K4, K4, BF16, "none", bias=False, expect=WS)
+add("linear_coop_bf16_silu_bias_ragged_5003x4104x4360", c_gemm_fwd, Z(5003, 67), Z(4104, 72), Z(4360, 40), BF16,
+    "silu", api="linear", expect=WS)
+add("gemm_coop_fp16_gelu_tanh_8192x4096x8192", c_gemm_fwd, Z(8192, 64), K4, Z(8192, 64), FP16, "gelu_tanh",
+    expect=WS)
 add("linear_tma_bf16_relu_expanded_bias", c_gemm_fwd, K4, K4, K4, BF16, "relu", api="linear", bias_layout="expand",
     expect=TMA)
 add("gemm_tma_fp16_relu2_bias_residual", c_gemm_fwd, K4, K4, Z(2048, 32), FP16, "relu2", res="contig",

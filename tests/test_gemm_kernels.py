@@ -13,8 +13,10 @@ from trifuse.kernels.activations import philox_wide
 from trifuse.ops.gemm import (
     ACTIVATIONS,
     COOP_CONFIG,
+    COOP_PRODUCER_CONFIG,
     EPI_NARROW_N,
     WS_CONFIG,
+    coop_applies,
     epi_split,
     flatten_loop,
     gemm_into,
@@ -139,7 +141,10 @@ def test_ws_kernel_choice():
     # Where the warp-specialized kernel takes over the TMA kernel's launch (measurements at WS_CONFIG).
     tma = GemmConfig("tma", 128, 256, 64, 8, 8, 3)
     assert ws_applies(tma, 4096, 4096, 4096, "gelu", False, False)
-    assert ws_applies(tma, 16384, 4096, 4096, "silu", False, False)
+    assert ws_applies(tma, 4096, 4096, 4096, "silu", False, False)
+    assert ws_applies(tma, 16384, 4096, 4096, "gelu", False, False)
+    assert not ws_applies(tma, 16384, 4096, 4096, "silu", False, False)  # the cooperative kernel's
+    assert not ws_applies(tma, 16384, 4096, 4096, "gelu_tanh", False, False)
     assert not ws_applies(tma, 4096, 4096, 2048, "gelu_tanh", False, False)  # under WS_MIN_WORK
     assert not ws_applies(tma, 4096, 4096, 4096, "none", False, False)  # bare: the 128x256 tiles win
     assert not ws_applies(tma, 8192, 8192, 8192, "gelu", False, False)
@@ -159,8 +164,25 @@ def test_ws_kernel_choice():
     assert not ws_applies(GemmConfig("portable", 64, 64, 64), 4096, 4096, 4096, "silu", False, False)
 
 
+def test_coop_kernel_choice():
+    # Where the cooperative kernel with a producer warp takes the TMA kernel's launch (ws_applies first).
+    tma = GemmConfig("tma", 128, 256, 64, 8, 8, 3)
+    for activation in ("none", "silu", "gelu", "gelu_tanh"):
+        assert coop_applies(tma, 8192, 8192, 8192, activation, False, False)
+        assert coop_applies(tma, 8192, 14336, 4096, activation, False, False)
+    assert coop_applies(tma, 4096, 4096, 4096, "none", False, False)
+    assert not coop_applies(tma, 8192, 8192, 8192, "relu", False, False)  # a tie with the Triton kernel
+    assert not coop_applies(tma, 8192, 8192, 8192, "silu", False, False, dropout=True)  # Philox falls behind
+    assert not coop_applies(tma, 8192, 8192, 8192, "silu", True, False)  # a residual or stored pre
+    assert not coop_applies(tma, 8192, 8192, 8192, "silu", False, True)  # a stored transposed
+    assert not coop_applies(tma, 8192, 8192, 8192, "silu", False, False, traced=True)
+    assert not coop_applies(tma, 2048, 8192, 8192, "silu", False, False)  # measured at M, N, K >= 4096 only
+    assert not coop_applies(tma, 8192, 8192, 2048, "silu", False, False)
+    assert not coop_applies(GemmConfig("portable", 64, 64, 64), 8192, 8192, 8192, "silu", False, False)
+
+
 @pytest.mark.gpu
-@pytest.mark.parametrize("config", [WS_CONFIG, COOP_CONFIG], ids=["ws", "coop"])
+@pytest.mark.parametrize("config", [WS_CONFIG, COOP_CONFIG, COOP_PRODUCER_CONFIG], ids=["ws", "coop", "coop-p"])
 @pytest.mark.parametrize("b_transposed", [True, False])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("activation", ACTIVATIONS)
@@ -216,7 +238,8 @@ def test_ws_kernel_dropout_gpu(device, activation, p, seed):
         b = (torch.randn(n, k, device=device) / k ** 0.5).to(torch.bfloat16).t()
         bias = torch.randn(n, device=device, dtype=torch.bfloat16)
         outs = {}
-        for name, cfg in (("ws", WS_CONFIG), ("coop", COOP_CONFIG), ("tma", GemmConfig("tma", 128, 256, 64, 8, 8, 3))):
+        for name, cfg in (("ws", WS_CONFIG), ("coop", COOP_CONFIG), ("coop-p", COOP_PRODUCER_CONFIG),
+                          ("tma", GemmConfig("tma", 128, 256, 64, 8, 8, 3))):
             outs[name] = poison(torch.empty(m, n, device=device, dtype=torch.bfloat16))
             gemm_into(a, b, outs[name], bias=bias, seed=seed_t, activation=activation, dropout_p=p,
                       config=cfg)
@@ -225,6 +248,8 @@ def test_ws_kernel_dropout_gpu(device, activation, p, seed):
         assert torch.equal(outs["ws"] != 0, keep & (full != 0))
         assert torch.equal(outs["tma"] != 0, keep & (full != 0))  # the Triton kernel's mask too
         assert torch.equal(outs["coop"] != 0, keep & (full != 0))
+        assert torch.equal(outs["coop-p"] != 0, keep & (full != 0))
+        assert torch.equal(outs["coop-p"], outs["coop"])  # the same epilogue on the same staged values
         assert_close_to_ref(outs["coop"], torch.where(keep, full / (1 - p), 0.0), outs["tma"].double(),
                             floor=FLOOR[torch.bfloat16])
         assert_close_to_ref(outs["ws"], torch.where(keep, full / (1 - p), 0.0), outs["tma"].double(),

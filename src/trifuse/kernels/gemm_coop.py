@@ -1,14 +1,18 @@
 """Hopper (sm_90) GEMM + bias + activation (+ dropout), warp specialized in Gluon, the epilogue in its own
 warpgroup ("cooperative" main loop).
 
-Three partitions. Two consumer warpgroups share each 128 x 256 output tile (rows 0-63 and 64-127 of the same
-ring stage), as the Triton kernel's 8 warps do, so the main loop keeps the 128 x 256 tile's operand reuse
-that the ping-pong kernel's 128 x 128 tiles (gemm_ws.py) lose; the first also issues the TMA loads into the
-ring of STAGES shared-memory stages. Their accumulators start at the bias; after the last MMA they hand the
-tile over as 16-bit values in a staging buffer and start the next tile's main loop at once. The default
-partition (the epilogue warpgroup) applies the activation (kernels/activations.py) and dropout (the mask of
-activations.dropout_keep, bit for bit) to the staged tile, stores it by TMA and frees the buffer, so the
-epilogue of one tile runs beside the next tile's MMAs.
+Two consumer warpgroups share each 128 x 256 output tile (rows 0-63 and 64-127 of the same ring stage), as
+the Triton kernel's 8 warps do, so the main loop keeps the 128 x 256 tile's operand reuse that the ping-pong
+kernel's 128 x 128 tiles (gemm_ws.py) lose. TMA loads fill a ring of STAGES shared-memory stages. The
+consumers' accumulators start at the bias; after the last MMA they hand the tile over as 16-bit values in a
+staging buffer and start the next tile's main loop at once. The epilogue partition applies the activation
+(kernels/activations.py) and dropout (the mask of activations.dropout_keep, bit for bit) to the staged tile,
+stores it by TMA and frees the buffer, so the epilogue of one tile runs beside the next tile's MMAs.
+
+Two arrangements (PRODUCER_REGS): with a producer warp (gemm_ws._producer) issuing the loads, the consumers
+are the default partition and a worker and the epilogue takes two warps (11 warps, padded to 12, fit 168
+registers each; ops.gemm.COOP_PRODUCER_CONFIG, the one chosen); without it (PRODUCER_REGS = 0) the first
+consumer issues the loads and the epilogue warpgroup is the default partition (ops.gemm.COOP_CONFIG).
 
 The activation reads the 16-bit a @ b + bias, as eager `act(F.linear(x, w, b))` does. a (M, K) must be
 K-contiguous; b is (N, K) K-contiguous (B_T) or (K, N) N-contiguous. Gluon does not run in Triton's
@@ -25,10 +29,10 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 
 from .activations import activation
 from .gemm import grouped_tile
-from .gemm_ws import keep_rows, load_stage, mma_step
+from .gemm_ws import _producer, keep_rows, load_stage, mma_step
 from .mbarriers import mbarriers
 
-EPI_ROWS = gl.constexpr(16)  # rows of the staged tile the epilogue warpgroup holds in registers at a time
+EPI_ELEMENTS = gl.constexpr(32)  # elements of the staged tile an epilogue thread holds at a time
 
 
 @gluon.jit
@@ -47,11 +51,10 @@ def _load(a_desc, b_desc, a_bufs, b_bufs, ready, empty, j, total, M, N, k_tiles,
 def _consumer(a_desc, b_desc, a_bufs, b_bufs, stage, ready, empty, staged, free, bias_ptr, M, N, K,
               BM: gl.constexpr, BN: gl.constexpr, BK: gl.constexpr, STAGES: gl.constexpr,
               GROUP_M: gl.constexpr, NUM_SMS: gl.constexpr, HAS_BIAS: gl.constexpr, B_T: gl.constexpr,
-              WG: gl.constexpr):
+              WG: gl.constexpr, LOADS: gl.constexpr):
     """Warpgroup WG (0 or 1): rows WG * BM / 2 onwards of every tile's main loop; the fp32 accumulator plus
-    bias goes to the staging buffer as 16-bit values. Warpgroup 0 also issues the loads, STAGES - 1 k-steps
-    ahead (a producer warp of its own would take a fourth warpgroup's registers: 16 warps leave 128 a
-    thread, where the 64 x 256 accumulator's MMAs need 154)."""
+    bias goes to the staging buffer as 16-bit values. With LOADS it also issues the loads, STAGES - 1
+    k-steps ahead (where no producer warp does)."""
     HALF: gl.constexpr = BM // 2
     layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                      instr_shape=[16, BN, 16])
@@ -60,7 +63,7 @@ def _consumer(a_desc, b_desc, a_bufs, b_bufs, stage, ready, empty, staged, free,
     rows_out = stage.slice(WG * HALF, HALF, dim=0)
     acc = gl.zeros([HALF, BN], gl.float32, layout)
     total = gl.cdiv(num_tiles - gl.program_id(0), NUM_SMS) * k_tiles  # this program's k-steps
-    if WG == 0:
+    if LOADS:
         for j in range(STAGES - 1):
             _load(a_desc, b_desc, a_bufs, b_bufs, ready, empty, j, total, M, N, k_tiles, BM, BN, BK, STAGES,
                   GROUP_M, NUM_SMS, B_T)
@@ -78,7 +81,7 @@ def _consumer(a_desc, b_desc, a_bufs, b_bufs, stage, ready, empty, staged, free,
             s = it % STAGES
             acc = mma_step(a_bufs.index(s).slice(WG * HALF, HALF, dim=0), b_bufs, ready, empty, s, it, acc,
                            HAS_BIAS or ki > 0, ki > 0, STAGES, B_T)
-            if WG == 0:  # into the stage freed just now (or, at a tile's first k-step, the one freed after
+            if LOADS:  # into the stage freed just now (or, at a tile's first k-step, the one freed after
                 # the previous tile's last MMA)
                 _load(a_desc, b_desc, a_bufs, b_bufs, ready, empty, it + STAGES - 1, total, M, N, k_tiles, BM,
                       BN, BK, STAGES, GROUP_M, NUM_SMS, B_T)
@@ -95,9 +98,18 @@ def _consumer(a_desc, b_desc, a_bufs, b_bufs, stage, ready, empty, staged, free,
 def _epilogue(stage, staged, free, c_desc, seed_ptr, p, M, N,
               BM: gl.constexpr, BN: gl.constexpr, GROUP_M: gl.constexpr, NUM_SMS: gl.constexpr,
               ACT: gl.constexpr, DROPOUT: gl.constexpr):
-    """The default partition: activation and dropout on each staged tile, EPI_ROWS rows at a time in place,
-    then its TMA store."""
-    G: gl.constexpr = BN // 8
+    """Activation and dropout on each staged tile, a block of ROWS rows of one column chunk at a time in
+    place, then its TMA store."""
+    # The staged tile lies in shared memory as BN / CW column chunks of BM x CW (CW = one 128-byte swizzle
+    # row), one after the other, so a block of ROWS rows of one chunk is contiguous: the loop walks those
+    # blocks through a [blocks, ROWS, CW] view (a loop, not unrolled: the unrolled tile's code did not fit
+    # the instruction cache with two epilogue warps).
+    gl.static_assert(stage.layout.swizzle_byte_width == 128, "the staged tile's chunks are 128-byte rows")
+    CW: gl.constexpr = 128 * 8 // stage.layout.element_bitwidth
+    G: gl.constexpr = CW // 8
+    ROWS: gl.constexpr = EPI_ELEMENTS * 32 * gl.num_warps() // CW
+    PER_CHUNK: gl.constexpr = BM // ROWS
+    blocks = stage._reinterpret(stage.dtype, [BN // CW * PER_CHUNK, ROWS, CW], stage.layout)
     # Each thread holds 8 consecutive columns of a row: one Philox call serves all 8 (keep_rows).
     rows_layout: gl.constexpr = gl.BlockedLayout([1, 8], [32 // G, G], [gl.num_warps(), 1], [1, 0])
     num_tiles = gl.cdiv(M, BM) * gl.cdiv(N, BN)
@@ -111,14 +123,14 @@ def _epilogue(stage, staged, free, c_desc, seed_ptr, p, M, N,
         pid_m, pid_n = grouped_tile(tile, M, N, BM, BN, GROUP_M)
         om, on = pid_m * BM, pid_n * BN
         mbarrier.wait(staged, local & 1)
-        for r in gl.static_range(0, BM, EPI_ROWS):
-            rows_smem = stage.slice(r, EPI_ROWS, dim=0)
-            tile3 = gl.reshape(rows_smem.load(rows_layout), [EPI_ROWS, G, 8]).to(gl.float32)
+        for i in range(BN // CW * PER_CHUNK):
+            block = blocks.index(i)  # rows (i % PER_CHUNK) * ROWS.., columns (i // PER_CHUNK) * CW..
+            tile3 = gl.reshape(block.load(rows_layout), [ROWS, G, 8]).to(gl.float32)
             y = activation(tile3, ACT)
             if DROPOUT:
-                keep = keep_rows(tile3, seed, threshold, om + r, on)
+                keep = keep_rows(tile3, seed, threshold, om + (i % PER_CHUNK) * ROWS, on + (i // PER_CHUNK) * CW)
                 y = y * (keep.to(gl.float32) * scale)  # a dropped inf or nan gives nan, as in torch
-            rows_smem.store(gl.reshape(y.to(stage.dtype), [EPI_ROWS, BN]))
+            block.store(gl.reshape(y.to(stage.dtype), [ROWS, CW]))
         fence_async_shared()
         tma.async_copy_shared_to_global(c_desc, [om, on], stage)
         tma.store_wait(0)
@@ -130,10 +142,10 @@ def _epilogue(stage, staged, free, c_desc, seed_ptr, p, M, N,
 def gemm_coop_kernel(a_desc, b_desc, c_desc, bias_ptr, seed_ptr, p, M, N, K,
                      ACT: gl.constexpr, HAS_BIAS: gl.constexpr, DROPOUT: gl.constexpr, B_T: gl.constexpr,
                      STAGES: gl.constexpr, GROUP_M: gl.constexpr, NUM_SMS: gl.constexpr,
-                     CONSUMER_REGS: gl.constexpr):
+                     CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr):
     """a_desc [BM, BK] tiles of a; b_desc [BN, BK] (B_T) or [BK, BN] tiles of b; c_desc [BM, BN] tiles of
-    the output (BM = 128, the two consumers' halves). Launch with num_warps=4 (the epilogue warpgroup) and
-    a grid of min(SMs, tiles) = NUM_SMS."""
+    the output (BM = 128, the two consumers' halves). Launch with num_warps=4 (the default partition: the
+    epilogue warpgroup, or the first consumer with a producer warp) and a grid of min(SMs, tiles) = NUM_SMS."""
     dtype: gl.constexpr = a_desc.dtype
     BM: gl.constexpr = c_desc.block_type.shape[0]
     BN: gl.constexpr = c_desc.block_type.shape[1]
@@ -146,10 +158,21 @@ def gemm_coop_kernel(a_desc, b_desc, c_desc, bias_ptr, seed_ptr, p, M, N, K,
     staged = mbarriers(1, 2).index(0)  # both consumers' halves are in `stage`
     free = mbarriers(1, 1).index(0)  # the epilogue has stored `stage`
     # Argument tuples written out in place: a constexpr kept in a tuple variable arrives as a tensor.
-    gl.warp_specialize([
-        (_epilogue, (stage, staged, free, c_desc, seed_ptr, p, M, N, BM, BN, GROUP_M, NUM_SMS, ACT, DROPOUT)),
-        (_consumer, (a_desc, b_desc, a_bufs, b_bufs, stage, ready, empty, staged, free, bias_ptr, M, N, K, BM,
-                     BN, BK, STAGES, GROUP_M, NUM_SMS, HAS_BIAS, B_T, 0)),
-        (_consumer, (a_desc, b_desc, a_bufs, b_bufs, stage, ready, empty, staged, free, bias_ptr, M, N, K, BM,
-                     BN, BK, STAGES, GROUP_M, NUM_SMS, HAS_BIAS, B_T, 1)),
-    ], [4, 4], [CONSUMER_REGS, CONSUMER_REGS])
+    if PRODUCER_REGS > 0:  # a producer warp issues the loads; the epilogue takes two warps beside it
+        gl.warp_specialize([
+            (_consumer, (a_desc, b_desc, a_bufs, b_bufs, stage, ready, empty, staged, free, bias_ptr, M, N, K, BM,
+                         BN, BK, STAGES, GROUP_M, NUM_SMS, HAS_BIAS, B_T, 0, False)),
+            (_consumer, (a_desc, b_desc, a_bufs, b_bufs, stage, ready, empty, staged, free, bias_ptr, M, N, K, BM,
+                         BN, BK, STAGES, GROUP_M, NUM_SMS, HAS_BIAS, B_T, 1, False)),
+            (_epilogue, (stage, staged, free, c_desc, seed_ptr, p, M, N, BM, BN, GROUP_M, NUM_SMS, ACT, DROPOUT)),
+            (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready, empty, M, N, K, BM, BN, BK, STAGES, GROUP_M,
+                         NUM_SMS, B_T)),
+        ], [4, 2, 1], [CONSUMER_REGS, PRODUCER_REGS, PRODUCER_REGS])
+    else:  # the first consumer issues the loads
+        gl.warp_specialize([
+            (_epilogue, (stage, staged, free, c_desc, seed_ptr, p, M, N, BM, BN, GROUP_M, NUM_SMS, ACT, DROPOUT)),
+            (_consumer, (a_desc, b_desc, a_bufs, b_bufs, stage, ready, empty, staged, free, bias_ptr, M, N, K, BM,
+                         BN, BK, STAGES, GROUP_M, NUM_SMS, HAS_BIAS, B_T, 0, True)),
+            (_consumer, (a_desc, b_desc, a_bufs, b_bufs, stage, ready, empty, staged, free, bias_ptr, M, N, K, BM,
+                         BN, BK, STAGES, GROUP_M, NUM_SMS, HAS_BIAS, B_T, 1, False)),
+        ], [4, 4], [CONSUMER_REGS, CONSUMER_REGS])
