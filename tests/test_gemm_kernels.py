@@ -145,6 +145,7 @@ def test_ws_kernel_choice():
     assert ws_applies(tma, 16384, 4096, 4096, "gelu", False, False)
     assert not ws_applies(tma, 16384, 4096, 4096, "silu", False, False)  # the cooperative kernel's
     assert not ws_applies(tma, 16384, 4096, 4096, "gelu_tanh", False, False)
+    assert ws_applies(tma, 4200, 4096, 4000, "gelu_tanh", False, False)  # N < 4096: no cooperative kernel
     assert not ws_applies(tma, 4096, 4096, 2048, "gelu_tanh", False, False)  # under WS_MIN_WORK
     assert not ws_applies(tma, 4096, 4096, 4096, "none", False, False)  # bare: the 128x256 tiles win
     assert not ws_applies(tma, 8192, 8192, 8192, "gelu", False, False)

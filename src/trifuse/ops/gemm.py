@@ -170,6 +170,7 @@ WS_DROPOUT_MAX_WORK = 2 ** 36  # 4096^3 (with WS_MIN_WORK: M*N*K = 2^36 only)
 # 16384x4096x4096 0.976 / 0.970 of cuBLAS bare there against 0.968 / 0.954 here; at 4096^3 this kernel
 # keeps them (0.948 / 0.948 against 0.939 / 0.939), and GELU (erf) at both (0.912, 0.941 against 0.884, 0.912).
 WS_LIGHT_MAX_WORK = 2 ** 36
+COOP_MIN_DIM = 4096  # the cooperative kernel was measured at M, N, K >= 4096 only
 
 
 def ws_applies(config: GemmConfig, M: int, N: int, K: int, activation: str, stored: bool, a_t: bool,
@@ -184,7 +185,7 @@ def ws_applies(config: GemmConfig, M: int, N: int, K: int, activation: str, stor
         return False
     if dropout:
         return activation in WS_DROPOUT_ACTIVATIONS and M * N * K <= WS_DROPOUT_MAX_WORK
-    if activation != "gelu" and M * N * K > WS_LIGHT_MAX_WORK:
+    if activation != "gelu" and M * N * K > WS_LIGHT_MAX_WORK and min(M, N, K) >= COOP_MIN_DIM:
         return False  # the cooperative kernel with a producer warp (coop_applies) measured faster there
     return activation in WS_ACTIVATIONS
 
@@ -215,7 +216,6 @@ COOP_PRODUCER_CONFIG = GemmConfig("coop-p", 128, 256, 64, group_m=8, num_warps=4
 COOP_PRODUCER_REGS = (168, 168)  # the second consumer warpgroup; the epilogue and producer warps
 COOP_PRODUCER_MAXNREG = 168
 COOP_ACTIVATIONS = ("none", "silu", "gelu", "gelu_tanh")
-COOP_MIN_DIM = 4096  # measured at M, N, K >= 4096 only; the host time of a Gluon launch asks >= 2^36 anyway
 
 
 def coop_applies(config: GemmConfig, M: int, N: int, K: int, activation: str, stored: bool, a_t: bool,
