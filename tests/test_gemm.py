@@ -1,5 +1,6 @@
 """trifuse.gemm / trifuse.linear forward: every epilogue, odd and zero sizes, layouts, dropout, errors.
 The kernels' own logic and choice (TMA, warp-specialized) are in test_gemm_kernels.py."""
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -242,9 +243,21 @@ def test_bad_seed_is_a_clear_error_with_or_without_dropout(device):
         trifuse.gemm(a, b, seed="abc")  # dropout off: still checked
     with pytest.raises(TypeError, match="trifuse.linear: seed must be an int"):
         trifuse.linear(a, b.t(), dropout_p=0.1, training=False, seed=object())
+    with pytest.raises(ValueError, match="seed tensor must hold a value .* got one on the meta device"):
+        trifuse.linear(a, b.t(), dropout_p=0.5, seed=torch.tensor(1, device="meta"))
     # one-element integer tensors of any shape are seeds; the same value gives the same mask
     y0 = trifuse.gemm(a, b, dropout_p=0.5, seed=torch.tensor([[5]], device=device))
     torch.testing.assert_close(trifuse.gemm(a, b, dropout_p=0.5, seed=5), y0, rtol=0, atol=0)
+
+
+def test_flags_must_be_bools(device):
+    """training="no" is truthy: taken as a flag it kept dropout on (half of the values dropped)."""
+    x, w = torch.randn(2, 8, device=device), torch.randn(8, 8, device=device)
+    with pytest.raises(TypeError, match="trifuse.linear: training must be a bool, got str"):
+        trifuse.linear(x, w, dropout_p=0.5, training="no", seed=1)
+    with pytest.raises(TypeError, match="trifuse.gemm: recompute must be a bool, got str"):
+        trifuse.gemm(x, w, recompute="no")
+    torch.testing.assert_close(trifuse.linear(x, w, dropout_p=0.5, training=np.bool_(False)), x @ w.t())
 
 
 @pytest.mark.parametrize("activation", ["none", "silu"])

@@ -179,6 +179,25 @@ def test_second_derivative_is_a_clear_error(device, fn):
         torch.autograd.grad(gx.pow(2).sum(), x)
 
 
+@pytest.mark.parametrize("path", ["dispatch_mode", "registered_op"])
+def test_second_derivative_through_the_registered_op_is_a_clear_error(device, path):
+    """A forward through the dispatcher (under a dispatch mode, or torch.ops.trifuse called directly) records
+    the registered op's autograd: its backward's own ops must then raise when differentiated, not drop the
+    second-order term (they ran without autograd and gave w a wrong gradient)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.randn(4, 9, device=device, requires_grad=True)
+    w = torch.randn(9, device=device, requires_grad=True)
+    if path == "dispatch_mode":
+        with FlopCounterMode(display=False):
+            y = trifuse.softmax(x * w)
+    else:
+        y = torch.ops.trifuse.softmax_fwd(x * w, False)
+    (gx,) = torch.autograd.grad(y.square().sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="softmax_bwd"):
+        (y.sum() + gx.square().sum()).backward()
+
+
 def test_bad_input(device):
     with pytest.raises(TypeError, match="dtype"):
         trifuse.softmax(torch.arange(10, device=device))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numbers
 
+import numpy as np
 import torch
 
 from .._checks import FLOAT_DTYPES, PLAIN_TENSORS, check_float, check_same_dtype, check_tensor
@@ -59,6 +60,9 @@ def _check_seed(name: str, seed) -> None:
             raise TypeError(f"trifuse.{name}: a seed tensor must have an integer dtype, got {seed.dtype}")
         if seed.numel() != 1:
             raise ValueError(f"trifuse.{name}: a seed tensor must hold one element, got shape {tuple(seed.shape)}")
+        if seed.device.type == "meta":
+            raise ValueError(f"trifuse.{name}: a seed tensor must hold a value (on the CPU or the input's "
+                             f"device), got one on the meta device")
     elif isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise TypeError(f"trifuse.{name}: seed must be an int, an integer tensor or None, got "
                         f"{type(seed).__name__}")
@@ -134,6 +138,9 @@ def _gemm(name: str, a, b, bias, activation, dropout_p, seed, residual, out_dtyp
         _check(name, "a" if b_name == "b" else "x", b_name, a, b, bias, residual, activation, dropout_p, out_dtype)
     if seed is not None:
         _check_seed(name, seed)
+    for flag, value in (("training", training), ("recompute", recompute)):
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"trifuse.{name}: {flag} must be a bool, got {type(value).__name__}")
     p = float(dropout_p) if training else 0.0
     K, N = a.shape[-1], b.shape[1]
     out_shape = (*a.shape[:-1], N)

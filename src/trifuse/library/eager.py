@@ -124,8 +124,13 @@ class FastOp:
                 needs_grad = needs_grad or a.requires_grad
             elif kind not in _SCALARS and isinstance(a, torch.Tensor):  # isinstance on Tensor is slow
                 return self.op(*args)
-        if needs_grad and self.function is not None and torch.is_grad_enabled():
-            return self.function.apply(*args)
+        if needs_grad and torch.is_grad_enabled():
+            if self.function is not None:
+                return self.function.apply(*args)
+            # A backward op recorded for a double backward (create_graph=True through the registered op,
+            # e.g. under a dispatch mode): the dispatcher's autograd node raises if it is differentiated,
+            # where the direct run would drop the second-order term silently.
+            return self.op(*args)
         return run_direct(self.inference, *args)
 
 
