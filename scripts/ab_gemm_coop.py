@@ -11,7 +11,7 @@ from trifuse.bench.timing import time_ms
 from trifuse.library.eager import direct_launch
 
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
-KERNELS = os.environ.get("KERNELS", "tma,coop,coop-p,ws").split(",")
+KERNELS = os.environ.get("KERNELS", "tma,coop,ws").split(",")
 EPILOGUES = [(e.split("+")[0], 0.1 if e.endswith("+drop") else 0.0)
              for e in os.environ.get("EPILOGUES", "none,silu,gelu,silu+drop").split(",")]
 SHAPES = [(4096, 4096, 4096), (8192, 8192, 8192), (8192, 4096, 14336), (8192, 14336, 4096), (16384, 4096, 4096)]
@@ -25,8 +25,7 @@ for m, k, n in SHAPES:
     times = {}
     cases = {"cublas": lambda: torch.mm(x, w.t(), out=out)}
     for act, p in EPILOGUES:
-        for name, cfg in (("tma", table), ("coop", og.COOP_CONFIG), ("coop-p", og.COOP_PRODUCER_CONFIG),
-                          ("ws", og.WS_CONFIG)):
+        for name, cfg in (("tma", table), ("coop", og.COOP_CONFIG), ("ws", og.WS_CONFIG)):
             if (act == "none" and name == "ws") or name not in KERNELS:
                 continue
             cases[f"{act}{'+drop' if p else ''}/{name}"] = (

@@ -95,7 +95,6 @@ def gemm_ws(args) -> None:
     from trifuse.ops._gluon import descriptor
 
     coop = args.kernel == "gemm-coop"
-    producer = coop and args.producer
     cfg, b_t = (og.COOP_CONFIG if coop else og.WS_CONFIG), not args.b_rowmajor
     bm, bn, bk = cfg.block_m, cfg.block_n, cfg.block_k
     a = torch.empty(256, 256, dtype=torch.bfloat16)  # descriptors only need the layout and dtype here
@@ -104,13 +103,11 @@ def gemm_ws(args) -> None:
     sig = {n: mangle_type(d) for n, d in descs.items()}
     sig.update(bias_ptr="*bf16", seed_ptr="*i64", p="fp32", M="i32", N="i32", K="i32")
     ce = {"ACT": args.act, "HAS_BIAS": not args.no_bias, "DROPOUT": args.dropout, "B_T": b_t, "STAGES": cfg.num_stages, "GROUP_M": cfg.group_m, "NUM_SMS": 132,
-              **({"CONSUMER_REGS": og.COOP_PRODUCER_REGS[0], "PRODUCER_REGS": og.COOP_PRODUCER_REGS[1]} if producer
-                 else {"CONSUMER_REGS": og.COOP_CONSUMER_REGS, "PRODUCER_REGS": 0} if coop else
+              **({"CONSUMER_REGS": og.COOP_REGS[0], "OTHER_REGS": og.COOP_REGS[1]} if coop else
                  {"CONSUMER_REGS": og.WS_REGS[0], "PRODUCER_REGS": og.WS_REGS[1]})}
     kernel = kc.gemm_coop_kernel if coop else kw.gemm_ws_kernel
     c = triton.compile(_source(kernel, sig, ce, ("bias_ptr",), GluonASTSource), target=TARGET,
-                       options={"num_warps": 4, "maxnreg": og.COOP_PRODUCER_MAXNREG if producer else
-                                og.COOP_MAXNREG if coop else og.WS_MAXNREG})
+                       options={"num_warps": 4, "maxnreg": og.COOP_MAXNREG if coop else og.WS_MAXNREG})
     report(c, f"{kernel.__name__} {bm}x{bn}x{bk} s{cfg.num_stages} {args.act} dropout={args.dropout} b_t={b_t}", args.sass)
 
 
@@ -285,7 +282,6 @@ def main() -> None:
     wc.add_argument("--b-rowmajor", action="store_true", help="b stored (K, N) instead of (N, K)")
     wc.add_argument("--dropout", action="store_true", help="the dropout epilogue")
     wc.add_argument("--no-bias", action="store_true", help="no bias")
-    wc.add_argument("--producer", action="store_true", help="a producer warp issues the loads (kernel coop-p)")
     w = sub.add_parser("gemm-ws")
     w.add_argument("--act", default="silu")
     w.add_argument("--b-rowmajor", action="store_true", help="b stored (K, N) instead of (N, K)")

@@ -13,7 +13,6 @@ from trifuse.kernels.activations import philox_wide
 from trifuse.ops.gemm import (
     ACTIVATIONS,
     COOP_CONFIG,
-    COOP_PRODUCER_CONFIG,
     EPI_NARROW_N,
     WS_CONFIG,
     coop_applies,
@@ -166,7 +165,7 @@ def test_ws_kernel_choice():
 
 
 def test_coop_kernel_choice():
-    # Where the cooperative kernel with a producer warp takes the TMA kernel's launch (ws_applies first).
+    # Where the cooperative kernel takes the TMA kernel's launch (ws_applies first).
     tma = GemmConfig("tma", 128, 256, 64, 8, 8, 3)
     for activation in ("none", "silu", "gelu", "gelu_tanh"):
         assert coop_applies(tma, 8192, 8192, 8192, activation, False, False)
@@ -183,7 +182,7 @@ def test_coop_kernel_choice():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("config", [WS_CONFIG, COOP_CONFIG, COOP_PRODUCER_CONFIG], ids=["ws", "coop", "coop-p"])
+@pytest.mark.parametrize("config", [WS_CONFIG, COOP_CONFIG], ids=["ws", "coop"])
 @pytest.mark.parametrize("b_transposed", [True, False])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("activation", ACTIVATIONS)
@@ -239,8 +238,7 @@ def test_ws_kernel_dropout_gpu(device, activation, p, seed):
         b = (torch.randn(n, k, device=device) / k ** 0.5).to(torch.bfloat16).t()
         bias = torch.randn(n, device=device, dtype=torch.bfloat16)
         outs = {}
-        for name, cfg in (("ws", WS_CONFIG), ("coop", COOP_CONFIG), ("coop-p", COOP_PRODUCER_CONFIG),
-                          ("tma", GemmConfig("tma", 128, 256, 64, 8, 8, 3))):
+        for name, cfg in (("ws", WS_CONFIG), ("coop", COOP_CONFIG), ("tma", GemmConfig("tma", 128, 256, 64, 8, 8, 3))):
             outs[name] = poison(torch.empty(m, n, device=device, dtype=torch.bfloat16))
             gemm_into(a, b, outs[name], bias=bias, seed=seed_t, activation=activation, dropout_p=p,
                       config=cfg)
@@ -249,8 +247,6 @@ def test_ws_kernel_dropout_gpu(device, activation, p, seed):
         assert torch.equal(outs["ws"] != 0, keep & (full != 0))
         assert torch.equal(outs["tma"] != 0, keep & (full != 0))  # the Triton kernel's mask too
         assert torch.equal(outs["coop"] != 0, keep & (full != 0))
-        assert torch.equal(outs["coop-p"] != 0, keep & (full != 0))
-        assert torch.equal(outs["coop-p"], outs["coop"])  # the same epilogue on the same staged values
         assert_close_to_ref(outs["coop"], torch.where(keep, full / (1 - p), 0.0), outs["tma"].double(),
                             floor=FLOOR[torch.bfloat16])
         assert_close_to_ref(outs["ws"], torch.where(keep, full / (1 - p), 0.0), outs["tma"].double(),

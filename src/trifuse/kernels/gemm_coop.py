@@ -1,18 +1,17 @@
-"""Hopper (sm_90) GEMM + bias + activation (+ dropout), warp specialized in Gluon, the epilogue in its own
-warpgroup ("cooperative" main loop).
+"""Hopper (sm_90) GEMM + bias + activation (+ dropout), warp specialized in Gluon, the epilogue in warps of
+its own ("cooperative" main loop).
 
 Two consumer warpgroups share each 128 x 256 output tile (rows 0-63 and 64-127 of the same ring stage), as
 the Triton kernel's 8 warps do, so the main loop keeps the 128 x 256 tile's operand reuse that the ping-pong
-kernel's 128 x 128 tiles (gemm_ws.py) lose. TMA loads fill a ring of STAGES shared-memory stages. The
-consumers' accumulators start at the bias; after the last MMA they hand the tile over as 16-bit values in a
+kernel's 128 x 128 tiles (gemm_ws.py) lose. A producer warp (gemm_ws._producer) fills a ring of STAGES
+shared-memory stages by TMA. The consumers' accumulators start at the bias; after the last MMA they hand the tile over as 16-bit values in a
 staging buffer and start the next tile's main loop at once. The epilogue partition applies the activation
 (kernels/activations.py) and dropout (the mask of activations.dropout_keep, bit for bit) to the staged tile,
 stores it by TMA and frees the buffer, so the epilogue of one tile runs beside the next tile's MMAs.
 
-Two arrangements (PRODUCER_REGS): with a producer warp (gemm_ws._producer) issuing the loads, the consumers
-are the default partition and a worker and the epilogue takes two warps (11 warps, padded to 12, fit 168
-registers each; ops.gemm.COOP_PRODUCER_CONFIG, the one chosen); without it (PRODUCER_REGS = 0) the first
-consumer issues the loads and the epilogue warpgroup is the default partition (ops.gemm.COOP_CONFIG).
+The consumers are the default partition and a worker; the epilogue takes two warps beside the producer warp,
+so the kernel's 11 warps (padded to 12) fit 168 registers each. ptxas compiles a kernel to one register
+target and the consumers' MMAs need 154, so a four-warp epilogue (16 warps, 128 registers) cannot be had.
 
 The activation reads the 16-bit a @ b + bias, as eager `act(F.linear(x, w, b))` does. a (M, K) must be
 K-contiguous; b is (N, K) K-contiguous (B_T) or (K, N) N-contiguous. Gluon does not run in Triton's
@@ -29,32 +28,19 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 
 from .activations import activation
 from .gemm import grouped_tile
-from .gemm_ws import _producer, keep_rows, load_stage, mma_step
+from .gemm_ws import _producer, keep_rows, mma_step
 from .mbarriers import mbarriers
 
 EPI_ELEMENTS = gl.constexpr(32)  # elements of the staged tile an epilogue thread holds at a time
 
 
 @gluon.jit
-def _load(a_desc, b_desc, a_bufs, b_bufs, ready, empty, j, total, M, N, k_tiles,
-          BM: gl.constexpr, BN: gl.constexpr, BK: gl.constexpr, STAGES: gl.constexpr, GROUP_M: gl.constexpr,
-          NUM_SMS: gl.constexpr, B_T: gl.constexpr):
-    """TMA loads of this program's k-step j (of `total`, over all its tiles) into ring stage j % STAGES,
-    once both consumers have freed the stage; nothing past the last k-step."""
-    if j < total:
-        pid_m, pid_n = grouped_tile(gl.program_id(0) + (j // k_tiles) * NUM_SMS, M, N, BM, BN, GROUP_M)
-        load_stage(a_desc, b_desc, a_bufs, b_bufs, ready, empty, j, pid_m * BM, pid_n * BN, (j % k_tiles) * BK,
-                   STAGES, B_T)
-
-
-@gluon.jit
 def _consumer(a_desc, b_desc, a_bufs, b_bufs, stage, ready, empty, staged, free, bias_ptr, M, N, K,
               BM: gl.constexpr, BN: gl.constexpr, BK: gl.constexpr, STAGES: gl.constexpr,
               GROUP_M: gl.constexpr, NUM_SMS: gl.constexpr, HAS_BIAS: gl.constexpr, B_T: gl.constexpr,
-              WG: gl.constexpr, LOADS: gl.constexpr):
+              WG: gl.constexpr):
     """Warpgroup WG (0 or 1): rows WG * BM / 2 onwards of every tile's main loop; the fp32 accumulator plus
-    bias goes to the staging buffer as 16-bit values. With LOADS it also issues the loads, STAGES - 1
-    k-steps ahead (where no producer warp does)."""
+    bias goes to the staging buffer as 16-bit values."""
     HALF: gl.constexpr = BM // 2
     layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                      instr_shape=[16, BN, 16])
@@ -62,11 +48,6 @@ def _consumer(a_desc, b_desc, a_bufs, b_bufs, stage, ready, empty, staged, free,
     k_tiles = gl.cdiv(K, BK)
     rows_out = stage.slice(WG * HALF, HALF, dim=0)
     acc = gl.zeros([HALF, BN], gl.float32, layout)
-    total = gl.cdiv(num_tiles - gl.program_id(0), NUM_SMS) * k_tiles  # this program's k-steps
-    if LOADS:
-        for j in range(STAGES - 1):
-            _load(a_desc, b_desc, a_bufs, b_bufs, ready, empty, j, total, M, N, k_tiles, BM, BN, BK, STAGES,
-                  GROUP_M, NUM_SMS, B_T)
     it = 0
     local = 0
     for tile in range(gl.program_id(0), num_tiles, NUM_SMS):
@@ -81,10 +62,6 @@ def _consumer(a_desc, b_desc, a_bufs, b_bufs, stage, ready, empty, staged, free,
             s = it % STAGES
             acc = mma_step(a_bufs.index(s).slice(WG * HALF, HALF, dim=0), b_bufs, ready, empty, s, it, acc,
                            HAS_BIAS or ki > 0, ki > 0, STAGES, B_T)
-            if LOADS:  # into the stage freed just now (or, at a tile's first k-step, the one freed after
-                # the previous tile's last MMA)
-                _load(a_desc, b_desc, a_bufs, b_bufs, ready, empty, it + STAGES - 1, total, M, N, k_tiles, BM,
-                      BN, BK, STAGES, GROUP_M, NUM_SMS, B_T)
             it += 1
         acc = warpgroup_mma_wait(0, deps=(acc, ))
         mbarrier.arrive(empty.index((it + STAGES - 1) % STAGES), count=1)
@@ -142,10 +119,11 @@ def _epilogue(stage, staged, free, c_desc, seed_ptr, p, M, N,
 def gemm_coop_kernel(a_desc, b_desc, c_desc, bias_ptr, seed_ptr, p, M, N, K,
                      ACT: gl.constexpr, HAS_BIAS: gl.constexpr, DROPOUT: gl.constexpr, B_T: gl.constexpr,
                      STAGES: gl.constexpr, GROUP_M: gl.constexpr, NUM_SMS: gl.constexpr,
-                     CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr):
+                     CONSUMER_REGS: gl.constexpr, OTHER_REGS: gl.constexpr):
     """a_desc [BM, BK] tiles of a; b_desc [BN, BK] (B_T) or [BK, BN] tiles of b; c_desc [BM, BN] tiles of
-    the output (BM = 128, the two consumers' halves). Launch with num_warps=4 (the default partition: the
-    epilogue warpgroup, or the first consumer with a producer warp) and a grid of min(SMs, tiles) = NUM_SMS."""
+    the output (BM = 128, the two consumers' halves). Launch with num_warps=4 (the first consumer) and a grid
+    of min(SMs, tiles) = NUM_SMS; CONSUMER_REGS for the second consumer, OTHER_REGS for the epilogue and
+    producer warps (one warpgroup's registers)."""
     dtype: gl.constexpr = a_desc.dtype
     BM: gl.constexpr = c_desc.block_type.shape[0]
     BN: gl.constexpr = c_desc.block_type.shape[1]
@@ -158,21 +136,12 @@ def gemm_coop_kernel(a_desc, b_desc, c_desc, bias_ptr, seed_ptr, p, M, N, K,
     staged = mbarriers(1, 2).index(0)  # both consumers' halves are in `stage`
     free = mbarriers(1, 1).index(0)  # the epilogue has stored `stage`
     # Argument tuples written out in place: a constexpr kept in a tuple variable arrives as a tensor.
-    if PRODUCER_REGS > 0:  # a producer warp issues the loads; the epilogue takes two warps beside it
-        gl.warp_specialize([
-            (_consumer, (a_desc, b_desc, a_bufs, b_bufs, stage, ready, empty, staged, free, bias_ptr, M, N, K, BM,
-                         BN, BK, STAGES, GROUP_M, NUM_SMS, HAS_BIAS, B_T, 0, False)),
-            (_consumer, (a_desc, b_desc, a_bufs, b_bufs, stage, ready, empty, staged, free, bias_ptr, M, N, K, BM,
-                         BN, BK, STAGES, GROUP_M, NUM_SMS, HAS_BIAS, B_T, 1, False)),
-            (_epilogue, (stage, staged, free, c_desc, seed_ptr, p, M, N, BM, BN, GROUP_M, NUM_SMS, ACT, DROPOUT)),
-            (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready, empty, M, N, K, BM, BN, BK, STAGES, GROUP_M,
-                         NUM_SMS, B_T)),
-        ], [4, 2, 1], [CONSUMER_REGS, PRODUCER_REGS, PRODUCER_REGS])
-    else:  # the first consumer issues the loads
-        gl.warp_specialize([
-            (_epilogue, (stage, staged, free, c_desc, seed_ptr, p, M, N, BM, BN, GROUP_M, NUM_SMS, ACT, DROPOUT)),
-            (_consumer, (a_desc, b_desc, a_bufs, b_bufs, stage, ready, empty, staged, free, bias_ptr, M, N, K, BM,
-                         BN, BK, STAGES, GROUP_M, NUM_SMS, HAS_BIAS, B_T, 0, True)),
-            (_consumer, (a_desc, b_desc, a_bufs, b_bufs, stage, ready, empty, staged, free, bias_ptr, M, N, K, BM,
-                         BN, BK, STAGES, GROUP_M, NUM_SMS, HAS_BIAS, B_T, 1, False)),
-        ], [4, 4], [CONSUMER_REGS, CONSUMER_REGS])
+    gl.warp_specialize([
+        (_consumer, (a_desc, b_desc, a_bufs, b_bufs, stage, ready, empty, staged, free, bias_ptr, M, N, K, BM, BN,
+                     BK, STAGES, GROUP_M, NUM_SMS, HAS_BIAS, B_T, 0)),
+        (_consumer, (a_desc, b_desc, a_bufs, b_bufs, stage, ready, empty, staged, free, bias_ptr, M, N, K, BM, BN,
+                     BK, STAGES, GROUP_M, NUM_SMS, HAS_BIAS, B_T, 1)),
+        (_epilogue, (stage, staged, free, c_desc, seed_ptr, p, M, N, BM, BN, GROUP_M, NUM_SMS, ACT, DROPOUT)),
+        (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready, empty, M, N, K, BM, BN, BK, STAGES, GROUP_M, NUM_SMS,
+                     B_T)),
+    ], [4, 2, 1], [CONSUMER_REGS, OTHER_REGS, OTHER_REGS])

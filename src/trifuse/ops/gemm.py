@@ -166,7 +166,7 @@ WS_MAX_NK = 4096
 # without an activation it ties or loses (4096^3 +8.0 vs +8.3, 16384x4096^2 +19.6 vs +7.8).
 WS_DROPOUT_ACTIVATIONS = ("silu",)
 WS_DROPOUT_MAX_WORK = 2 ** 36  # 4096^3 (with WS_MIN_WORK: M*N*K = 2^36 only)
-# SiLU and gelu_tanh above 4096^3 go to the cooperative kernel instead (COOP_PRODUCER_CONFIG's note):
+# SiLU and gelu_tanh above 4096^3 go to the cooperative kernel instead (COOP_CONFIG's note):
 # 16384x4096x4096 0.976 / 0.970 of cuBLAS bare there against 0.968 / 0.954 here; at 4096^3 this kernel
 # keeps them (0.948 / 0.948 against 0.939 / 0.939), and GELU (erf) at both (0.912, 0.941 against 0.884, 0.912).
 WS_LIGHT_MAX_WORK = 2 ** 36
@@ -186,64 +186,51 @@ def ws_applies(config: GemmConfig, M: int, N: int, K: int, activation: str, stor
     if dropout:
         return activation in WS_DROPOUT_ACTIVATIONS and M * N * K <= WS_DROPOUT_MAX_WORK
     if activation != "gelu" and M * N * K > WS_LIGHT_MAX_WORK and min(M, N, K) >= COOP_MIN_DIM:
-        return False  # the cooperative kernel with a producer warp (coop_applies) measured faster there
+        return False  # the cooperative kernel (coop_applies) measured faster there
     return activation in WS_ACTIVATIONS
 
 
-# The cooperative Gluon kernel (kernels/gemm_coop.py): one 128x256 tile shared by two consumer warpgroups, the
-# epilogue in a warpgroup of its own, 3 stages (3 x 48 KB) beside the 64 KB staging tile; the first consumer
-# issues the loads. 12 warps x 32 x 168 registers fit the register file; the consumers' 64x256 accumulators
-# need 154 (ptxas compiles the whole kernel to one register target, so setmaxnreg cannot lower it). Slower
-# than the Triton kernel everywhere (sixteenth session): kept as an explicit config only.
-COOP_CONFIG = GemmConfig("coop", 128, 256, 64, group_m=8, num_warps=4, num_stages=3)
-COOP_CONSUMER_REGS = 168
-COOP_MAXNREG = 168
-# The same kernel with a producer warp for the loads and the epilogue in two warps (kernel "coop-p"): the
-# consumers (the default partition and one worker), the epilogue's two warps and the producer warp make 11
-# warps, padded to 12, which fit 168 registers each. H100, bf16, device time, best of three alternating
-# rounds (scripts/ab_gemm_coop.py, eighteenth session), fraction of cuBLAS bare's speed, this kernel vs the
-# Triton kernel at 4096^3, 8192^3, 8192x4096x14336, 8192x14336x4096, 16384x4096x4096 (MxKxN):
+# The cooperative Gluon kernel (kernels/gemm_coop.py): one 128x256 tile shared by two consumer warpgroups, a
+# producer warp for the loads, the epilogue in two warps working beside the next tile's main loop through a
+# 16-bit staging tile; 3 stages (3 x 48 KB) beside the 64 KB staging tile; 12 warps x 168 registers. H100,
+# bf16, device time, best of three alternating rounds (scripts/ab_gemm_coop.py, eighteenth session),
+# fraction of cuBLAS bare's speed, this kernel vs the Triton kernel at 4096^3, 8192^3, 8192x4096x14336,
+# 8192x14336x4096, 16384x4096x4096 (MxKxN):
 #   bare      0.984 1.015 0.983 0.992 1.005  vs  0.970 1.007 0.969 0.987 0.989
 #   bias+SiLU 0.939 0.997 0.955 0.978 0.976  vs  0.918 0.980 0.920 0.974 0.945
 #   gelu_tanh 0.939 0.992 0.950 0.974 0.970  vs  0.915 0.976 0.917 0.972 0.945
 #   GELU      0.884 0.958 0.891 0.956 0.912  vs  0.878 0.954 0.881 0.958 0.905
 #   ReLU      0.968 0.997 0.956 0.981 0.981  vs  0.961 1.002 0.957 0.985 0.979  (a tie: stays Triton)
-# The producer warp gave the main loop the Triton kernel's speed and more (the first consumer issuing the
-# loads: bare 0.93-0.97). Dropout loses here (0.861-0.945 vs 0.872-0.955): two warps' Philox falls
-# behind the main loop. The epilogue walks the staged tile in a loop: unrolled, two warps' GELU took
-# 1.6-1.8x the kernel's time (its code outgrew the instruction cache).
-COOP_PRODUCER_CONFIG = GemmConfig("coop-p", 128, 256, 64, group_m=8, num_warps=4, num_stages=3)
-COOP_PRODUCER_REGS = (168, 168)  # the second consumer warpgroup; the epilogue and producer warps
-COOP_PRODUCER_MAXNREG = 168
+# Without the producer warp (the first consumer issuing the loads, an epilogue warpgroup; sixteenth session)
+# the main loop lost 2-3% (bare 0.93-0.97). Dropout loses here (0.861-0.945 vs 0.872-0.955): two warps'
+# Philox falls behind the main loop. The epilogue walks the staged tile in a loop: unrolled, two warps' GELU
+# took 1.6-1.8x the kernel's time (its code outgrew the instruction cache).
+COOP_CONFIG = GemmConfig("coop", 128, 256, 64, group_m=8, num_warps=4, num_stages=3)
+COOP_REGS = (168, 168)  # the second consumer warpgroup; the epilogue and producer warps (one warpgroup)
+COOP_MAXNREG = 168
 COOP_ACTIVATIONS = ("none", "silu", "gelu", "gelu_tanh")
 
 
 def coop_applies(config: GemmConfig, M: int, N: int, K: int, activation: str, stored: bool, a_t: bool,
                  traced: bool = False, dropout: bool = False) -> bool:
-    """Whether the TMA kernel's launch goes to the cooperative kernel with a producer warp: the conditions
+    """Whether the TMA kernel's launch goes to the cooperative kernel: the conditions
     of ws_applies (same operands, no residual or stored pre, not traced), no dropout, M, N, K >= 4096 and
-    an epilogue where it measured faster (COOP_PRODUCER_CONFIG's note); ws_applies is asked first."""
+    an epilogue where it measured faster (COOP_CONFIG's note); ws_applies is asked first."""
     if not GLUON_API or config.kernel != "tma" or stored or a_t or traced or dropout:
         return False
     return min(M, N, K) >= COOP_MIN_DIM and activation in COOP_ACTIVATIONS
 
 
-GLUON_KERNELS = ("ws", "coop", "coop-p")
+GLUON_KERNELS = ("ws", "coop")
 
 
 def _launch_ws(a, b, out, bias, activation: str, b_t: bool, sms: int, config: GemmConfig, seed=None,
                dropout_p: float = 0.0) -> None:
-    """The Gluon kernels: config.kernel "ws" (ping-pong), "coop" (cooperative, epilogue warpgroup) or
-    "coop-p" (cooperative with a producer warp)."""
+    """The Gluon kernels: config.kernel "ws" (ping-pong) or "coop" (cooperative, epilogue warps)."""
     if config.kernel == "coop":
         from ..kernels.gemm_coop import gemm_coop_kernel as kernel
 
-        regs, maxnreg = {"CONSUMER_REGS": COOP_CONSUMER_REGS, "PRODUCER_REGS": 0}, COOP_MAXNREG
-    elif config.kernel == "coop-p":
-        from ..kernels.gemm_coop import gemm_coop_kernel as kernel
-
-        regs = {"CONSUMER_REGS": COOP_PRODUCER_REGS[0], "PRODUCER_REGS": COOP_PRODUCER_REGS[1]}
-        maxnreg = COOP_PRODUCER_MAXNREG
+        regs, maxnreg = {"CONSUMER_REGS": COOP_REGS[0], "OTHER_REGS": COOP_REGS[1]}, COOP_MAXNREG
     else:
         from ..kernels.gemm_ws import gemm_ws_kernel as kernel
 
@@ -308,7 +295,7 @@ def gemm_into(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, *, bias=None,
         gluon = config if config.kernel in GLUON_KERNELS else None
         if gluon is None and explicit is None and same_dtype:
             fits = (config, M, N, K, activation, stored, a_t, traced, dropout)
-            gluon = WS_CONFIG if ws_applies(*fits) else COOP_PRODUCER_CONFIG if coop_applies(*fits) else None
+            gluon = WS_CONFIG if ws_applies(*fits) else COOP_CONFIG if coop_applies(*fits) else None
         if gluon is not None:
             if stored or a_t or not same_dtype:
                 raise ValueError(f"gemm_into: the {config.kernel} kernel takes no residual or pre, a "
