@@ -326,7 +326,7 @@ def test_bench_reports_graph_memory():
     # bias+silu: x (8x16), w (24x16), b (24) and pre (8x24) in fp32; eager: x, w and silu's input.
     assert mine[0]["graph_mb"] * 2**20 == 4 * (8 * 16 + 24 * 16 + 24 + 8 * 24)
     assert mine[0]["graph_mb_eager"] * 2**20 == 4 * (8 * 16 + 24 * 16 + 8 * 24)
-    assert "graph MB (eager)" in report.markdown(result)
+    assert "graph MiB (eager)" in report.markdown(result)
 
 
 def test_fused_linear_under_autocast_as_nn_linear(device):

@@ -11,7 +11,7 @@ import trifuse
 
 from ..ops.attention_plan import attention_flops
 from ..reference.attention import attention_grads_ref, attention_ref, naive_attention
-from .providers import backward_fn, leaf
+from .providers import grad_fn, leaf
 from .suite import Case, Suite, Unavailable, Work
 
 TOKENS = 16384
@@ -130,7 +130,7 @@ def providers(case: Case) -> dict:
                     f(q, k, v)  # probe: a backend that rejects the case says so here
                     return lambda: f(q, k, v)
                 q, k, v = leaf(inp["q"]), leaf(inp["k"]), leaf(inp["v"])
-                bwd = backward_fn(lambda: f(q, k, v), [q, k, v], inp["do"])
+                bwd = grad_fn(case.direction, lambda: f(q, k, v), [q, k, v], inp["do"])
                 bwd()
                 return bwd
 

@@ -16,7 +16,7 @@ from ..analysis.memory import autograd_saved_bytes
 from ..ops.gemm import gemm_flops, intermediate_bytes
 from ..reference.dropout import keep_mask
 from ..reference.gemm import ACTIVATION_FNS, linear_ref
-from .providers import backward_fn, compiled, fwd_bwd_fn, leaf
+from .providers import compiled, grad_fn, leaf
 from .suite import Case, Suite, Unavailable, Work
 
 SEED_SHAPES = [(64, 256, 128), (128, 256, 256), (512, 512, 512), (1024, 1024, 1024), (2048, 2048, 2048),
@@ -131,7 +131,7 @@ def providers(case: Case) -> dict:
             b = leaves[2] if len(leaves) > 2 else None
             wrt = leaves[:2] if make is bare else leaves
             run = lambda: f(leaves[0], leaves[1], b)
-            fn = (backward_fn if case.direction == "bwd" else fwd_bwd_fn)(run, wrt, inp["dy"])
+            fn = grad_fn(case.direction, run, wrt, inp["dy"])
             if len(wrt) < len(leaves):  # bare matmul: no bias gradient
                 return lambda: (*fn(), None)
             return fn
@@ -176,7 +176,7 @@ SUITE = Suite(
             "(fwd 1, bwd 2, fwd+bwd 3 GEMMs); cublas_bare is x @ w.T with no epilogue (the time to beat)."),
            ("Dropout cases: the reference applies trifuse's mask (reference.dropout.keep_mask, a fixed "
             "seed); eager and torch.compile draw torch's own mask, so their max err there is large by design."),
-           ("graph MB (backward directions): bytes the autograd graph keeps after one forward (x and w "
+           ("graph MiB (backward directions): bytes the autograd graph keeps after one forward (x and w "
             "included), trifuse's and, in brackets, eager's: the activation memory of one layer."),
            ("intermediate_bytes_saved: (M, N) tensors the eager composition allocates that the fused "
             "forward never writes (plus dropout's 1-byte mask).")],

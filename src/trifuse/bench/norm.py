@@ -13,7 +13,7 @@ import trifuse
 
 from ..ops.norm_traffic import naive_norm_bytes, norm_bytes
 from ..reference.norm import layer_norm_ref, rms_norm_ref
-from .providers import backward_fn, compiled, leaf, peer
+from .providers import compiled, grad_fn, leaf, peer
 from .suite import Case, Suite, Unavailable, Work
 
 LLM_SHAPES = [(4096, 4096), (16384, 4096), (8192, 8192), (32768, 2048), (8192, 512)]
@@ -147,7 +147,7 @@ def providers(case: Case) -> dict:
                 return lambda: f(*args)
             args = [leaf(inp[k]) for k in names]
             try:
-                return backward_fn(lambda: f(*args), args, _grad_outs(kind, inp))
+                return grad_fn(case.direction, lambda: f(*args), args, _grad_outs(kind, inp))
             except TypeError as e:  # a peer whose signature changed
                 raise Unavailable(f"{type(e).__name__}: {e}") from None
 

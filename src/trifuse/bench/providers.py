@@ -50,13 +50,27 @@ def backward_fn(forward: Callable[[], torch.Tensor | Sequence[torch.Tensor]],
     return fn
 
 
-def fwd_bwd_fn(forward: Callable[[], torch.Tensor], wrt: Sequence[torch.Tensor], grad_out: torch.Tensor) -> Fn:
+def fwd_bwd_fn(forward: Callable[[], torch.Tensor | Sequence[torch.Tensor]], wrt: Sequence[torch.Tensor],
+               grad_out: torch.Tensor | Sequence[torch.Tensor]) -> Fn:
     """fn() runs forward and backward and returns the gradients."""
+    grads = list(grad_out) if isinstance(grad_out, (tuple, list)) else [grad_out]
 
     def fn():
-        return torch.autograd.grad(forward(), list(wrt), grad_out)
+        out = forward()
+        return torch.autograd.grad(list(out) if isinstance(out, (tuple, list)) else [out], list(wrt), grads)
 
     return fn
+
+
+def grad_fn(direction: str, forward: Callable[[], torch.Tensor | Sequence[torch.Tensor]],
+            wrt: Sequence[torch.Tensor], grad_out: torch.Tensor | Sequence[torch.Tensor]) -> Fn:
+    """The timed function of a backward direction: "bwd" times the backward alone, "fwd+bwd" both passes
+    (the op's work model counts both there)."""
+    if direction == "bwd":
+        return backward_fn(forward, wrt, grad_out)
+    if direction == "fwd+bwd":
+        return fwd_bwd_fn(forward, wrt, grad_out)
+    raise ValueError(f"grad_fn: direction must be 'bwd' or 'fwd+bwd', got {direction!r}")
 
 
 def peer(module: str, attr: str):

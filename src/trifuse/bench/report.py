@@ -26,10 +26,10 @@ def summary_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     same_size = any(r.get("same_size_copy_fraction") is not None for r in rows)
     header = ["case", "dtype", "dir", f"{ours} ms", rate_col, "% ceiling"]
     header += ["% same-size copy"] if same_size else []
-    header += ["max err", "model GFLOP" if compute else "model MB"]
-    header += ["MB saved vs naive"] if saved else []
+    header += ["max err", "model GFLOP" if compute else "model MiB"]
+    header += ["MiB saved vs naive"] if saved else []
     graph = any(r.get("graph_mb") is not None for r in rows)
-    header += ["graph MB (eager)"] if graph else []
+    header += ["graph MiB (eager)"] if graph else []
     header += [f"{p} ms (x)" for p in others]
     table = []
     for (_, case, dtype, direction), group in by_case.items():
@@ -72,7 +72,9 @@ def compact_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     out_header = [header[i] for i in keep] + ["vs " + header[i][: -len(" ms (x)")] for i in others]
     out = []
     for line in table:
-        speedups = [c[c.index("(") + 1: c.index(")")] if "(" in c else c for c in (line[i] for i in others)]
+        # A peer's time without a speedup (trifuse's own row skipped) is no speedup: "-".
+        speedups = [c[c.index("(") + 1: c.index(")")] if "(" in c else c if c in ("skip", "n/a") else "-"
+                    for c in (line[i] for i in others)]
         out.append([line[i] for i in keep] + speedups)
     return out_header, out
 

@@ -7,7 +7,7 @@ import trifuse
 
 from ..ops.softmax import naive_softmax_bytes, softmax_bytes
 from ..reference.softmax import naive_softmax, softmax_ref
-from .providers import backward_fn, compiled, leaf, peer
+from .providers import compiled, grad_fn, leaf, peer
 from .suite import Case, Suite, Work
 
 FULL_SHAPES = [(4096, 4096), (8192, 8192), (16384, 4096), (4096, 32768), (2048, 65536),
@@ -75,7 +75,7 @@ def providers(case: Case) -> dict:
                 x = inp["x"]
                 return lambda: f(x, -1)
             x = leaf(inp["x"])
-            return backward_fn(lambda: f(x, -1), [x], inp["dy"])
+            return grad_fn(case.direction, lambda: f(x, -1), [x], inp["dy"])
 
         return builder
 
@@ -89,7 +89,7 @@ def work(case: Case) -> Work:
 
 def naive_bytes(case: Case) -> float:
     m, n = case.shape
-    return naive_softmax_bytes(m, n, case.dtype.itemsize, case.direction)
+    return naive_softmax_bytes(m, n, case.dtype.itemsize, case.direction, log=case.param("fn") == "log_softmax")
 
 
 SUITE = Suite(

@@ -128,12 +128,15 @@ def softmax_bytes(m: int, n: int, elem_size: int, direction: str = "fwd") -> int
     return per_elem * m * n * elem_size
 
 
-def naive_softmax_bytes(m: int, n: int, elem_size: int, direction: str = "fwd") -> int:
+def naive_softmax_bytes(m: int, n: int, elem_size: int, direction: str = "fwd", log: bool = False) -> int:
     """Traffic of the composition max, x-max, exp, sum, divide as separate kernels (the seeds' count).
 
     Forward: amax reads x; sub reads x writes t; exp reads t writes e; sum reads e; div reads e writes y:
     5 full reads and 3 full writes. Backward: mul reads y, dy writes p; sum reads p; sub reads dy writes
-    d; mul reads y, d writes dx: 6 reads and 3 writes.
+    d; mul reads y, d writes dx: 6 reads and 3 writes. log=True: the composition's .log() after it, one
+    more read and write forward, and its backward's dy / y (two reads, one write).
     """
     per_elem = {"fwd": 8, "bwd": 9, "fwd+bwd": 17}[direction]
+    if log:
+        per_elem += {"fwd": 2, "bwd": 3, "fwd+bwd": 5}[direction]
     return per_elem * m * n * elem_size
