@@ -35,7 +35,7 @@ EPI_ELEMENTS = gl.constexpr(32)  # elements of the staged tile an epilogue threa
 
 
 @gluon.jit
-def _consumer(a_desc, b_desc, a_bufs, b_bufs, stage, ready, empty, staged, free, bias_ptr, M, N, K,
+def _consumer(a_bufs, b_bufs, stage, ready, empty, staged, free, bias_ptr, M, N, K,
               BM: gl.constexpr, BN: gl.constexpr, BK: gl.constexpr, STAGES: gl.constexpr,
               GROUP_M: gl.constexpr, NUM_SMS: gl.constexpr, HAS_BIAS: gl.constexpr, B_T: gl.constexpr,
               WG: gl.constexpr):
@@ -137,10 +137,10 @@ def gemm_coop_kernel(a_desc, b_desc, c_desc, bias_ptr, seed_ptr, p, M, N, K,
     free = mbarriers(1, 1).index(0)  # the epilogue has stored `stage`
     # Argument tuples written out in place: a constexpr kept in a tuple variable arrives as a tensor.
     gl.warp_specialize([
-        (_consumer, (a_desc, b_desc, a_bufs, b_bufs, stage, ready, empty, staged, free, bias_ptr, M, N, K, BM, BN,
-                     BK, STAGES, GROUP_M, NUM_SMS, HAS_BIAS, B_T, 0)),
-        (_consumer, (a_desc, b_desc, a_bufs, b_bufs, stage, ready, empty, staged, free, bias_ptr, M, N, K, BM, BN,
-                     BK, STAGES, GROUP_M, NUM_SMS, HAS_BIAS, B_T, 1)),
+        (_consumer, (a_bufs, b_bufs, stage, ready, empty, staged, free, bias_ptr, M, N, K, BM, BN, BK, STAGES,
+                     GROUP_M, NUM_SMS, HAS_BIAS, B_T, 0)),
+        (_consumer, (a_bufs, b_bufs, stage, ready, empty, staged, free, bias_ptr, M, N, K, BM, BN, BK, STAGES,
+                     GROUP_M, NUM_SMS, HAS_BIAS, B_T, 1)),
         (_epilogue, (stage, staged, free, c_desc, seed_ptr, p, M, N, BM, BN, GROUP_M, NUM_SMS, ACT, DROPOUT)),
         (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready, empty, M, N, K, BM, BN, BK, STAGES, GROUP_M, NUM_SMS,
                      B_T)),
