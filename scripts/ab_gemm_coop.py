@@ -7,6 +7,7 @@ import torch
 
 sys.path.insert(0, "src")
 import trifuse.ops.gemm as og
+import trifuse.ops.gemm_gluon as ogl
 from trifuse.bench.timing import time_ms
 from trifuse.library.eager import direct_launch
 
@@ -25,7 +26,7 @@ for m, k, n in SHAPES:
     times = {}
     cases = {"cublas": lambda: torch.mm(x, w.t(), out=out)}
     for act, p in EPILOGUES:
-        for name, cfg in (("tma", table), ("coop", og.COOP_CONFIG), ("ws", og.WS_CONFIG)):
+        for name, cfg in (("tma", table), ("coop", ogl.COOP_CONFIG), ("ws", ogl.WS_CONFIG)):
             if (act == "none" and name == "ws") or name not in KERNELS:
                 continue
             cases[f"{act}{'+drop' if p else ''}/{name}"] = (

@@ -107,7 +107,7 @@ add("linear_portable_dropout_bf16_relu_p0.5", c_gemm_dropout, 300, 500, 200, BF1
     extra=True)
 
 # --- Triton TMA GEMM (large, layouts, activations) ---
-# --- the cooperative Gluon kernel with a producer warp (ops.gemm.coop_applies; traced as gemm:ws) ---
+# --- the cooperative Gluon kernel with a producer warp (ops.gemm_gluon.coop_applies; traced as gemm:ws) ---
 add("gemm_coop_bf16_none_nobias_4096^3", c_gemm_fwd, K4, K4, K4, BF16, "none", bias=False, expect=WS)
 add("linear_coop_bf16_silu_bias_ragged_5003x4104x4360", c_gemm_fwd, Z(5003, 67), Z(4104, 72), Z(4360, 40), BF16,
     "silu", api="linear", expect=WS)

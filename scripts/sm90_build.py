@@ -89,7 +89,7 @@ def gemm_ws(args) -> None:
     from triton.experimental.gluon._runtime import GluonASTSource
     from triton.runtime.jit import mangle_type
 
-    import trifuse.ops.gemm as og
+    import trifuse.ops.gemm_gluon as og
     from trifuse.kernels import gemm_coop as kc
     from trifuse.kernels import gemm_ws as kw
     from trifuse.ops._gluon import descriptor

@@ -17,6 +17,7 @@ from triton.testing import do_bench
 
 sys.path.insert(0, "src")
 import trifuse.ops.gemm as og  # noqa: E402
+import trifuse.ops.gemm_gluon as ogl  # noqa: E402
 from trifuse.bench.timing import time_ms  # noqa: E402
 from trifuse.library.eager import direct_launch  # noqa: E402
 
@@ -98,7 +99,7 @@ def split():
 def ws():
     """The warp-specialized Gluon kernel (config=WS_CONFIG) against the table's config (an explicit config
     is launched as given, so that one never switches to ws), fraction of cuBLAS bare's speed, device time,
-    best of three alternating rounds: the data behind ops.gemm.ws_applies."""
+    best of three alternating rounds: the data behind ops.gemm_gluon.ws_applies."""
     for m, k, n in [(1024, 1024, 1024), (2048, 2048, 2048), (4096, 4096, 4096), (8192, 8192, 8192),
                     (8192, 4096, 14336), (8192, 14336, 4096), (16384, 4096, 4096), (4096, 4096, 2048)]:
         x, w, bias, out = problem(m, k, n)
@@ -108,7 +109,7 @@ def ws():
             best["cublas"] = min(best.get("cublas", 9e9), time_ms(lambda: torch.mm(x, w.t(), out=out), hide_host=True))
             for act in ("none", "silu", "gelu", "gelu_tanh"):
                 b = None if act == "none" else bias
-                for name, cfg in (("table", table), ("ws", og.WS_CONFIG)):
+                for name, cfg in (("table", table), ("ws", ogl.WS_CONFIG)):
                     with direct_launch():
                         t = time_ms(lambda: og.gemm_into(x, w.t(), out, bias=b, activation=act, config=cfg),
                                     hide_host=True)
@@ -116,7 +117,7 @@ def ws():
         cub = best["cublas"]
         print(f"{m}x{k}x{n} cuBLAS bare {cub:.4f} ms, table {table.kernel} {table.block_m}x{table.block_n}", flush=True)
         for act in ("none", "silu", "gelu", "gelu_tanh"):
-            picked = og.ws_applies(table, m, n, k, act, False, False)
+            picked = ogl.ws_applies(table, m, n, k, act, False, False)
             print(f"  {act}: table {cub / best['table', act]:.3f}x | ws {cub / best['ws', act]:.3f}x"
                   f" | ws_applies {picked}", flush=True)
 
@@ -124,7 +125,7 @@ def ws():
 def ws_dropout():
     """Dropout's overhead over the default path without it (ws where ws_applies, else the table's config),
     through the table's config and through the Gluon kernel, device time, best of three alternating rounds:
-    the data behind ops.gemm.WS_DROPOUT_MAX_NK."""
+    the data behind ops.gemm_gluon.WS_DROPOUT_MAX_WORK."""
     seed = torch.tensor([7], device="cuda")
     for m, k, n in [(2048, 2048, 2048), (4096, 4096, 2048), (4096, 4096, 4096), (16384, 4096, 4096),
                     (8192, 8192, 8192), (8192, 4096, 14336), (8192, 14336, 4096)]:
@@ -134,7 +135,7 @@ def ws_dropout():
         for _ in range(3):
             for act in ("none", "silu", "gelu"):
                 variants = {"default": dict(), "table+drop": dict(config=table, dropout_p=0.1, seed=seed),
-                            "ws+drop": dict(config=og.WS_CONFIG, dropout_p=0.1, seed=seed)}
+                            "ws+drop": dict(config=ogl.WS_CONFIG, dropout_p=0.1, seed=seed)}
                 for name, kw in variants.items():
                     with direct_launch():
                         t = time_ms(lambda: og.gemm_into(x, w.t(), out, bias=bias, activation=act, **kw),
@@ -146,7 +147,7 @@ def ws_dropout():
             print(f"  bias+{act}: {base:.4f} ms | dropout: table {best['table+drop', act]:.4f} "
                   f"(+{(best['table+drop', act] / base - 1) * 100:.1f}%) | ws {best['ws+drop', act]:.4f} "
                   f"(+{(best['ws+drop', act] / base - 1) * 100:.1f}%) | ws_applies "
-                  f"{og.ws_applies(table, m, n, k, act, False, False, dropout=True)}", flush=True)
+                  f"{ogl.ws_applies(table, m, n, k, act, False, False, dropout=True)}", flush=True)
 
 
 if __name__ == "__main__":

@@ -10,18 +10,9 @@ import trifuse
 from gemm_cases import FLOOR, torch_gemm
 from helpers import assert_close_to_ref, poison
 from trifuse.kernels.activations import philox_wide
-from trifuse.ops.gemm import (
-    ACTIVATIONS,
-    COOP_CONFIG,
-    EPI_NARROW_N,
-    WS_CONFIG,
-    coop_applies,
-    epi_split,
-    flatten_loop,
-    gemm_into,
-    ws_applies,
-)
+from trifuse.ops.gemm import ACTIVATIONS, EPI_NARROW_N, epi_split, flatten_loop, gemm_into
 from trifuse.ops.gemm_configs import GemmConfig
+from trifuse.ops.gemm_gluon import COOP_CONFIG, WS_CONFIG, coop_applies, ws_applies
 from trifuse.reference.dropout import _philox4x32, keep_mask
 
 

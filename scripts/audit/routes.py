@@ -41,7 +41,7 @@ def _install_route_hooks() -> None:
         import trifuse.ops.softmax as osm
 
         wrap_launcher(og, "gemm")
-        wrap_fn(og, "_launch_ws", "gemm:ws")
+        wrap_fn(og, "launch_gluon", "gemm:ws")  # both Gluon kernels
         wrap_launcher(oa, "attn")
         wrap_fn(ows, "launch_fwd", "attn:ws_fwd")
         wrap_fn(ows, "launch_dkdv", "attn:ws_dkdv")

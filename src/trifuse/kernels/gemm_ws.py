@@ -7,7 +7,7 @@ warpgroup runs its epilogue (bias, activation, store) the other's MMAs keep the 
 epilogue is off the critical path, which the single-partition Triton kernel (`gemm_tma.py`) cannot do.
 Each consumer holds a whole BM x BN fp32 accumulator (128 x 128: 128 registers a thread), so tiles are
 smaller than the Triton kernel's 128 x 256 and its main loop is slower on the largest problems;
-`ops.gemm.ws_applies` picks this kernel only where it measured faster.
+`ops.gemm_gluon.ws_applies` picks this kernel only where it measured faster.
 
 Epilogues: bias, `activation` (the one definition in kernels/activations.py) and dropout
 (`_dropout_in_smem`: the mask of kernels/activations.dropout_keep); a residual or a stored pre-activation
@@ -59,7 +59,8 @@ def keep_rows(tile3, seed, threshold, r0, on):
 
 @gluon.jit
 def _dropout_rows(rows_smem, seed, threshold, r0, on):
-    """Multiply the dropped elements of rows_smem, a slab of the output tile at global (r0, on), by 0 in place."""
+    """Multiply the dropped elements of rows_smem, a slab of the output tile at global (r0, on), by 0, in
+    place."""
     R: gl.constexpr = rows_smem.shape[0]
     BN: gl.constexpr = rows_smem.shape[1]
     G: gl.constexpr = BN // 8
