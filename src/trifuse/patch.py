@@ -7,10 +7,11 @@ transformers is never imported: modules are recognised by class name and structu
 What is patched
 - RMSNorm (`rms_norm=True`): a module whose class name ends in "RMSNorm" (HF LlamaRMSNorm,
   MistralRMSNorm, Qwen2RMSNorm, ..., and torch.nn.RMSNorm), with a 1-D `weight` Parameter and a float
-  epsilon in `variance_epsilon` (HF) or `eps` (torch; None = the compute type's machine epsilon). It is replaced on its
-  parent by a `PatchedRMSNorm` (a `trifuse.nn.RMSNorm`) that holds the *same* weight Parameter object,
-  so optimizers, tied references and state_dict keys are unchanged. Zero-centred norms that scale by
-  `1 + weight` in fp32 (HF GemmaRMSNorm, Gemma2/3, Qwen3-Next's) are patched too (`weight_offset` 1.0):
+  epsilon in `variance_epsilon` (HF) or `eps` (torch; None = the compute type's machine epsilon). It is
+  replaced on its parent by a `PatchedRMSNorm` (a `trifuse.nn.RMSNorm`) that holds the *same* weight
+  Parameter object, so optimizers, tied references and state_dict keys are unchanged. Zero-centred norms
+  that scale by `1 + weight` in fp32 (HF GemmaRMSNorm, Gemma2/3, Qwen3-Next's) are patched too
+  (`weight_offset` 1.0):
   the kernel then takes the fp32 weight `1 + weight` and rounds the output once, as their formula does.
 - LayerNorm (`layer_norm=True`): an exact `torch.nn.LayerNorm` (any normalized_shape, with or without
   weight/bias) is replaced by a `PatchedLayerNorm` (a `trifuse.nn.LayerNorm`) holding the same

@@ -89,7 +89,8 @@ def work(case: Case) -> Work:
 
 def naive_bytes(case: Case) -> float:
     m, n = case.shape
-    return naive_softmax_bytes(m, n, case.dtype.itemsize, case.direction, log=case.param("fn") == "log_softmax")
+    log = case.param("fn") == "log_softmax"
+    return naive_softmax_bytes(m, n, case.dtype.itemsize, case.direction, log=log)
 
 
 SUITE = Suite(

@@ -82,7 +82,8 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor | None = None, bias: torch.
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor | None = None, eps: float | None = 1e-6, *,
              input_bias: torch.Tensor | None = None) -> torch.Tensor:
-    """RMSNorm(x + input_bias) * weight over the last dim; eps=None uses the epsilon of the compute type (fp32 for 16-bit x) like torch."""
+    """RMSNorm(x + input_bias) * weight over the last dim; eps=None uses the machine epsilon of the compute
+    type (fp32, also for 16-bit x), as torch does."""
     return _norm("rms_norm", x, None, weight, None, input_bias, eps, is_rms=True)[0]
 
 

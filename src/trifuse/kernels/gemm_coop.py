@@ -4,10 +4,11 @@ its own ("cooperative" main loop).
 Two consumer warpgroups share each 128 x 256 output tile (rows 0-63 and 64-127 of the same ring stage), as
 the Triton kernel's 8 warps do, so the main loop keeps the 128 x 256 tile's operand reuse that the ping-pong
 kernel's 128 x 128 tiles (gemm_ws.py) lose. A producer warp (gemm_ws._producer) fills a ring of STAGES
-shared-memory stages by TMA. The consumers' accumulators start at the bias; after the last MMA they hand the tile over as 16-bit values in a
-staging buffer and start the next tile's main loop at once. The epilogue partition applies the activation
-(kernels/activations.py) and dropout (the mask of activations.dropout_keep, bit for bit) to the staged tile,
-stores it by TMA and frees the buffer, so the epilogue of one tile runs beside the next tile's MMAs.
+shared-memory stages by TMA. The consumers' accumulators start at the bias; after the last MMA they hand
+the tile over as 16-bit values in a staging buffer and start the next tile's main loop at once. The
+epilogue partition applies the activation (kernels/activations.py) and dropout (the mask of
+activations.dropout_keep, bit for bit) to the staged tile, stores it by TMA and frees the buffer, so the
+epilogue of one tile runs beside the next tile's MMAs.
 
 The consumers are the default partition and a worker; the epilogue takes two warps beside the producer warp,
 so the kernel's 11 warps (padded to 12) fit 168 registers each. ptxas compiles a kernel to one register

@@ -35,7 +35,8 @@ from .attention_plan import attention_flops, dims, head_split, lpt_chunk
 #   (seventeenth session, an A/B timed as scripts/ab_attention.py times, its probe mode not kept; TFLOP/s):
 #   non-causal / causal 32x16x512 412 -> 449 / 240 -> 274, 16x16x1024 516 -> 547 / 357 -> 396, 8x16x2048
 #   596 -> 617 / 484 -> 515, 4x16x4096 636 -> 650 / 577 -> 603, 1x16x16384 666 -> 672 / 670 -> 678, 8:1 GQA
-#   2048 605 -> 626 / 497 -> 527, D=64 8x32x2048 424 -> 424 / 347 -> 354; skipping the stores altogether (a probe) gave 498 / 257 ... 637 / 526 at 2048.
+#   2048 605 -> 626 / 497 -> 527, D=64 8x32x2048 424 -> 424 / 347 -> 354; skipping the stores altogether
+#   (a probe) gave 498 / 257 ... 637 / 526 at 2048.
 WS_Q_ROWS = 64
 WS_BLOCK_N = 128
 WS_REGS = (240, 32)  # consumer warpgroup, producer warp (setmaxnreg): 8 x 240 + 4 x 32 warps' registers = 64K
@@ -150,7 +151,8 @@ def launch_fwd(q, k, v, out, lse, causal: bool, scale: float, schedule: str | No
     schedule = schedule or WS_SCHEDULE
     programs, counter = _tile_grid(tiles, schedule, q.device, lse)
     eager_launcher(kw.attention_fwd_ws)[(programs,)](
-        ws_desc(q, WS_Q_ROWS), ws_desc(k, WS_BLOCK_N), ws_desc(v, WS_BLOCK_N), ws_desc(out, WS_Q_ROWS), lse, counter,
+        ws_desc(q, WS_Q_ROWS), ws_desc(k, WS_BLOCK_N), ws_desc(v, WS_BLOCK_N), ws_desc(out, WS_Q_ROWS), lse,
+        counter,
         Hq, Hkv, Sq, Skv, scale, lpt_chunk(causal, 2 * Skv * D * k.element_size(), unit_programs),
         tiles, CAUSAL=causal, STAGES=ws_stages(D), SCHEDULE=_SCHEDULES[schedule], CONSUMER_REGS=WS_REGS[0],
         PRODUCER_REGS=WS_REGS[1], num_warps=4, maxnreg=WS_MAXNREG,
