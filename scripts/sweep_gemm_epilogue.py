@@ -125,7 +125,7 @@ def ws():
 def ws_dropout():
     """Dropout's overhead over the default path without it (ws where ws_applies, else the table's config),
     through the table's config and through the Gluon kernel, device time, best of three alternating rounds:
-    the data behind ops.gemm_gluon.WS_DROPOUT_MAX_WORK."""
+    the data behind ops.gemm_gluon.WS_DROPOUT_ACTIVATIONS."""
     seed = torch.tensor([7], device="cuda")
     for m, k, n in [(2048, 2048, 2048), (4096, 4096, 2048), (4096, 4096, 4096), (16384, 4096, 4096),
                     (8192, 8192, 8192), (8192, 4096, 14336), (8192, 14336, 4096)]:

@@ -19,7 +19,7 @@ SMALL_CASES = [
 
 @pytest.mark.parametrize("suite, shape, params, op", SMALL_CASES, ids=[c[3] for c in SMALL_CASES])
 @pytest.mark.parametrize("direction, forwards", [("bwd", 0), ("fwd+bwd", 2)])
-def test_a_backward_direction_times_the_passes_its_model_counts(monkeypatch, suite, shape, params, op,
+def test_a_backward_direction_times_the_passes_its_model_counts(monkeypatch, device, suite, shape, params, op,
                                                                 direction, forwards):
     """fwd+bwd models count both passes, so its timed function must run the forward each call; bwd times the
     backward alone (softmax, norm and attention timed only the backward under fwd+bwd: their GB/s and
@@ -33,7 +33,7 @@ def test_a_backward_direction_times_the_passes_its_model_counts(monkeypatch, sui
         return original(*args, **kwargs)
 
     monkeypatch.setattr(trifuse, op, counted)
-    fn = suite.providers(case)["trifuse"](suite.inputs(case, torch.device("cpu")))
+    fn = suite.providers(case)["trifuse"](suite.inputs(case, device))
     calls.clear()
     fn()
     fn()

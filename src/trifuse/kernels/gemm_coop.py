@@ -107,7 +107,7 @@ def _epilogue(stage, staged, free, c_desc, seed_ptr, p, M, N,
             y = activation(tile3, ACT)
             if DROPOUT:
                 keep = keep_rows(tile3, seed, threshold, om + (i % PER_CHUNK) * ROWS, on + (i // PER_CHUNK) * CW)
-                y = y * (keep.to(gl.float32) * scale)  # a dropped inf or nan gives nan, as in torch
+                y = y * gl.where(keep, scale, 0.0)  # a dropped inf or nan gives nan, as in torch
             block.store(gl.reshape(y.to(stage.dtype), [ROWS, CW]))
         fence_async_shared()
         tma.async_copy_shared_to_global(c_desc, [om, on], stage)

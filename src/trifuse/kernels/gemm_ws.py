@@ -15,7 +15,6 @@ go to the Triton kernel. a (M, K) must be K-contiguous; b is (N, K) K-contiguous
 or (K, N) N-contiguous. Gluon does not run in Triton's interpreter: this kernel is
 tested on the GPU only.
 """
-import triton.language as tl
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (
@@ -26,7 +25,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
     warpgroup_mma_wait,
 )
 
-from .activations import activation
+from .activations import activation, philox_wide
 from .gemm import grouped_tile
 from .mbarriers import mbarriers
 
@@ -47,7 +46,7 @@ def keep_rows(tile3, seed, threshold, r0, on):
     zero = gl.full([R, G], 0, gl.uint32, layout2)
     c0 = gl.expand_dims(groups.to(gl.uint32), 0) + zero
     c1 = gl.expand_dims(rows.to(gl.uint32), 1) + zero
-    w0, w1, w2, w3 = tl.philox(seed, c0, c1, zero, zero)
+    w0, w1, w2, w3 = philox_wide(seed, c0, c1)  # tl.philox's words, one wide multiply a product
     k = gl.arange(0, 8, layout=gl.SliceLayout(0, gl.SliceLayout(0, layout3)))
     k = gl.expand_dims(gl.expand_dims(k, 0), 0)
     # Draw k: word k // 2, its low half for even k, high for odd.

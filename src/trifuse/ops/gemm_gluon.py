@@ -34,8 +34,11 @@ WS_MAX_NK = 4096
 # 4096x4096x2048 +9.0 -> +6.0, 4096^3 +11.2 -> +4.8, but 16384x4096x4096 +8.8 -> +13.1 and 8192^3
 # +5.2 -> +6.3; with GELU the Gluon epilogue spills and loses everywhere (+25-32% against +9-13%),
 # without an activation it ties or loses (4096^3 +8.0 vs +8.3, 16384x4096^2 +19.6 vs +7.8).
+# Nineteenth session, the mask's Philox now philox_wide (one wide multiply a product; keep_rows), best of five
+# alternating rounds (scripts/ab_gemm_coop.py), bias+SiLU+dropout, Triton / cooperative / this kernel:
+# 4096^3 208 / 205 / 198 us, 16384x4096x4096 800 / 798 / 786 (a first run of three rounds: 794 / 789 /
+# 766), so it takes SiLU dropout at any M with N, K <= 4096; 8192^3 1490 / 1488 / 1507.
 WS_DROPOUT_ACTIVATIONS = ("silu",)
-WS_DROPOUT_MAX_WORK = 2 ** 36  # 4096^3 (with WS_MIN_WORK: M*N*K = 2^36 only)
 # SiLU and gelu_tanh above 4096^3 go to the cooperative kernel instead (COOP_CONFIG's note):
 # 16384x4096x4096 0.976 / 0.970 of cuBLAS bare there against 0.968 / 0.954 here; at 4096^3 this kernel
 # keeps them (0.948 / 0.948 against 0.939 / 0.939), and GELU (erf) at both (0.912, 0.941 against 0.884,
@@ -61,7 +64,7 @@ def ws_applies(config: GemmConfig, M: int, N: int, K: int, activation: str, stor
     if N > WS_MAX_NK or K > WS_MAX_NK:
         return False
     if dropout:
-        return activation in WS_DROPOUT_ACTIVATIONS and M * N * K <= WS_DROPOUT_MAX_WORK
+        return activation in WS_DROPOUT_ACTIVATIONS
     if activation != "gelu" and M * N * K > WS_LIGHT_MAX_WORK and min(M, N, K) >= COOP_MIN_DIM:
         return False  # the cooperative kernel (coop_applies) measured faster there
     return activation in WS_ACTIVATIONS
@@ -79,8 +82,11 @@ def ws_applies(config: GemmConfig, M: int, N: int, K: int, activation: str, stor
 #   GELU      0.884 0.958 0.891 0.956 0.912  vs  0.878 0.954 0.881 0.958 0.905
 #   ReLU      0.968 0.997 0.956 0.981 0.981  vs  0.961 1.002 0.957 0.985 0.979  (a tie: stays Triton)
 # Without the producer warp (the first consumer issuing the loads, an epilogue warpgroup; sixteenth session)
-# the main loop lost 2-3% (bare 0.93-0.97). Dropout loses here (0.861-0.945 vs 0.872-0.955): two warps'
-# Philox falls behind the main loop. The epilogue walks the staged tile in a loop: unrolled, two warps' GELU
+# the main loop lost 2-3% (bare 0.93-0.97). Dropout does not gain here: with tl.philox it lost (0.861-0.945 vs
+# 0.872-0.955); with philox_wide (nineteenth session, best of five rounds, us, Triton vs this kernel) bias+
+# SiLU+dropout ties (8192^3 1490 vs 1488, 8192x4096x14336 1400 vs 1388, 8192x14336x4096 1254 vs 1259,
+# 16384x4096^2 800 vs 798), without an activation or with GELU it loses (8192^3 1447 vs 1456, 1527 vs
+# 1553). Its two epilogue warps' Philox costs what eight warps' does in the Triton kernel. The epilogue walks the staged tile in a loop: unrolled, two warps' GELU
 # took 1.6-1.8x the kernel's time (its code outgrew the instruction cache).
 COOP_CONFIG = GemmConfig("coop", 128, 256, 64, group_m=8, num_warps=4, num_stages=3)
 COOP_REGS = (168, 168)  # the second consumer warpgroup; the epilogue and producer warps (one warpgroup)
