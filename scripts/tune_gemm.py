@@ -7,6 +7,10 @@ the table are kept. Stops adding shapes once --budget-s is spent.
 
     python scripts/tune_gemm.py                      # bf16, the benchmark's shapes, ~3 min on an H100
     python scripts/tune_gemm.py --dtypes bf16,fp16 --shapes 4096x4096x4096 --dry-run
+    python scripts/tune_gemm.py --wide --shapes 1024x1024x1024   # also the autotuner's whole space
+
+Times are device time (bench.timing.time_ms with the host hidden, L2 flushed), as `trifuse bench --hide-host`
+reports them.
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from trifuse.bench.timing import time_ms
 from trifuse.library.eager import direct_launch
 from trifuse.ops import gemm_configs as gc
 from trifuse.ops.gemm import device_info, gemm_into, tma_layout
@@ -34,7 +39,8 @@ SHAPES = [(8192, 8192, 8192), (8192, 4096, 14336), (8192, 14336, 4096), (16384, 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
-def space(M: int, N: int, K: int, elem: int, tma: bool) -> list[GemmConfig]:
+def space(M: int, N: int, K: int, elem: int, tma: bool, wide: bool = False) -> list[GemmConfig]:
+    """A focused set of configs; wide: plus the opt-in autotuner's space (gemm_configs.candidates)."""
     out = []
     if tma:
         for bm, bn in ((128, 256), (256, 128), (128, 128), (64, 256)):
@@ -47,6 +53,8 @@ def space(M: int, N: int, K: int, elem: int, tma: bool) -> list[GemmConfig]:
     for bm, bn, warps in ((16, 64, 4), (32, 64, 4), (64, 64, 4), (64, 128, 4), (128, 128, 8), (128, 256, 8)):
         for stages in (3, 4):
             out.append(GemmConfig("portable", bm, bn, bk, 8, warps, stages))
+    if wide:
+        out += [c for c in gc.candidates(M, N, K, elem, tma) if c not in out]
     return [c for c in out if c.smem_bytes(elem) <= gc.SMEM_LIMIT_SM90 and not (c.block_m > 2 * max(M, 16))]
 
 
@@ -69,7 +77,7 @@ def _compile_one(job: tuple[str, dict]) -> str | None:
     return None
 
 
-def precompile(dtypes: list[str], shapes, jobs: int) -> None:
+def precompile(dtypes: list[str], shapes, jobs: int, wide: bool) -> None:
     """Compile every candidate config in parallel worker processes first (one compile of the TMA kernel
     takes ~5-10 s of one CPU core; serially they would eat the whole tuning budget)."""
     todo = []
@@ -77,7 +85,7 @@ def precompile(dtypes: list[str], shapes, jobs: int) -> None:
         elem = DTYPES[name].itemsize
         seen = set()
         for m, k, n in shapes:
-            for cfg in space(m, n, k, elem, tma=torch.cuda.get_device_capability()[0] == 9):
+            for cfg in space(m, n, k, elem, torch.cuda.get_device_capability()[0] == 9, wide):
                 if cfg not in seen:
                     seen.add(cfg)
                     todo.append((name, asdict(cfg)))
@@ -93,19 +101,17 @@ def precompile(dtypes: list[str], shapes, jobs: int) -> None:
 
 
 def tune_one(m: int, k: int, n: int, dtype: torch.dtype, args) -> tuple[str, GemmConfig, float, float] | None:
-    from triton.testing import do_bench
-
     x = torch.randn(m, k, device="cuda", dtype=dtype)
     w = torch.randn(n, k, device="cuda", dtype=dtype) / k ** 0.5
     bias = torch.randn(n, device="cuda", dtype=dtype)
     b = w.t()
     out = torch.empty(m, n, device="cuda", dtype=dtype)
     ref = torch.nn.functional.silu(torch.nn.functional.linear(x, w, bias)).float()
-    cublas_ms = do_bench(lambda: x @ b, warmup=10, rep=args.rep, return_mode="median")
+    cublas_ms = time_ms(lambda: x @ b, rep_ms=args.rep, hide_host=True)
     cap, _ = device_info(x)
     tma = cap[0] == 9 and tma_layout(x, b, out)[0]
     best = None
-    for cfg in space(m, n, k, x.element_size(), tma):
+    for cfg in space(m, n, k, x.element_size(), tma, args.wide):
         def run(cfg=cfg):
             # direct_launch: a bare wrap_triton launch outside tracing goes through torch's higher-order
             # op (~150 us of host time a call), which swamped every small shape's timing.
@@ -118,7 +124,7 @@ def tune_one(m: int, k: int, n: int, dtype: torch.dtype, args) -> tuple[str, Gem
             if not err <= 0.05 + 0.02 * float(ref.abs().max()):
                 print(f"  {cfg}: wrong result (max err {err:.3g}), skipped", flush=True)
                 continue
-            ms = do_bench(run, warmup=10, rep=args.rep, return_mode="median")
+            ms = time_ms(run, rep_ms=args.rep, hide_host=True)
         except Exception as e:  # noqa: BLE001 -- a config that does not compile or fit is skipped
             print(f"  {cfg}: failed ({type(e).__name__}: {str(e)[:100]})", flush=True)
             continue
@@ -134,7 +140,8 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--dtypes", default="bf16")
     ap.add_argument("--shapes", help="MxKxN,... (default: the benchmark's shapes)")
-    ap.add_argument("--rep", type=int, default=25, help="do_bench rep (ms of timing per config)")
+    ap.add_argument("--rep", type=int, default=25, help="ms of timing per config")
+    ap.add_argument("--wide", action="store_true", help="also the autotuner's space (gemm_configs.candidates)")
     ap.add_argument("--budget-s", type=float, default=220.0, help="stop starting new shapes after this")
     ap.add_argument("--out", default=str(gc.TABLE_PATH))
     ap.add_argument("--dry-run", action="store_true", help="print, do not write the table")
@@ -149,7 +156,7 @@ def main() -> int:
         table = {}
     configs = table.setdefault("configs", {})
     start = time.time()
-    precompile(args.dtypes.split(","), shapes, args.jobs)
+    precompile(args.dtypes.split(","), shapes, args.jobs, args.wide)
     for name in args.dtypes.split(","):
         for m, k, n in shapes:
             if time.time() - start > args.budget_s:
@@ -179,7 +186,7 @@ def main() -> int:
 
 def write(table: dict, path: Path) -> None:
     table["source"] = (f"scripts/tune_gemm.py on {torch.cuda.get_device_name()}, torch {torch.__version__}, "
-                       f"{time.strftime('%Y-%m-%d')}; bias+SiLU epilogue, median do_bench")
+                       f"{time.strftime('%Y-%m-%d')}; bias+SiLU epilogue, device time (median, L2 flushed, host hidden)")
     path.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
 
 
