@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -75,6 +76,8 @@ def test_causal_alignment_is_top_left(device):
     out = trifuse.attention(q, k, v, causal=True)
     torch.testing.assert_close(out[0, 0, 0], v[0, 0, 0])
     torch.testing.assert_close(out, sdpa(q, k, v, True))
+    # A numpy bool is a bool (as linear's training takes one).
+    torch.testing.assert_close(trifuse.attention(q, k, v, causal=np.bool_(True)), out, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("scale", [0.3, -0.5, 0.0])
@@ -217,6 +220,8 @@ def test_bad_input(device):
         trifuse.attention(q.tolist(), k, v)
     with pytest.raises(TypeError, match="causal must be a bool"):
         trifuse.attention(q, k, v, causal=1)
+    with pytest.raises(TypeError, match="causal must be a bool, got str"):
+        attention_with_lse(q, k, v, causal="no")
     with pytest.raises(TypeError, match="scale must be a float"):
         trifuse.attention(q, k, v, scale="0.1")
     other = torch.device("meta")

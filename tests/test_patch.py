@@ -198,6 +198,8 @@ def test_rejects_non_module(bad):
 def test_rejects_non_bool_flags():
     with pytest.raises(TypeError, match="mlp must be a bool"):
         patch_model(nn.Linear(2, 2), mlp=1)
+    with pytest.raises(TypeError, match="trifuse.patch_model: rms_norm must be a bool, got str"):
+        patch_model(nn.Linear(2, 2), rms_norm="no")
 
 
 # -------------------------------------------------------------------------------------------- GPU

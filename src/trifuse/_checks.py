@@ -4,11 +4,19 @@ from __future__ import annotations
 import numbers
 from collections.abc import Iterable
 
+import numpy as np
 import torch
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 # Exact types the one-pass eager checks (functional `_valid`s) accept: a subclass takes the full checks.
 PLAIN_TENSORS = frozenset({torch.Tensor, torch.nn.Parameter})
+
+
+def check_bool(name: str, arg: str, value: object) -> bool:
+    """A flag as a Python bool: bool or numpy.bool_ (not an int or a string, whose truth would be a guess)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"trifuse.{name}: {arg} must be a bool, got {type(value).__name__}")
+    return bool(value)
 
 
 def check_tensor(name: str, arg: str, t: object) -> torch.Tensor:

@@ -65,7 +65,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import nn as _tnn
-from ._checks import FLOAT_DTYPES
+from ._checks import FLOAT_DTYPES, check_bool
 from .functional import norm as _fnorm
 from .runtime import kernel_device_ok
 
@@ -307,9 +307,8 @@ def patch_model(model: nn.Module, *, rms_norm: bool = True, layer_norm: bool = T
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"trifuse.patch_model: model must be a torch.nn.Module, got {type(model).__name__}")
-    for arg, v in (("rms_norm", rms_norm), ("layer_norm", layer_norm), ("mlp", mlp)):
-        if not isinstance(v, bool):
-            raise TypeError(f"trifuse.patch_model: {arg} must be a bool, got {type(v).__name__}")
+    rms_norm, layer_norm, mlp = (check_bool("patch_model", arg, v) for arg, v in
+                                 (("rms_norm", rms_norm), ("layer_norm", layer_norm), ("mlp", mlp)))
     counts = dict.fromkeys(("rms_norm", "rms_norm_skipped", "layer_norm", "layer_norm_skipped", "mlp",
                             "mlp_skipped"), 0)
 

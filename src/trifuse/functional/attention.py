@@ -6,7 +6,7 @@ import numbers
 
 import torch
 
-from .._checks import PLAIN_TENSORS, check_float, check_ndim, check_same_dtype, check_tensor
+from .._checks import PLAIN_TENSORS, check_bool, check_float, check_ndim, check_same_dtype, check_tensor
 from ..library.attention import attention_fwd
 from ..ops.attention import SUPPORTED_DTYPES, SUPPORTED_HEAD_DIMS
 from ..runtime import check_kernel_device, kernel_devices_ok
@@ -38,8 +38,7 @@ def _check(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal, scale) -> 
         raise ValueError(f"trifuse.{NAME}: head dim must be one of {SUPPORTED_HEAD_DIMS}, got {D}")
     if (Hkv == 0 and Hq != 0) or (Hkv != 0 and Hq % Hkv != 0):
         raise ValueError(f"trifuse.{NAME}: q heads ({Hq}) must be a multiple of k/v heads, got {Hkv} k/v heads")
-    if not isinstance(causal, bool):
-        raise TypeError(f"trifuse.{NAME}: causal must be a bool, got {type(causal).__name__}")
+    causal = check_bool(NAME, "causal", causal)
     if scale is None:
         scale = _default_scale(D)
     else:
@@ -94,11 +93,13 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool
     Any strides with no copy, e.g. q, k, v = qkv.view(B, S, 3, H, D).permute(2, 0, 3, 1, 4).
     The backward is deterministic (no atomics).
     """
-    out, _ = attention_fwd(q, k, v, causal, _scale(q, k, v, causal, scale))
+    sm_scale = _scale(q, k, v, causal, scale)  # checks causal first: a numpy bool becomes a bool below
+    out, _ = attention_fwd(q, k, v, bool(causal), sm_scale)
     return out
 
 
 def attention_with_lse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = False,
                        scale: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """attention() and the natural-log LSE per query row, (B, Hq, Sq) fp32 (not differentiable)."""
-    return attention_fwd(q, k, v, causal, _scale(q, k, v, causal, scale))
+    sm_scale = _scale(q, k, v, causal, scale)
+    return attention_fwd(q, k, v, bool(causal), sm_scale)

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import numbers
 
-import numpy as np
 import torch
 
-from .._checks import FLOAT_DTYPES, PLAIN_TENSORS, check_float, check_same_dtype, check_tensor
+from .._checks import FLOAT_DTYPES, PLAIN_TENSORS, check_bool, check_float, check_same_dtype, check_tensor
 from ..library.gemm import gemm_fwd
 from ..ops.gemm import ACTIVATIONS
 from ..runtime import check_kernel_device, kernel_devices_ok
@@ -138,9 +137,7 @@ def _gemm(name: str, a, b, bias, activation, dropout_p, seed, residual, out_dtyp
         _check(name, "a" if b_name == "b" else "x", b_name, a, b, bias, residual, activation, dropout_p, out_dtype)
     if seed is not None:
         _check_seed(name, seed)
-    for flag, value in (("training", training), ("recompute", recompute)):
-        if not isinstance(value, (bool, np.bool_)):
-            raise TypeError(f"trifuse.{name}: {flag} must be a bool, got {type(value).__name__}")
+    training, recompute = check_bool(name, "training", training), check_bool(name, "recompute", recompute)
     p = float(dropout_p) if training else 0.0
     K, N = a.shape[-1], b.shape[1]
     out_shape = (*a.shape[:-1], N)
