@@ -141,7 +141,8 @@ def main() -> int:
     ap.add_argument("--dtypes", default="bf16")
     ap.add_argument("--shapes", help="MxKxN,... (default: the benchmark's shapes)")
     ap.add_argument("--rep", type=int, default=25, help="ms of timing per config")
-    ap.add_argument("--wide", action="store_true", help="also the autotuner's space (gemm_configs.candidates)")
+    ap.add_argument("--wide", action="store_true",
+                    help="also the autotuner's space (gemm_configs.candidates)")
     ap.add_argument("--budget-s", type=float, default=220.0, help="stop starting new shapes after this")
     ap.add_argument("--out", default=str(gc.TABLE_PATH))
     ap.add_argument("--dry-run", action="store_true", help="print, do not write the table")
@@ -186,7 +187,8 @@ def main() -> int:
 
 def write(table: dict, path: Path) -> None:
     table["source"] = (f"scripts/tune_gemm.py on {torch.cuda.get_device_name()}, torch {torch.__version__}, "
-                       f"{time.strftime('%Y-%m-%d')}; bias+SiLU epilogue, device time (median, L2 flushed, host hidden)")
+                       f"{time.strftime('%Y-%m-%d')}; bias+SiLU epilogue, device time (median, L2 flushed, "
+                       "host hidden)")
     path.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
 
 

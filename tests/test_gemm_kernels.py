@@ -144,7 +144,7 @@ def test_ws_kernel_choice():
     assert not ws_applies(tma, 2048, 2048, 2048, "silu", False, False)  # its launch's host time
     assert not ws_applies(tma, 4096, 4096, 4096, "silu", True, False)  # a residual or stored pre
     assert not ws_applies(tma, 4096, 4096, 4096, "silu", True, False, dropout=True)
-    assert ws_applies(tma, 4096, 4096, 4096, "silu", False, False, dropout=True)  # dropout: SiLU, N, K <= 4096
+    assert ws_applies(tma, 4096, 4096, 4096, "silu", False, False, dropout=True)  # SiLU dropout, N, K <= 4096
     assert ws_applies(tma, 16384, 4096, 4096, "silu", False, False, dropout=True)
     assert not ws_applies(tma, 4096, 4096, 2048, "silu", False, False, dropout=True)
     assert not ws_applies(tma, 8192, 8192, 8192, "silu", False, False, dropout=True)

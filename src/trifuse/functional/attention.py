@@ -38,7 +38,7 @@ def _check(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal, scale) -> 
         raise ValueError(f"trifuse.{NAME}: head dim must be one of {SUPPORTED_HEAD_DIMS}, got {D}")
     if (Hkv == 0 and Hq != 0) or (Hkv != 0 and Hq % Hkv != 0):
         raise ValueError(f"trifuse.{NAME}: q heads ({Hq}) must be a multiple of k/v heads, got {Hkv} k/v heads")
-    causal = check_bool(NAME, "causal", causal)
+    check_bool(NAME, "causal", causal)  # the callers pass bool(causal) on
     if scale is None:
         scale = _default_scale(D)
     else:
@@ -93,7 +93,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool
     Any strides with no copy, e.g. q, k, v = qkv.view(B, S, 3, H, D).permute(2, 0, 3, 1, 4).
     The backward is deterministic (no atomics).
     """
-    sm_scale = _scale(q, k, v, causal, scale)  # checks causal first: a numpy bool becomes a bool below
+    sm_scale = _scale(q, k, v, causal, scale)  # checks causal before bool() takes a numpy bool
     out, _ = attention_fwd(q, k, v, bool(causal), sm_scale)
     return out
 

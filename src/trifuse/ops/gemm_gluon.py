@@ -86,8 +86,8 @@ def ws_applies(config: GemmConfig, M: int, N: int, K: int, activation: str, stor
 # 0.872-0.955); with philox_wide (nineteenth session, best of five rounds, us, Triton vs this kernel) bias+
 # SiLU+dropout ties (8192^3 1490 vs 1488, 8192x4096x14336 1400 vs 1388, 8192x14336x4096 1254 vs 1259,
 # 16384x4096^2 800 vs 798), without an activation or with GELU it loses (8192^3 1447 vs 1456, 1527 vs
-# 1553). Its two epilogue warps' Philox costs what eight warps' does in the Triton kernel. The epilogue walks the staged tile in a loop: unrolled, two warps' GELU
-# took 1.6-1.8x the kernel's time (its code outgrew the instruction cache).
+# 1553). The epilogue walks the staged tile in a loop: unrolled, two warps' GELU took 1.6-1.8x the kernel's
+# time (its code outgrew the instruction cache).
 COOP_CONFIG = GemmConfig("coop", 128, 256, 64, group_m=8, num_warps=4, num_stages=3)
 COOP_REGS = (168, 168)  # the second consumer warpgroup; the epilogue and producer warps (one warpgroup)
 COOP_MAXNREG = 168
