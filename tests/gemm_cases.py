@@ -32,6 +32,6 @@ def check(a, b, bias=None, activation="none", residual=None, **kw):
     theirs = torch_gemm(a, b, bias, activation, residual) if a.device.type == "cuda" or a.dtype == torch.float32 \
         else torch_gemm(a.float(), b.float(), None if bias is None else bias.float(), activation,
                         None if residual is None else residual.float()).to(a.dtype)
-    assert out.dtype == kw.get("out_dtype") or a.dtype
+    assert out.dtype == (kw.get("out_dtype") or a.dtype)
     assert_close_to_ref(out, ref, theirs, floor=FLOOR[a.dtype])
     return out

@@ -37,6 +37,18 @@ def test_activation_accuracy_over_the_whole_range(device, activation):
     torch.testing.assert_close(got.double(), ACT_FNS[activation](special.double()), equal_nan=True)
 
 
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_activation_gradient_at_special_values_as_torch(device, activation):
+    # K = 1 against a 1.0: d out / d x is act'(x) itself, at 0, +-inf and nan (relu passes a nan's gradient
+    # on, as torch's threshold_backward does).
+    x = torch.tensor([0.0, -0.0, float("inf"), float("-inf"), float("nan"), 2.5, -2.5], device=device)
+    ours = x.clone()[:, None].requires_grad_()
+    trifuse.gemm(ours, torch.ones(1, 1, device=device), activation=activation).sum().backward()
+    ref = x.double().requires_grad_()
+    ACT_FNS[activation](ref).sum().backward()
+    torch.testing.assert_close(ours.grad[:, 0].double(), ref.grad, equal_nan=True, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("mnk", [(1, 64, 32), (127, 129, 1), (37, 61, 53), (3, 5, 7), (128, 128, 128),
                                  (100, 70, 50), (65, 17, 300)])
 def test_odd_and_prime_sizes(device, mnk):
@@ -180,6 +192,19 @@ def test_dropout_mask_matches_oracle(device, m, n, p, seed):
     for out in outs:
         assert torch.equal(out != 0, expect & (full != 0))
         torch.testing.assert_close(out, torch.where(expect, full / (1 - p), 0.0))
+
+
+def test_seed_tensor_stepped_in_place_before_backward(device):
+    """The op keeps its own copy of a seed tensor: a training loop's counter stepped in place between the
+    forward and the backward changes neither the backward's mask nor raises autograd's in-place error."""
+    seed = torch.tensor([11], device=device)
+    a = torch.randn(9, 16, device=device, requires_grad=True)
+    b = torch.randn(16, 24, device=device)
+    y = trifuse.gemm(a, b, dropout_p=0.5, seed=seed)
+    seed += 1
+    y.backward(torch.ones_like(y))
+    keep = keep_mask(11, 9, 24, 0.5, device)
+    torch.testing.assert_close(a.grad, (keep.float() / 0.5) @ b.t())
 
 
 def test_dropout_seed_none_follows_torch_generator(device):

@@ -176,6 +176,30 @@ def test_fused_linear_state_dict_round_trip(device):
     assert no_bias.bias is None
 
 
+def test_fused_linear_takes_nn_linears_arguments(device):
+    """nn.Linear's positional arguments (bias, device, dtype) mean the same; plain it is nn.Linear (no
+    activation); the fused extras are keyword-only and checked at construction."""
+    torch.manual_seed(0)
+    ref = torch.nn.Linear(6, 10, True, device, torch.float32)
+    torch.manual_seed(0)
+    fused = trifuse.nn.FusedLinear(6, 10, True, device, torch.float32)
+    assert fused.weight.device == ref.weight.device and fused.activation == "none"
+    x = torch.randn(3, 6, device=device)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), ref(x))
+    assert "recompute=True" in repr(trifuse.nn.FusedLinear(6, 10, recompute=True))
+    with pytest.raises(TypeError, match="recompute"):
+        trifuse.nn.FusedLinear(6, 10, recompute="yes")
+    with pytest.raises(TypeError):
+        trifuse.nn.FusedLinear(6, 10, True, device, torch.float32, "silu")
+
+
+def test_fused_linear_on_meta_is_a_clear_error():
+    layer = trifuse.nn.FusedLinear(4, 5, device="meta")
+    with pytest.raises(ValueError, match="meta"):
+        layer(torch.randn(2, 4, device="meta"))
+
+
 def test_fused_linear_dropout_follows_training_flag(device):
     layer = trifuse.nn.FusedLinear(16, 32, activation="relu", dropout=0.5).to(device)
     x = torch.randn(8, 16, device=device)

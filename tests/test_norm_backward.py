@@ -176,6 +176,23 @@ def test_gradient_through_h_only(device):
     assert gw is None or torch.count_nonzero(gw) == 0
 
 
+@pytest.mark.parametrize("layer", [False, True])
+def test_h_needs_no_graph_when_only_the_weights_do(device, layer):
+    """h = x + residual carries no graph when neither x nor the residual requires grad (as torch's sum);
+    y's gradients still reach the weights."""
+    x, r = torch.randn(5, 32, device=device), torch.randn(5, 32, device=device)
+    w = torch.randn(32, device=device, requires_grad=True)
+    y, h = trifuse.add_layer_norm(x, r, w) if layer else trifuse.add_rms_norm(x, r, w)
+    assert not h.requires_grad and y.requires_grad
+    torch.testing.assert_close(h, x + r)
+    y.sum().backward()
+    ref = w.detach().clone().requires_grad_()
+    out = torch.nn.functional.layer_norm(x + r, (32,), ref) if layer else \
+        torch.nn.functional.rms_norm(x + r, (32,), ref, eps=1e-6)
+    out.sum().backward()
+    torch.testing.assert_close(w.grad, ref.grad)
+
+
 @pytest.mark.gpu
 def test_bf16_deterministic_large_gpu(device):
     t = leaves(make_inputs("add_layer_norm", (16384, 1024), device, torch.bfloat16))

@@ -57,6 +57,30 @@ def test_any_rank_any_dim(device, shape, dim, log):
     check_fwd(torch.randn(shape, device=device) * 3, dim, log)
 
 
+@pytest.mark.parametrize("log", [False, True])
+def test_result_is_laid_out_as_torchs(device, log):
+    """Over a dim other than the last the result is contiguous, as torch's, so .view() works on it."""
+    x = torch.randn(3, 4, 5, device=device)
+    fn, ref = (trifuse.log_softmax, torch.log_softmax) if log else (trifuse.softmax, torch.softmax)
+    for dim in range(3):
+        y = fn(x, dim)
+        assert y.is_contiguous() and y.stride() == ref(x, dim).stride()
+        torch.testing.assert_close(y.view(-1), ref(x, dim).view(-1))
+
+
+def test_dtype_argument_casts_first(device):
+    x = torch.randn(6, 10, device=device, dtype=torch.float16)
+    y = trifuse.softmax(x, -1, dtype=torch.float32)
+    assert y.dtype == torch.float32
+    torch.testing.assert_close(y, torch.softmax(x, -1, dtype=torch.float32))
+    torch.testing.assert_close(trifuse.log_softmax(x, 0, dtype=torch.float32),
+                               torch.log_softmax(x, 0, dtype=torch.float32))
+    with pytest.raises(TypeError, match="dtype"):
+        trifuse.softmax(x, -1, dtype="float32")
+    with pytest.raises(TypeError):
+        trifuse.softmax(x, -1, dtype=torch.int32)
+
+
 def test_numpy_integer_dim(device):
     np = pytest.importorskip("numpy")
     x = torch.randn(3, 5, 7, device=device)

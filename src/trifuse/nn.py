@@ -6,6 +6,7 @@ import warnings
 import torch
 from torch import nn
 
+from ._checks import check_bool
 from .functional import norm as _norm
 from .functional.softmax import log_softmax, softmax
 
@@ -72,11 +73,12 @@ class FusedLinear(nn.Linear):
     recompute x @ W.T + b instead of keeping it (less activation memory, one more GEMM).
     """
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, activation: str = "silu",
-                 dropout: float = 0.0, recompute: bool = False, device=None, dtype=None) -> None:
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None, *,
+                 activation: str = "none", dropout: float = 0.0, recompute: bool = False) -> None:
         from .functional import gemm as _gemm
 
         _gemm._check_args("FusedLinear", activation, dropout, None, p_name="dropout")
+        recompute = check_bool("FusedLinear", "recompute", recompute)
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
         self.activation = activation
         self.dropout = float(dropout)
@@ -86,7 +88,10 @@ class FusedLinear(nn.Linear):
         from .functional.gemm import linear
 
         w, b = self.weight, self.bias
-        if isinstance(x, torch.Tensor) and torch.is_autocast_enabled(x.device.type):
+        # Meta tensors have no autocast state to ask about (linear rejects them with its device error); fp64
+        # inputs autocast leaves alone.
+        if (isinstance(x, torch.Tensor) and x.device.type != "meta" and x.dtype != torch.float64
+                and torch.is_autocast_enabled(x.device.type)):
             # As nn.Linear under autocast: input, weight and bias cast to autocast's 16-bit dtype (the casts
             # are differentiable, so gradients reach the fp32 parameters in their dtype).
             dtype = torch.get_autocast_dtype(x.device.type)
@@ -96,4 +101,5 @@ class FusedLinear(nn.Linear):
                       recompute=self.recompute)
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, activation={self.activation!r}, dropout={self.dropout}"
+        return (f"{super().extra_repr()}, activation={self.activation!r}, dropout={self.dropout}, "
+                f"recompute={self.recompute}")

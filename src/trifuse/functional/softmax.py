@@ -35,14 +35,26 @@ def _softmax(name: str, x: torch.Tensor, dim: int, log: bool) -> torch.Tensor:
     last = dim == ndim - 1
     moved = x if last else x.movedim(dim, -1)
     y = from_rows(softmax_rows(as_rows(moved, moved.shape[-1]), log), moved.shape)
-    return y if last else y.movedim(-1, dim)
+    # Laid out as torch's result (contiguous), so that callers' .view() works as it does on torch's.
+    return y if last else y.movedim(-1, dim).contiguous()
 
 
-def softmax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    """softmax(x) along `dim`; matches torch.softmax, NaN and inf included."""
-    return _softmax("softmax", x, dim, log=False)
+def _cast(name: str, x, dtype):
+    """x cast to `dtype` before the op, as torch.softmax's dtype argument does (None: unchanged)."""
+    if dtype is None:
+        return x
+    if not isinstance(dtype, torch.dtype):
+        raise TypeError(f"trifuse.{name}: dtype must be a torch.dtype or None, got {type(dtype).__name__}")
+    check_tensor(name, "x", x)
+    return x.to(dtype)
 
 
-def log_softmax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    """log_softmax(x) along `dim`; matches torch.log_softmax, NaN and inf included."""
-    return _softmax("log_softmax", x, dim, log=True)
+def softmax(x: torch.Tensor, dim: int = -1, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """softmax(x) along `dim`; matches torch.softmax, NaN and inf included. dtype: x is cast to it first."""
+    return _softmax("softmax", _cast("softmax", x, dtype), dim, log=False)
+
+
+def log_softmax(x: torch.Tensor, dim: int = -1, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """log_softmax(x) along `dim`; matches torch.log_softmax, NaN and inf included. dtype: x is cast to it
+    first."""
+    return _softmax("log_softmax", _cast("log_softmax", x, dtype), dim, log=True)

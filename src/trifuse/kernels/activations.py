@@ -96,7 +96,7 @@ def activation(x, ACT: tl.constexpr):
 def activation_grad(x, ACT: tl.constexpr):
     """d act / dx at fp32 x (at 0: relu, relu2, leaky_relu take the left derivative, as torch does)."""
     if ACT == "relu":
-        d = tl.where(x > 0.0, 1.0, 0.0)
+        d = tl.where(x <= 0.0, 0.0, 1.0)  # nan passes the gradient on, as torch's threshold_backward
     elif ACT == "silu":
         s = _sigmoid(x)
         d = s * (1.0 + x * (1.0 - s))

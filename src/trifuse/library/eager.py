@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import torch
 from torch._C import _functions as _autograd_functions
+from torch.autograd import forward_ad
 from torch.library import triton_op
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
@@ -108,6 +109,7 @@ class FastOp:
 
     def __init__(self, name: str, op, impl: Callable, setup_context: Callable | None,
                  backward: Callable | None, inference: Callable | None = None):
+        self.name = name.split("::")[-1]
         self.op, self.impl = op, impl  # impl: what the eager path runs (register's `direct`)
         self.inference = inference or impl  # the eager path when autograd records nothing
         self.function = _eager_function(name, impl, setup_context, backward) if backward else None
@@ -117,6 +119,10 @@ class FastOp:
         # tracing, goes through the dispatcher; plain tensors note whether autograd needs a graph.
         if torch.compiler.is_compiling() or _get_current_dispatch_mode() is not None:
             return self.op(*args)
+        if torch._C._are_functorch_transforms_active():  # vmap, grad: their wrapped tensors look plain
+            return self.op(*args)
+        if forward_ad._current_level >= 0:
+            self._reject_tangents(args)
         needs_grad = False
         for a in args:
             kind = type(a)
@@ -132,6 +138,14 @@ class FastOp:
             # where the direct run would drop the second-order term silently.
             return self.op(*args)
         return run_direct(self.inference, *args)
+
+
+    def _reject_tangents(self, args) -> None:
+        """Forward-mode AD would drop a dual input's tangent without a word (no op here has a jvp): refuse."""
+        for a in args:
+            if isinstance(a, torch.Tensor) and forward_ad.unpack_dual(a).tangent is not None:
+                raise NotImplementedError(f"trifuse.{self.name}: forward-mode AD (jvp, dual tensors) is not "
+                                          f"supported; got an input with a tangent")
 
 
 def register(name: str, impl: Callable, *, setup_context: Callable | None = None,

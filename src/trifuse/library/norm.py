@@ -92,6 +92,9 @@ def _setup_context(ctx, inputs, output):
     ctx.res_dtype = residual.dtype if residual is not None else None
     # Without a residual, h = x + input_bias is recomputed in the backward instead of being stored.
     ctx.recompute_h = residual is None and input_bias is not None
+    if ctx.has_res and not any(t is not None and t.requires_grad for t in (x, input_bias, residual)):
+        # h = x + input_bias + residual needs no graph when only the weights do (torch's own sum has none).
+        ctx.mark_non_differentiable(h)
     ctx.save_for_backward(h if ctx.has_res else x, input_bias, weight, bias, None if is_rms else mean, rstd)
 
 
