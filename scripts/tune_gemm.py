@@ -31,6 +31,7 @@ from trifuse.library.eager import direct_launch
 from trifuse.ops import gemm_configs as gc
 from trifuse.ops.gemm import device_info, gemm_into, tma_layout
 from trifuse.ops.gemm_configs import GemmConfig
+from trifuse.reference.dropout import keep_mask
 
 # M x K x N, largest first: they matter most and show the clearest differences.
 SHAPES = [(8192, 8192, 8192), (8192, 4096, 14336), (8192, 14336, 4096), (16384, 4096, 4096),
@@ -107,16 +108,20 @@ def tune_one(m: int, k: int, n: int, dtype: torch.dtype, args) -> tuple[str, Gem
     b = w.t()
     out = torch.empty(m, n, device="cuda", dtype=dtype)
     ref = torch.nn.functional.silu(torch.nn.functional.linear(x, w, bias)).float()
+    p = args.dropout
+    seed = torch.tensor([1234], device="cuda")
+    if p > 0:
+        ref = ref * keep_mask(1234, m, n, p, x.device).float() / (1 - p)
     cublas_ms = time_ms(lambda: x @ b, rep_ms=args.rep, hide_host=True)
     cap, _ = device_info(x)
     tma = cap[0] == 9 and tma_layout(x, b, out)[0]
-    best = None
+    best, timed = None, []
     for cfg in space(m, n, k, x.element_size(), tma, args.wide):
         def run(cfg=cfg):
             # direct_launch: a bare wrap_triton launch outside tracing goes through torch's higher-order
             # op (~150 us of host time a call), which swamped every small shape's timing.
             with direct_launch():
-                gemm_into(x, b, out, bias=bias, activation="silu", config=cfg)
+                gemm_into(x, b, out, bias=bias, activation="silu", config=cfg, dropout_p=p, seed=seed)
         try:
             out.fill_(float("nan"))
             run()
@@ -128,10 +133,13 @@ def tune_one(m: int, k: int, n: int, dtype: torch.dtype, args) -> tuple[str, Gem
         except Exception as e:  # noqa: BLE001 -- a config that does not compile or fit is skipped
             print(f"  {cfg}: failed ({type(e).__name__}: {str(e)[:100]})", flush=True)
             continue
+        timed.append((ms, cfg))
         if best is None or ms < best[1]:
             best = (cfg, ms)
     if best is None:
         return None
+    for ms, cfg in sorted(timed, key=lambda t: t[0])[: args.show]:
+        print(f"  {ms * 1e3:8.1f} us  {cfg}", flush=True)
     key = gc.table_key(cap, m, n, k, str(dtype).replace("torch.", ""))
     return key, best[0], best[1], cublas_ms
 
@@ -146,6 +154,10 @@ def main() -> int:
     ap.add_argument("--budget-s", type=float, default=220.0, help="stop starting new shapes after this")
     ap.add_argument("--out", default=str(gc.TABLE_PATH))
     ap.add_argument("--dry-run", action="store_true", help="print, do not write the table")
+    ap.add_argument("--dropout", type=float, default=0.0,
+                    help="time the bias+SiLU+dropout epilogue at this p instead (with --dry-run: the table "
+                         "is keyed by shape only)")
+    ap.add_argument("--show", type=int, default=0, help="print the fastest N configs of each shape")
     ap.add_argument("--jobs", type=int, default=min(16, os.cpu_count() or 1),
                     help="processes compiling the candidate configs up front (1: compile while tuning)")
     args = ap.parse_args()
