@@ -207,6 +207,18 @@ def test_seed_tensor_stepped_in_place_before_backward(device):
     torch.testing.assert_close(a.grad, (keep.float() / 0.5) @ b.t())
 
 
+def test_int_seed_tensors_are_kept_not_refilled(device):
+    """An int seed's device tensor is made once (no fill kernel a call), at most _INT_SEEDS_KEPT of them."""
+    from trifuse.functional import gemm as fg
+    dev = torch.empty(0, device=device).device
+    first = fg._seed_tensor(77, dev)
+    assert fg._seed_tensor(77, dev) is first and fg._seed_tensor(77 - 2**64, dev) is first
+    assert int(first) == 77 and int(fg._seed_tensor(-1, dev)) == -1
+    for value in range(1000, 1000 + 2 * fg._INT_SEEDS_KEPT):
+        assert int(fg._seed_tensor(value, dev)) == value
+    assert len(fg._INT_SEEDS) <= fg._INT_SEEDS_KEPT and (dev, 77) not in fg._INT_SEEDS
+
+
 def test_dropout_seed_none_follows_torch_generator(device):
     a, b = torch.randn(16, 16, device=device), torch.randn(16, 48, device=device)
     torch.manual_seed(7)

@@ -47,10 +47,31 @@ def _seed_tensor(seed, device: torch.device) -> torch.Tensor:
     if isinstance(seed, torch.Tensor):
         # A copy: the backward reads it, and the caller may step its seed tensor in place meanwhile.
         return seed.reshape(1).to(device=device, dtype=torch.int64, copy=True)
+    # The int's 64-bit two's complement, as a seed tensor holds it: -1 and torch.tensor(-1) give one mask.
+    value = (int(seed) + 2**63) % 2**64 - 2**63
+    if torch.compiler.is_compiling() or (device.type == "cuda" and torch.cuda.is_current_stream_capturing()):
+        return _fill_seed(value, device)
+    # An int seed's tensor is made once and kept (never written, so sharing it is safe): the fill kernel
+    # cost ~2.5 us of device time a call, 20% of a 1024^3 GEMM's (scripts/tune_gemm.py --dropout against
+    # the bench's rows). Outside a CUDA-graph capture, whose pool the kept tensor must not come from.
+    key = (device, value)
+    t = _INT_SEEDS.pop(key, None)
+    if t is None:
+        t = _fill_seed(value, device)
+        if len(_INT_SEEDS) >= _INT_SEEDS_KEPT:
+            del _INT_SEEDS[next(iter(_INT_SEEDS))]  # the least recently used
+    _INT_SEEDS[key] = t
+    return t
+
+
+_INT_SEEDS: dict[tuple[torch.device, int], torch.Tensor] = {}
+_INT_SEEDS_KEPT = 64
+
+
+def _fill_seed(value: int, device: torch.device) -> torch.Tensor:
     # torch.full, not torch.tensor([seed], device=...): the latter copies from pageable host memory, which
     # waits for the GPU's queue to drain (0.12 ms more a call at 4096^3 on the H200); full is one kernel.
-    # The int's 64-bit two's complement, as a seed tensor holds it: -1 and torch.tensor(-1) give one mask.
-    return torch.full((1,), (int(seed) + 2**63) % 2**64 - 2**63, dtype=torch.int64, device=device)
+    return torch.full((1,), value, dtype=torch.int64, device=device)
 
 
 def _check_seed(name: str, seed) -> None:
