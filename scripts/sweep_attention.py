@@ -10,9 +10,9 @@ import torch
 from triton.testing import do_bench
 
 sys.path.insert(0, "src")
-import trifuse.ops.attention as oa  # noqa: E402
-from trifuse.ops.attention_plan import attention_flops  # noqa: E402
-from trifuse.library.eager import direct_launch  # noqa: E402
+import trifuse.ops.attention as oa
+from trifuse.library.eager import direct_launch
+from trifuse.ops.attention_plan import attention_flops
 
 # B * S = 16k tokens, as in the bench: D = 128 at S = 4096 and 2048 (where causal trails non-causal most),
 # D = 64 at S = 2048.

@@ -6,7 +6,7 @@ TB/s of its byte model (reads dy and pre, writes dpre). `split`: the TMA kernel'
 `ws`: the warp-specialized Gluon kernel against the table's config per shape and activation.
 `ws-dropout`: bias + activation + dropout through either kernel against the default no-dropout path.
 Run: [WIDTHS=32] python3 scripts/sweep_gemm_epilogue.py [dact|split|ws|ws-dropout]"""
-# ruff: noqa: B023, BLE001 - timing lambdas run before the loop moves on; a failing config is reported
+# ruff: noqa: B023 - timing lambdas run before the loop moves on; a failing config is reported
 
 import itertools
 import os
@@ -16,10 +16,10 @@ import torch
 from triton.testing import do_bench
 
 sys.path.insert(0, "src")
-import trifuse.ops.gemm as og  # noqa: E402
-import trifuse.ops.gemm_gluon as ogl  # noqa: E402
-from trifuse.bench.timing import time_ms  # noqa: E402
-from trifuse.library.eager import direct_launch  # noqa: E402
+import trifuse.ops.gemm as og
+import trifuse.ops.gemm_gluon as ogl
+from trifuse.bench.timing import time_ms
+from trifuse.library.eager import direct_launch
 
 
 def ms(fn):

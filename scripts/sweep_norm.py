@@ -112,7 +112,7 @@ def wide():
                 continue  # the looped kernel ignores these knobs: time it once
             ob.BWD_PREFETCH, ob.BWD_KEEP_VECTOR_ELEMS, on.ELEMS_PER_THREAD, ob.BWD_PROGRAMS_PER_SM = pre, reload, ept, per_sm
             ob.BWD_PREFETCH_MAX_N = ob.BWD_WIDE_N = ob.BWD_ONE_PER_SM_VECTOR_ELEMS = 1 << 30
-            fn = lambda: norm_bwd_into(dy, None, x, ib, w, mean, rstd, False, dx, dw, db, dib,  # noqa
+            fn = lambda: norm_bwd_into(dy, None, x, ib, w, mean, rstd, False, dx, dw, db, dib,
                                           max_fused_n=max_n)
             try:
                 res.append((gbps(fn, 6 * m * n), "looped" if max_n < n else

@@ -9,9 +9,9 @@ import triton
 from triton.testing import do_bench
 
 sys.path.insert(0, "src")
-from trifuse.kernels import softmax as k  # noqa: E402
-from trifuse.kernels import softmax_split as ks  # noqa: E402
-from trifuse.ops.softmax import rows_config  # noqa: E402
+from trifuse.kernels import softmax as k
+from trifuse.kernels import softmax_split as ks
+from trifuse.ops.softmax import rows_config
 
 
 def bench(fn, nbytes):
@@ -30,7 +30,7 @@ def sweep_bwd(dt):
                 per_thread = bm * bn // (32 * w)
                 if per_thread > 64 or per_thread < 2:
                     continue
-                fn = lambda: k.softmax_bwd_rows[(triton.cdiv(m, bm),)](  # noqa: E731
+                fn = lambda: k.softmax_bwd_rows[(triton.cdiv(m, bm),)](
                     y, dy, dx, m, n, y.stride(0), dy.stride(0), 1, dx.stride(0), LOG=False,
                     BLOCK_M=bm, BLOCK_N=bn, num_warps=w)
                 res.append((bench(fn, 6 * m * n), bm, w))
@@ -53,7 +53,7 @@ def main():
             for w in (1, 2, 4, 8, 16, 32):
                 if bm * bn // (32 * w) > 128 or bm * bn // (32 * w) < 1:
                     continue
-                fn = lambda: k.softmax_fwd_rows[(triton.cdiv(m, bm),)](  # noqa: E731
+                fn = lambda: k.softmax_fwd_rows[(triton.cdiv(m, bm),)](
                     x, y, m, n, x.stride(0), 1, y.stride(0), LOG=False, BLOCK_M=bm, BLOCK_N=bn, num_warps=w)
                 try:
                     res.append((bench(fn, 4 * m * n), bm, w))
@@ -68,7 +68,7 @@ def main():
         res = []
         for bn in (2048, 4096, 8192, 16384):
             for w in (4, 8, 16, 32):
-                fn = lambda: k.softmax_fwd_looped[(m,)](  # noqa: E731
+                fn = lambda: k.softmax_fwd_looped[(m,)](
                     x, y, n, x.stride(0), 1, y.stride(0), LOG=False, BLOCK_N=bn, num_warps=w)
                 res.append((bench(fn, 4 * m * n), bn, w))
         res.sort(reverse=True)

@@ -18,7 +18,8 @@ from .routes import TRACE, expect_route
 def c_gemm_fwd(notes, M, N, K, dtype, act, *, api="gemm", bias=True, a_layout="contig", a_off=0,
                b_layout="contig", b_off=0, bias_layout="contig", bias_off=0, res=None, res_off=0,
                out_dtype=None, x3d=None, expect=None, not_expect=None, determinism=False):
-    """api gemm: b (K, N) stored per b_layout; api linear: weight (N, K) stored per b_layout (b = weight.t())."""
+    """api gemm: b (K, N) stored per b_layout; api linear: weight (N, K) stored per b_layout
+    (b = weight.t())."""
     a = mk((M, K), dtype, a_layout, a_off)
     if api == "gemm":
         b = mk((K, N), dtype, b_layout, b_off, scale=K ** -0.5 if K else 1.0)
@@ -63,8 +64,8 @@ def c_gemm_fwd(notes, M, N, K, dtype, act, *, api="gemm", bias=True, a_layout="c
         expect_route(notes, not_expect, absent=True)
 
 
-def c_gemm_dropout(notes, M, N, K, dtype, act, p, seed, *, api="linear", bias=True, expect=None, not_expect=None,
-                   extra=False):
+def c_gemm_dropout(notes, M, N, K, dtype, act, p, seed, *, api="linear", bias=True, expect=None,
+                   not_expect=None, extra=False):
     a = rnd(M, K, dtype=dtype)
     w = rnd(N, K, dtype=dtype, scale=K ** -0.5)
     b = w.t() if api == "linear" else w.t().contiguous()
@@ -87,7 +88,8 @@ def c_gemm_dropout(notes, M, N, K, dtype, act, p, seed, *, api="linear", bias=Tr
     check_finite("out", out)
     dropped_nonzero = int(((out != 0) & ~keep).sum())
     if dropped_nonzero:
-        raise Failure(f"{dropped_nonzero} elements the mask drops are nonzero (mask mismatch vs reference.dropout)")
+        raise Failure(f"{dropped_nonzero} elements the mask drops are nonzero "
+                      "(mask mismatch vs reference.dropout)")
     kept_zero = int(((out == 0) & keep & (full.abs() > 1e-2)).sum())
     if kept_zero:
         raise Failure(f"{kept_zero} kept elements (|value| > 1e-2) are zero (mask mismatch)")
@@ -110,7 +112,8 @@ def c_gemm_dropout(notes, M, N, K, dtype, act, p, seed, *, api="linear", bias=Tr
         if torch.equal(o1 == 0, o3 == 0):
             raise Failure("seed=None: two unseeded calls gave the same mask")
         # a seed tensor (int32, on the device and on the CPU) gives the int seed's mask
-        check_equal("int64 device seed tensor", out, call(torch.tensor(seed_int, dtype=torch.int64, device=DEV)))
+        seed_t = torch.tensor(seed_int, dtype=torch.int64, device=DEV)
+        check_equal("int64 device seed tensor", out, call(seed_t))
         check_equal("cpu seed tensor", out, call(torch.tensor([seed_int])))
         check_equal("int32 device seed tensor", call(5), call(torch.tensor(5, dtype=torch.int32, device=DEV)))
         if api == "linear":
@@ -119,7 +122,8 @@ def c_gemm_dropout(notes, M, N, K, dtype, act, p, seed, *, api="linear", bias=Tr
 
 
 def c_gemm_seed_view(notes):
-    """A seed tensor that is an unaligned int64 view gives the same output as the int seed (ws dropout route)."""
+    """A seed tensor that is an unaligned int64 view gives the same output as the int seed (ws dropout
+    route)."""
     M = N = K = Z(4096, 64)
     a = rnd(M, K)
     w = rnd(N, K, scale=K ** -0.5)
@@ -179,8 +183,8 @@ def c_gemm_bwd(notes, M, N, K, dtype, act, *, api="linear", bias=True, recompute
         if api == "linear":
             o = trifuse.linear(xx, w, bs, activation=act, dropout_p=p, seed=seed, residual=rr, recompute=rc)
         else:
-            o = trifuse.gemm(xx, w, bs, activation=act, dropout_p=p, seed=seed, residual=rr, out_dtype=out_dtype,
-                             recompute=rc)
+            o = trifuse.gemm(xx, w, bs, activation=act, dropout_p=p, seed=seed, residual=rr,
+                             out_dtype=out_dtype, recompute=rc)
         return o.reshape(M, N)
 
     # fp64 reference and torch's own low-precision composition
@@ -210,11 +214,13 @@ def c_gemm_bwd(notes, M, N, K, dtype, act, *, api="linear", bias=True, recompute
         tag = "rc" if rc else ""
         check_close(notes, f"{tag}out", out, ref, base, FLOOR[final] if final == dtype else FLOOR[dtype])
         if keep is not None:
-            recovered = (out.detach() - (r.detach() if r is not None else 0)) != 0  # the mask the forward used
+            # the mask the forward used
+            recovered = (out.detach() - (r.detach() if r is not None else 0)) != 0
             big = full.abs() > 1e-2
             mism = int(((recovered != keep) & big).sum())
             if mism:
-                raise Failure(f"{tag} forward output's zero pattern disagrees with reference.dropout mask at {mism} elems")
+                raise Failure(f"{tag} forward output's zero pattern disagrees with reference.dropout mask "
+                              f"at {mism} elems")
         g = grads(out, leaves, do)
         for nm, gt, gr, gb in zip(names, g, gref, gbase):
             if gt is None:

@@ -15,7 +15,9 @@ from .references import attn_ref, sdpa
 # errors, compile
 # ----------------------------------------------------------------------------------------------------------
 def c_device_mismatch(notes):
-    cpu = torch.device("meta" if SMOKE else "cpu")  # the "other" device (smoke mode: the kernels' device is cpu)
+    # the "other" device (smoke mode: the kernels' device is cpu)
+    cpu = torch.device("meta" if SMOKE else "cpu")
+    cpu_residual = torch.zeros(64, 256, dtype=BF16, device=cpu)
     x = rnd(64, 128)
     w = rnd(256, 128)
     bs = rnd(256)
@@ -29,9 +31,9 @@ def c_device_mismatch(notes):
         ("linear(all cpu)", lambda: trifuse.linear(x.to(cpu), w.to(cpu))),
         ("linear(weight cpu, grad)", lambda: trifuse.linear(x.requires_grad_(), w.to(cpu).requires_grad_())),
         ("gemm(b cpu)", lambda: trifuse.gemm(x, w.t().to(cpu))),
-        ("gemm(residual cpu)", lambda: trifuse.gemm(x, w.t(), residual=torch.zeros(64, 256, dtype=BF16, device=cpu))),
-        ("gemm(residual cpu, dropout)", lambda: trifuse.gemm(x, w.t(), dropout_p=0.1, seed=1,
-                                                              residual=torch.zeros(64, 256, dtype=BF16, device=cpu))),
+        ("gemm(residual cpu)", lambda: trifuse.gemm(x, w.t(), residual=cpu_residual)),
+        ("gemm(residual cpu, dropout)",
+         lambda: trifuse.gemm(x, w.t(), dropout_p=0.1, seed=1, residual=cpu_residual)),
         ("attention(k cpu)", lambda: trifuse.attention(q, q.to(cpu), q)),
         ("attention(v cpu, causal)", lambda: trifuse.attention(q, q, q.to(cpu), causal=True)),
         ("attention(q cpu)", lambda: trifuse.attention(q.to(cpu), q, q)),

@@ -44,8 +44,8 @@ def check_close(notes, what, out, ref, base=None, floor=1e-2, factor=2.0):
     bad_nf = (~of & rf)
     if bad_nf.any():
         idx = torch.nonzero(bad_nf)[:3].tolist()
-        raise Failure(f"{what}: {int(bad_nf.sum())} non-finite values where the reference is finite, e.g. at {idx}"
-                      f" ({o[tuple(torch.nonzero(bad_nf)[0].tolist())].item()})")
+        raise Failure(f"{what}: {int(bad_nf.sum())} non-finite values where the reference is finite, "
+                      f"e.g. at {idx} ({o[tuple(torch.nonzero(bad_nf)[0].tolist())].item()})")
     if (~rf).any():
         same = (torch.isnan(o) == torch.isnan(r)) & (torch.isinf(o) == torch.isinf(r)) & \
                ((o == r) | torch.isnan(r) | rf)
@@ -64,7 +64,8 @@ def check_close(notes, what, out, ref, base=None, floor=1e-2, factor=2.0):
         d = torch.where(rf, (o - r).abs(), torch.zeros_like(r))
         nbad = int((d > budget).sum())
         i = tuple(torch.nonzero(d == d.max())[0].tolist())
-        raise Failure(f"{what}: max err {err:.3e} > budget {budget:.3e} (torch err {berr if berr is None else f'{berr:.2e}'},"
+        torch_err = berr if berr is None else f"{berr:.2e}"
+        raise Failure(f"{what}: max err {err:.3e} > budget {budget:.3e} (torch err {torch_err},"
                       f" {nbad} elems over; worst at {list(i)}: got {o[i].item():.5g} ref {r[i].item():.5g})")
 
 
@@ -85,9 +86,10 @@ def rnd(*shape, dtype=BF16, scale=1.0):
 
 def mk(shape, dtype, layout="contig", offset=0, scale=1.0, grad=False):
     """A 2-D (or 1-D for 'contig'/'expand') tensor of logical `shape`, stored per `layout`:
-    contig | t (stored transposed) | padN (rows N elements longer, sliced) | expand (stride-0 rows / elements),
-    `offset` elements past an allocation's start (breaks 16-byte alignment for odd offsets). grad: the storage
-    is a leaf that requires grad; the returned tensor is a view of it (differentiate w.r.t. the view)."""
+    contig | t (stored transposed) | padN (rows N elements longer, sliced) | expand (stride-0 rows /
+    elements), `offset` elements past an allocation's start (breaks 16-byte alignment for odd offsets).
+    grad: the storage is a leaf that requires grad; the returned tensor is a view of it (differentiate
+    w.r.t. the view)."""
     shape = tuple(shape)
     if layout == "contig":
         st_shape = shape

@@ -1,4 +1,5 @@
 """Output lines (stdout and $OUT/gpu_audit.txt), the case registry and the runner with its hang watchdog."""
+import contextlib
 import gc
 import os
 import threading
@@ -59,8 +60,8 @@ def _watchdog():
         time.sleep(2.0)
         name, t = CURRENT["name"], CURRENT["t"]
         if name is not None and t is not None and time.time() - t > CASE_TIMEOUT:
-            emit(f"ERROR {name} [>{CASE_TIMEOUT:.0f}s] HANG: no progress (deadlocked kernel or endless compile?); "
-                 f"routes so far={routes()}")
+            emit(f"ERROR {name} [>{CASE_TIMEOUT:.0f}s] HANG: no progress (deadlocked kernel or endless "
+                 f"compile?); routes so far={routes()}")
             emit(f"SUMMARY aborted by the watchdog during {name} (elapsed {time.time() - T0:.0f}s)")
             if _OUT_FILE is not None:
                 _OUT_FILE.flush()
@@ -133,10 +134,8 @@ def run_all():
         notes.clear()
         gc.collect()
         if DEV.type == "cuda" and fatal is None:
-            try:
+            with contextlib.suppress(Exception):  # a broken context must not stop the report
                 torch.cuda.empty_cache()
-            except Exception:  # noqa: BLE001
-                pass
     emit(f"SUMMARY pass={counts['PASS']} fail={counts['FAIL']} error={counts['ERROR']} skip={counts['SKIP']} "
          f"route_warnings={len(WARNINGS)} total={sum(counts.values())} elapsed={time.time() - T0:.0f}s")
     return 0 if counts["FAIL"] == counts["ERROR"] == 0 else 1

@@ -26,7 +26,7 @@ def gemm_compose(a, b, bias, act, residual=None, keep=None, p=0.0, out_dtype=Non
 
 def attn_ref(q, k, v, causal, scale):
     """fp64 softmax(q k^T * scale, top-left causal) v, GQA by repeating k/v heads, one batch at a time."""
-    B, Hq, Sq, D = q.shape
+    B, Hq, Sq, _ = q.shape
     Hkv, Skv = k.shape[1], k.shape[2]
     if B * Hq * Sq == 0 or Skv == 0:
         return torch.zeros(q.shape, dtype=q.dtype, device=q.device) + 0 * q.sum() + 0 * k.sum() + 0 * v.sum()
@@ -44,7 +44,8 @@ def attn_ref(q, k, v, causal, scale):
 
 
 def sdpa(q, k, v, causal, scale):
-    return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale, enable_gqa=q.shape[1] != k.shape[1])
+    return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale,
+                                          enable_gqa=q.shape[1] != k.shape[1])
 
 
 def keep_mask(seed, M, N, p):

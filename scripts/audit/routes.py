@@ -1,4 +1,5 @@
-"""Route tracing: which kernels a case ran, and route warnings when it did not take the one it was written for."""
+"""Route tracing: which kernels a case ran, and route warnings when it did not take the one it was written
+for."""
 from .config import SMOKE
 
 # ----------------------------------------------------------------------------------------------------------
