@@ -66,10 +66,11 @@ class RMSNorm(nn.RMSNorm):
 
 
 class FusedLinear(nn.Linear):
-    """Drop-in for nn.Linear followed by an activation (and dropout), in one fused GEMM.
+    """Drop-in for nn.Linear, optionally followed by an activation (and dropout), in one fused GEMM.
 
-    Same parameters as nn.Linear (weight (out_features, in_features), bias), so state_dicts load both
-    ways. Dropout applies only in training mode (self.training). recompute=True makes the backward
+    nn.Linear's arguments in nn.Linear's order (in_features, out_features, bias, device, dtype); the fused
+    extras (activation, default "none"; dropout; recompute) are keyword-only. Same parameters as nn.Linear
+    (weight (out_features, in_features), bias), so state_dicts load both ways. Dropout applies only in training mode (self.training). recompute=True makes the backward
     recompute x @ W.T + b instead of keeping it (less activation memory, one more GEMM).
     """
 
