@@ -37,6 +37,7 @@ from trifuse.reference.dropout import keep_mask
 SHAPES = [(8192, 8192, 8192), (8192, 4096, 14336), (8192, 14336, 4096), (16384, 4096, 4096),
           (4096, 4096, 4096), (2048, 2048, 2048), (1024, 1024, 1024), (512, 512, 512), (128, 256, 256),
           (64, 256, 128)]
+DROPOUT_SEED = 1234  # --dropout's mask, also applied to the reference
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
@@ -109,9 +110,9 @@ def tune_one(m: int, k: int, n: int, dtype: torch.dtype, args) -> tuple[str, Gem
     out = torch.empty(m, n, device="cuda", dtype=dtype)
     ref = torch.nn.functional.silu(torch.nn.functional.linear(x, w, bias)).float()
     p = args.dropout
-    seed = torch.tensor([1234], device="cuda")
+    seed = torch.tensor([DROPOUT_SEED], device="cuda")
     if p > 0:
-        ref = ref * keep_mask(1234, m, n, p, x.device).float() / (1 - p)
+        ref = ref * keep_mask(DROPOUT_SEED, m, n, p, x.device).float() / (1 - p)
     cublas_ms = time_ms(lambda: x @ b, rep_ms=args.rep, hide_host=True)
     cap, _ = device_info(x)
     tma = cap[0] == 9 and tma_layout(x, b, out)[0]

@@ -70,8 +70,9 @@ class FusedLinear(nn.Linear):
 
     nn.Linear's arguments in nn.Linear's order (in_features, out_features, bias, device, dtype); the fused
     extras (activation, default "none"; dropout; recompute) are keyword-only. Same parameters as nn.Linear
-    (weight (out_features, in_features), bias), so state_dicts load both ways. Dropout applies only in training mode (self.training). recompute=True makes the backward
-    recompute x @ W.T + b instead of keeping it (less activation memory, one more GEMM).
+    (weight (out_features, in_features), bias), so state_dicts load both ways. Dropout applies only in
+    training mode (self.training). recompute=True makes the backward recompute x @ W.T + b instead of
+    keeping it (less activation memory, one more GEMM).
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None, *,

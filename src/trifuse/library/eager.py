@@ -117,9 +117,9 @@ class FastOp:
     def __call__(self, *args):
         # One pass over the arguments (this runs on every eager call): any tensor subclass, or anything
         # tracing, goes through the dispatcher; plain tensors note whether autograd needs a graph.
-        if torch.compiler.is_compiling() or _get_current_dispatch_mode() is not None:
-            return self.op(*args)
-        if torch._C._are_functorch_transforms_active():  # vmap, grad: their wrapped tensors look plain
+        # (functorch transforms such as vmap: their wrapped tensors look plain, so they are asked for here)
+        if (torch.compiler.is_compiling() or _get_current_dispatch_mode() is not None
+                or torch._C._are_functorch_transforms_active()):
             return self.op(*args)
         if forward_ad._current_level >= 0:
             self._reject_tangents(args)
@@ -138,7 +138,6 @@ class FastOp:
             # where the direct run would drop the second-order term silently.
             return self.op(*args)
         return run_direct(self.inference, *args)
-
 
     def _reject_tangents(self, args) -> None:
         """Forward-mode AD would drop a dual input's tangent without a word (no op here has a jvp): refuse."""
